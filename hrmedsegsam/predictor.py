@@ -1,0 +1,239 @@
+"""Predictor: per-image state over a promptable model (numpy in, numpy out).
+
+Coordinates: a slice is a 2D array ``(H, W)`` indexed ``[row, column]``; prompts are pixel
+coordinates ``x`` = column, ``y`` = row (continuous, pixel centres at integers; a prompt
+must lie inside ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``). Masks come back at the slice's
+native ``(H, W)``. The image embedding of each (slice content, window) pair is cached, so
+returning to a slice, or prefetching neighbours from a worker thread, costs nothing later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Hashable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hrmedsegsam.errors import InputError, PromptError
+from hrmedsegsam.intensity import apply_window, percentile_window
+from hrmedsegsam.model.base import PromptableModel
+
+Window = Tuple[float, float]
+
+
+@dataclass
+class Prediction:
+    """Result of :meth:`Predictor.predict`.
+
+    mask: bool ``(H, W)`` native resolution (the best mask when several were asked for);
+    score: its predicted IoU; logits: float32 ``(256, 256)`` low-res logits over the padded
+    model frame, to pass back as ``mask_input``; masks / scores: all candidates ``(M, H, W)``
+    / ``(M,)``, best first.
+    """
+
+    mask: np.ndarray
+    score: float
+    logits: np.ndarray
+    masks: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
+class Embedding:
+    """A slice prepared for decoding: encoder output ``(1, 256, 64, 64)``, the windowed native
+    slice ``(1, 3, H, W)`` in [0, 1], and the resized image's size in the model frame."""
+
+    features: torch.Tensor
+    image: torch.Tensor
+    input_hw: Tuple[int, int]
+    window: Window
+
+    @property
+    def native_hw(self) -> Tuple[int, int]:
+        return int(self.image.shape[-2]), int(self.image.shape[-1])
+
+
+def slice_identity(slice2d: np.ndarray) -> str:
+    """Content hash of a slice (shape, dtype and bytes)."""
+    arr = np.ascontiguousarray(slice2d)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{arr.shape}{arr.dtype}".encode())
+    h.update(arr.data)
+    return h.hexdigest()
+
+
+class Predictor:
+    """Embed a slice once with :meth:`set_image`, then :meth:`predict` prompts against it."""
+
+    def __init__(self, model: PromptableModel, device: Optional[torch.device] = None, cache_size: int = 32) -> None:
+        self.model = model.eval()
+        self.device = device or next(model.parameters()).device
+        self.model.to(self.device)
+        self.cache_size = cache_size
+        self._cache: "OrderedDict[Tuple[Hashable, Window], Embedding]" = OrderedDict()
+        self._lock = threading.RLock()
+        self._current: Optional[Embedding] = None
+
+    # -- embedding -------------------------------------------------------------------
+    def _autocast(self):  # type: ignore[no-untyped-def]
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
+    @staticmethod
+    def _check_slice(slice2d: np.ndarray) -> np.ndarray:
+        arr = np.asarray(slice2d)
+        if arr.ndim != 2:
+            raise InputError(f"a 2D slice (H, W) is needed, got an array of shape {arr.shape}")
+        if min(arr.shape) < 2:
+            raise InputError(f"the slice is too small to segment: {arr.shape}")
+        return arr
+
+    def _key(self, slice2d: np.ndarray, window: Window, key: Optional[Hashable]) -> Tuple[Hashable, Window]:
+        return (key if key is not None else slice_identity(slice2d), (float(window[0]), float(window[1])))
+
+    def preprocess(self, slice2d: np.ndarray, window: Window) -> Tuple[torch.Tensor, torch.Tensor, Tuple[int, int]]:
+        """Window and resize a slice: returns the model input ``(1, 3, S, S)``, the native
+        windowed slice ``(1, 3, H, W)``, and the resized size ``(h, w)`` in the frame."""
+        native = torch.from_numpy(apply_window(slice2d, window)).to(self.device)[None, None]
+        H, W = native.shape[-2:]
+        S = self.model.image_size
+        scale = S / max(H, W)
+        h, w = max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5))
+        resized = F.interpolate(native, size=(h, w), mode="bilinear", align_corners=False, antialias=scale < 1)
+        frame = F.pad(resized, (0, S - w, 0, S - h))
+        return frame.expand(-1, 3, -1, -1), native.expand(-1, 3, -1, -1), (h, w)
+
+    def embed(self, slice2d: np.ndarray, window: Optional[Window] = None, key: Optional[Hashable] = None) -> Embedding:
+        """Compute (or fetch from the cache) the embedding of ``slice2d`` under ``window``.
+
+        Thread-safe; does not change the current image. ``key`` identifies the slice (e.g.
+        ``(volume_id, z)``); without it the slice's content hash is used. ``window`` None:
+        the slice's 0.5-99.5 percentile range.
+        """
+        arr = self._check_slice(slice2d)
+        win = tuple(window) if window is not None else percentile_window(arr)
+        ck = self._key(arr, win, key)  # type: ignore[arg-type]
+        with self._lock:
+            hit = self._cache.get(ck)
+            if hit is not None:
+                self._cache.move_to_end(ck)
+                return hit
+        frame, native, input_hw = self.preprocess(arr, win)  # type: ignore[arg-type]
+        with self._lock, torch.inference_mode(), self._autocast():
+            features = self.model.encode(frame[:1].contiguous()).float()
+            emb = Embedding(features, native[:1], input_hw, ck[1])
+            self._cache[ck] = emb
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return emb
+
+    def is_cached(self, key: Hashable, window: Window) -> bool:
+        """Whether the embedding for ``key`` under ``window`` is in the cache."""
+        with self._lock:
+            return (key, (float(window[0]), float(window[1]))) in self._cache
+
+    def set_image(self, slice2d: np.ndarray, window: Optional[Window] = None, key: Optional[Hashable] = None) -> None:
+        """Make ``slice2d`` ``(H, W)`` the image that :meth:`predict` segments."""
+        self._current = self.embed(slice2d, window, key)
+
+    def set_embedding(self, embedding: Embedding) -> None:
+        """Make an embedding from :meth:`embed` (e.g. computed in a worker) current."""
+        self._current = embedding
+
+    @property
+    def image_hw(self) -> Tuple[int, int]:
+        """Native ``(H, W)`` of the current image."""
+        if self._current is None:
+            raise RuntimeError("call set_image() before predict()")
+        return self._current.native_hw
+
+    # -- prompts ---------------------------------------------------------------------
+    def _check_xy(self, x: float, y: float, what: str) -> None:
+        H, W = self.image_hw
+        if not (np.isfinite(x) and np.isfinite(y)) or not (-0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5):
+            raise PromptError(
+                f"{what} ({x:g}, {y:g}) is outside the image: x must be in [0, {W - 1}] and y in [0, {H - 1}]"
+            )
+
+    def _frame_scale(self) -> Tuple[float, float]:
+        assert self._current is not None
+        H, W = self._current.native_hw
+        h, w = self._current.input_hw
+        return w / W, h / H
+
+    def predict(
+        self,
+        box: Optional[Sequence[float]] = None,
+        points: Optional[Sequence[Sequence[float]]] = None,
+        labels: Optional[Sequence[int]] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask: bool = False,
+    ) -> Prediction:
+        """Segment the current image from prompts.
+
+        box: ``[x0, y0, x1, y1]`` pixels (corners in any order); points: ``[[x, y], ...]``
+        pixels; labels: 1 positive / 0 negative per point (default all positive);
+        mask_input: low-res logits ``(256, 256)`` from an earlier prediction; multimask:
+        return three candidates (best in ``.mask``) instead of one.
+        """
+        emb = self._current
+        if emb is None:
+            raise RuntimeError("call set_image() before predict()")
+        if box is None and not points and mask_input is None:
+            raise PromptError("give a box, at least one point, or a mask input")
+        sx, sy = self._frame_scale()
+        dev = self.device
+        boxes_t = None
+        box_native = None
+        if box is not None:
+            b = [float(v) for v in np.asarray(box, dtype=float).reshape(-1)]
+            if len(b) != 4:
+                raise PromptError(f"a box needs 4 numbers [x0, y0, x1, y1], got {len(b)}")
+            x0, x1 = sorted((b[0], b[2]))
+            y0, y1 = sorted((b[1], b[3]))
+            self._check_xy(x0, y0, "box corner")
+            self._check_xy(x1, y1, "box corner")
+            if x1 - x0 < 1 or y1 - y0 < 1:
+                raise PromptError(f"the box [{b[0]:g}, {b[1]:g}, {b[2]:g}, {b[3]:g}] is empty (less than one pixel wide or high)")
+            box_native = (x0, y0, x1, y1)
+            boxes_t = torch.tensor([[x0 * sx, y0 * sy, x1 * sx, y1 * sy]], dtype=torch.float32, device=dev)
+        coords_t = labels_t = None
+        if points:
+            pts = np.asarray(points, dtype=float)
+            if pts.ndim != 2 or pts.shape[1] < 2:
+                raise PromptError(f"points must be a list of [x, y] pairs, got shape {pts.shape}")
+            lab = np.ones(len(pts), dtype=int) if labels is None else np.asarray(labels, dtype=int).reshape(-1)
+            if lab.shape[0] != pts.shape[0]:
+                raise PromptError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
+            if not np.isin(lab, (0, 1)).all():
+                raise PromptError("point labels must be 1 (positive) or 0 (negative)")
+            for x, y in pts[:, :2]:
+                self._check_xy(float(x), float(y), "point")
+            frame_pts = pts[:, :2] * [sx, sy]
+            coords_t = torch.tensor(frame_pts[None], dtype=torch.float32, device=dev)
+            labels_t = torch.tensor(lab[None], dtype=torch.int64, device=dev)
+        mask_t = None
+        if mask_input is not None:
+            m = np.asarray(mask_input, dtype=np.float32)
+            L = self.model.lowres_size
+            if m.size != L * L:
+                raise PromptError(f"mask_input must be the ({L}, {L}) logits of an earlier prediction, got shape {m.shape}")
+            mask_t = torch.from_numpy(m.reshape(1, 1, L, L)).to(dev)
+        with torch.inference_mode(), self._autocast():
+            out = self.model.decode(
+                emb.features, emb.image, emb.input_hw, coords=coords_t, labels=labels_t, boxes=boxes_t,
+                mask_input=mask_t, multimask=multimask, box_native=box_native,
+            )
+        scores = out.iou[0].float().cpu().numpy()
+        order = np.argsort(-scores, kind="stable")
+        masks = (out.logits[0].float() > 0).cpu().numpy()[order]
+        lowres = out.lowres[0].float().cpu().numpy()[order]
+        return Prediction(mask=masks[0], score=float(scores[order[0]]), logits=lowres[0].astype(np.float32),
+                          masks=masks, scores=scores[order])
