@@ -18,8 +18,11 @@ Importing this module needs only numpy and SimpleITK (never torch or napari).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import secrets
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -490,11 +493,14 @@ def _to_grayscale(image: sitk.Image) -> sitk.Image:
     return sitk.Cast(grey, component_type)
 
 
-def _as_3d_scalar(image: sitk.Image, source: str, notes: list[str] | None = None) -> sitk.Image:
+def _as_3d_scalar(
+    image: sitk.Image, source: str, notes: list[str] | None = None, colour_ok: bool = True
+) -> sitk.Image:
     """Bring a read image to 3D scalar form, or raise InputError saying what was found.
 
-    2D (and 3D one-slice) colour photos become grey luminance (with a note); 2D images get a
-    z axis of spacing 1 mm; a 4D image with a single time point loses that axis.
+    2D (and 3D one-slice) colour photos become grey luminance (with a note) when
+    ``colour_ok``, else are refused; 2D images get a z axis of spacing 1 mm; a 4D image with
+    a single time point loses that axis.
     """
     dim = image.GetDimension()
     size = image.GetSize()
@@ -505,6 +511,10 @@ def _as_3d_scalar(image: sitk.Image, source: str, notes: list[str] | None = None
     problem = _shape_problem(source, dim, size, ncomp)
     if problem:
         raise InputError(problem)
+    if ncomp > 1 and not colour_ok:
+        raise InputError(
+            f"{source} has {_components_text(ncomp)}; a label map needs one integer per voxel."
+        )
     if ncomp > 1:
         image = _to_grayscale(image)
         if notes is not None:
@@ -516,6 +526,67 @@ def _as_3d_scalar(image: sitk.Image, source: str, notes: list[str] | None = None
     if image.GetDimension() == 2:
         image = sitk.JoinSeries([image])  # z axis: spacing 1, origin 0
     return image
+
+
+def _nifti_data_end(header: bytes) -> int | None:
+    """Byte offset where a NIfTI-1/2 file's voxel data end (from its header), or None."""
+    for order in ("<", ">"):
+        (sizeof_hdr,) = struct.unpack(order + "i", header[:4])
+        if sizeof_hdr == 348 and len(header) >= 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            (bitpix,) = struct.unpack(order + "h", header[72:74])
+            (vox_offset,) = struct.unpack(order + "f", header[108:112])
+            break
+        if sizeof_hdr == 540 and len(header) >= 540:
+            (bitpix,) = struct.unpack(order + "h", header[14:16])
+            dims = struct.unpack(order + "8q", header[16:80])
+            (vox_offset,) = struct.unpack(order + "q", header[168:176])
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8:
+        return None
+    n_voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
+    return int(vox_offset) + n_voxels * (bitpix // 8)
+
+
+def _nifti_truncation(path: Path) -> str | None:
+    """Why a NIfTI file is shorter than its header says, or None if it looks complete.
+
+    ITK reads truncated NIfTI files without complaint (the missing voxels are garbage), so
+    a cut-off download would otherwise load silently. Cheap: compares sizes; a .nii.gz is
+    only decompressed when its gzip trailer disagrees with the header.
+    """
+    name = path.name.lower()
+    try:
+        if name.endswith(".nii"):
+            with open(path, "rb") as f:
+                end = _nifti_data_end(f.read(540))
+            size = path.stat().st_size
+            if end is not None and size < end:
+                return f"the header describes {end} bytes but the file has {size}"
+        elif name.endswith(".nii.gz"):
+            with gzip.open(path, "rb") as f:
+                end = _nifti_data_end(f.read(540))
+            if end is None:
+                return None
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                (isize,) = struct.unpack("<I", f.read(4))
+            if isize == end % 2**32:
+                return None
+            total = 0  # trailer disagrees (or multi-member gzip): count the real bytes
+            with gzip.open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    total += len(chunk)
+            if total < end:
+                return f"the header describes {end} bytes but the data hold {total}"
+    except EOFError:
+        return "the compressed data end early"
+    except (OSError, struct.error, zlib.error):
+        return None
+    return None
 
 
 def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
@@ -541,6 +612,9 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     )
     if problem:
         raise InputError(problem)
+    truncated = _nifti_truncation(path)
+    if truncated:
+        raise InputError(f"{path} is truncated or corrupt ({truncated}).")
     try:
         with _quiet_itk():
             image = reader.Execute()
@@ -549,7 +623,9 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     return image, meta
 
 
-def _read_any(path: PathLike, series_uid: str | None = None) -> tuple[sitk.Image, dict[str, Any]]:
+def _read_any(
+    path: PathLike, series_uid: str | None = None, colour_ok: bool = True
+) -> tuple[sitk.Image, dict[str, Any]]:
     p = _check_path(path)
     if p.is_dir():
         image, meta = _read_dicom_dir(p, series_uid)
@@ -560,8 +636,27 @@ def _read_any(path: PathLike, series_uid: str | None = None) -> tuple[sitk.Image
                 f"{p} belongs to DICOM series {meta['series_uid']}, not {series_uid}."
             )
     notes: list[str] = meta.setdefault("notes", [])
-    image = _as_3d_scalar(image, str(p), notes)
+    image = _as_3d_scalar(image, str(p), notes, colour_ok=colour_ok)
+    if not p.is_dir() and meta.get("series_uid") and image.GetSize()[2] == 1:
+        note = _one_slice_of_series_note(p, meta["series_uid"])
+        if note:
+            notes.append(note)
     return image, meta
+
+
+def _one_slice_of_series_note(path: Path, series_uid: str) -> str | None:
+    """A hint when a single-slice DICOM file is one of several files of its series."""
+    try:
+        with _quiet_itk():
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path.parent), series_uid)
+    except RuntimeError:  # pragma: no cover - scanning problems only lose the hint
+        return None
+    if len(files) <= 1:
+        return None
+    return (
+        f"{path.name} is one slice of DICOM series {series_uid}, which has {len(files)} "
+        f"files in {path.parent}; open the folder to load the whole volume"
+    )
 
 
 def read_image(path: PathLike, series_uid: str | None = None) -> sitk.Image:
@@ -759,17 +854,18 @@ def resample_labels_to(
         dtype, or the smallest of uint8/uint16/int32 for bool or whole-valued float labels.
 
     Raises:
-        InputError: unreadable/4D/vector labels, or labels that are not whole numbers.
+        InputError: unreadable, 4D or colour/vector labels, or labels that are not whole
+            numbers.
     """
     if isinstance(labels, Volume):
         image = labels.to_sitk()
         source = labels.path or "the labels"
     elif isinstance(labels, sitk.Image):
-        image = _as_3d_scalar(labels, "the label image")
+        image = _as_3d_scalar(labels, "the label image", colour_ok=False)
         source = "the label image"
     else:
         source = str(labels)
-        image = read_image(labels)
+        image = _read_any(labels, colour_ok=False)[0]
     if not _same_grid(image, volume):
         resampler = sitk.ResampleImageFilter()
         resampler.SetSize([int(n) for n in volume.size_xyz])
