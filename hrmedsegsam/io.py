@@ -65,7 +65,7 @@ _IMAGE_SUFFIXES = (
 # --------------------------------------------------------------------------- Volume
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: "==" on arrays has no single truth value
 class Volume:
     """A scalar 3D image with its physical geometry.
 
