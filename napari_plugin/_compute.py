@@ -1,0 +1,150 @@
+"""One background thread for all model work, so the UI thread never waits on the model.
+
+Jobs run one at a time, in this order:
+
+1. *urgent* jobs (a prediction the user is waiting for, a propagation, loading a model), in
+   submission order, except that a newer urgent job with the same ``coalesce`` key replaces
+   a queued one (a burst of prompt edits computes only the latest);
+2. *prefetch* jobs (embeddings of neighbouring slices), only while nothing urgent waits;
+   a new prefetch list replaces the old one.
+
+Results and errors are handed to ``deliver(callback, value)``, which the caller points at
+its UI thread (the annotator uses superqt's ``ensure_main_thread``). This module itself has
+no Qt or napari import.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable
+
+
+@dataclass
+class Job:
+    fn: Callable[[], Any]
+    label: str = ""
+    on_done: Callable[[Any], None] | None = None
+    on_error: Callable[[BaseException], None] | None = None
+    coalesce: Hashable | None = None
+
+
+def _call_now(callback: Callable, value: Any) -> None:
+    callback(value)
+
+
+class ComputeThread:
+    """A daemon thread running :class:`Job` s; see the module docstring for the order.
+
+    ``on_status(text)`` (delivered like results) gets the label of the job that starts, and
+    ``""`` when the thread goes idle.
+    """
+
+    def __init__(
+        self,
+        deliver: Callable[[Callable, Any], None] = _call_now,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
+        self._deliver = deliver
+        self._on_status = on_status
+        self._cond = threading.Condition()
+        self._urgent: deque[Job] = deque()
+        self._prefetch: deque[Job] = deque()
+        self._running: Job | None = None
+        self._running_prefetch = False
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="hrmedsegsam-compute", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ queueing
+    def submit(self, job: Job) -> None:
+        """Queues an urgent job (replacing a queued one with the same ``coalesce`` key)."""
+        with self._cond:
+            if job.coalesce is not None:
+                self._urgent = deque(j for j in self._urgent if j.coalesce != job.coalesce)
+            self._urgent.append(job)
+            self._cond.notify_all()
+
+    def set_prefetch(self, jobs: Iterable[Job]) -> None:
+        """Replaces the prefetch queue."""
+        with self._cond:
+            self._prefetch = deque(jobs)
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        """Drops every queued job (the running one finishes)."""
+        with self._cond:
+            self._urgent.clear()
+            self._prefetch.clear()
+
+    @property
+    def busy(self) -> bool:
+        """A job runs or an urgent job waits (prefetch does not count)."""
+        with self._cond:
+            return bool(self._urgent) or (self._running is not None and not self._running_prefetch)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing runs and nothing (urgent or prefetch) waits."""
+        with self._cond:
+            return self._running is None and not self._urgent and not self._prefetch
+
+    def wait_idle(self, timeout: float | None = None, include_prefetch: bool = True) -> bool:
+        """Blocks (not from the UI thread!) until idle; for scripts and tests."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._running is None
+                and not self._urgent
+                and (not include_prefetch or not self._prefetch),
+                timeout,
+            )
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._urgent.clear()
+            self._prefetch.clear()
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ the thread
+    def _next(self) -> Job | None:
+        with self._cond:
+            while not self._stopped and not self._urgent and not self._prefetch:
+                self._running = None
+                self._cond.notify_all()
+                self._cond.wait()
+            if self._stopped:
+                self._running = None
+                self._cond.notify_all()
+                return None
+            if self._urgent:
+                job = self._urgent.popleft()
+                self._running_prefetch = False
+            else:
+                job = self._prefetch.popleft()
+                self._running_prefetch = True
+            self._running = job
+            return job
+
+    def _loop(self) -> None:
+        while True:
+            job = self._next()
+            if job is None:
+                return
+            if self._on_status is not None and job.label:
+                self._deliver(self._on_status, job.label)
+            try:
+                result = job.fn()
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the UI
+                if job.on_error is not None:
+                    self._deliver(job.on_error, exc)
+            else:
+                if job.on_done is not None:
+                    self._deliver(job.on_done, result)
+            with self._cond:
+                self._running = None
+                idle = not self._urgent and not self._prefetch
+                self._cond.notify_all()
+            if idle and self._on_status is not None:
+                self._deliver(self._on_status, "")

@@ -1,0 +1,256 @@
+"""The annotation dock widget: a thin Qt view over :class:`AnnotatorModel`.
+
+Every control calls one model method (through :meth:`AnnotatorWidget._run`, which turns
+library errors into the status line and a napari notification); the model's events
+refresh the view. No segmentation, geometry or history logic lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QKeySequence
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QShortcut,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from hrmedsegsam.errors import HRMedSegSAMError
+from napari_plugin._annotator import WINDOW_CHOICES, AnnotatorModel
+from napari_plugin._prompt_layers import role
+from napari_plugin._writer import nifti_path
+
+OVERWRITE, KEEP = "overwrite", "keep existing"
+
+
+class AnnotatorWidget(QWidget):
+    """Dock widget: model, window, prompts, accept / next / undo / redo, propagate, objects,
+    export, status line. ``predictor`` (optional) skips loading a model (tests, scripts)."""
+
+    def __init__(
+        self,
+        napari_viewer: Any,
+        predictor: Any = None,
+        prefetch_radius: int = 2,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.model = AnnotatorModel(napari_viewer, predictor, prefetch_radius=prefetch_radius)
+        self._build()
+        self._connect()
+        self._refresh_layers()
+        self._load_default_model(predictor)
+
+    # ---------------------------------------------------------------- layout
+    def _build(self) -> None:
+        self.image_combo, self.labels_combo = QComboBox(), QComboBox()
+        self.model_combo, self.window_combo = QComboBox(), QComboBox()
+        self.window_combo.addItems(list(WINDOW_CHOICES))
+        self.point_btn, self.box_btn = QPushButton("Point"), QPushButton("Box")
+        self.negative_check = QCheckBox("Negative (N)")
+        self.id_spin = QSpinBox()
+        self.id_spin.setRange(0, 65535)
+        self.id_spin.setSpecialValueText("auto")
+        self.policy_combo = QComboBox()
+        self.policy_combo.addItems([OVERWRITE, KEEP])
+        self.accept_btn, self.next_btn = QPushButton("Accept"), QPushButton("Next object")
+        self.undo_btn, self.redo_btn = QPushButton("Undo"), QPushButton("Redo")
+        self.propagate_btn, self.cancel_btn = QPushButton("Propagate"), QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["id", "name", "slices", "mL"])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.reopen_btn, self.delete_btn = QPushButton("Reopen"), QPushButton("Delete")
+        self.export_btn = QPushButton("Export NIfTI…")
+        self.status = QLabel(self.model.status)
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Window", self.window_combo)
+        prompts = QGroupBox("Prompts")
+        row = QHBoxLayout(prompts)
+        for w in (self.point_btn, self.box_btn, self.negative_check):
+            row.addWidget(w)
+        target = QHBoxLayout()
+        target.addWidget(QLabel("Label id"))
+        target.addWidget(self.id_spin)
+        target.addWidget(self.policy_combo)
+        grid = QGridLayout()
+        for i, w in enumerate(
+            (self.accept_btn, self.next_btn, self.undo_btn, self.redo_btn, self.propagate_btn, self.cancel_btn)
+        ):
+            grid.addWidget(w, i // 2, i % 2)
+        obj_box = QGroupBox("Objects")
+        obj_layout = QVBoxLayout(obj_box)
+        obj_layout.addWidget(self.table)
+        obj_row = QHBoxLayout()
+        obj_row.addWidget(self.reopen_btn)
+        obj_row.addWidget(self.delete_btn)
+        obj_layout.addLayout(obj_row)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(prompts)
+        layout.addLayout(target)
+        layout.addLayout(grid)
+        layout.addWidget(obj_box)
+        layout.addWidget(self.export_btn)
+        layout.addWidget(self.status)
+
+    # ---------------------------------------------------------------- wiring
+    def _connect(self) -> None:
+        m = self.model
+        self.image_combo.activated.connect(lambda _: self._run(m.set_image_layer, self._chosen_image()))
+        self.labels_combo.activated.connect(lambda _: self._run(m.set_labels_layer, self._chosen_labels()))
+        self.model_combo.activated.connect(lambda _: self._run(m.load_model, self.model_combo.currentText()))
+        self.window_combo.currentTextChanged.connect(lambda text: self._run(m.set_window_choice, text))
+        self.point_btn.clicked.connect(lambda: self._run(m.use_points))
+        self.box_btn.clicked.connect(lambda: self._run(m.use_box))
+        self.negative_check.toggled.connect(lambda on: self._run(m.set_negative, on))
+        self.id_spin.valueChanged.connect(lambda v: setattr(m, "target_id", int(v)))
+        self.policy_combo.currentTextChanged.connect(lambda t: setattr(m, "overwrite", t == OVERWRITE))
+        self.accept_btn.clicked.connect(lambda: self._run(m.accept))
+        self.next_btn.clicked.connect(lambda: self._run(m.next_object))
+        self.undo_btn.clicked.connect(lambda: self._run(m.undo))
+        self.redo_btn.clicked.connect(lambda: self._run(m.redo))
+        self.propagate_btn.clicked.connect(lambda: self._run(m.propagate))
+        self.cancel_btn.clicked.connect(lambda: self._run(m.cancel))
+        self.reopen_btn.clicked.connect(lambda: self._run(m.reopen, self._selected_id()))
+        self.delete_btn.clicked.connect(lambda: self._run(m.delete_object, self._selected_id()))
+        self.table.itemChanged.connect(self._on_item_changed)
+        self.export_btn.clicked.connect(lambda: self._run(self._export_dialog))
+
+        self._objects_timer = QTimer(self, singleShot=True, interval=150)
+        self._objects_timer.timeout.connect(self._refresh_objects)
+        m.events.status.connect(lambda e: self.status.setText(e.value))
+        m.events.objects.connect(lambda e: self._objects_timer.start())
+        m.events.history.connect(lambda e: self._refresh_history())
+        m.events.propagating.connect(lambda e: self._set_propagating(e.value))
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+
+        self._bindings = {
+            "Control-Z": lambda v: self._run(m.undo),
+            "Control-Shift-Z": lambda v: self._run(m.redo),
+            "N": lambda v: self.negative_check.toggle(),
+        }
+        for key, fn in self._bindings.items():
+            self.viewer.bind_key(key, fn, overwrite=True)
+        for seq, fn in (("Ctrl+Z", m.undo), ("Ctrl+Shift+Z", m.redo)):
+            shortcut = QShortcut(QKeySequence(seq), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(lambda fn=fn: self._run(fn))
+
+    def _load_default_model(self, predictor: Any) -> None:
+        from hrmedsegsam.model.build import available_models
+
+        self.model_combo.addItems(available_models() if predictor is None else ["custom"])
+        if predictor is None:
+            self._run(self.model.load_model, self.model_combo.currentText())
+
+    # ---------------------------------------------------------------- helpers
+    def _run(self, fn: Callable, *args: Any) -> Any:
+        """Calls a model action; a library error goes to the status line and a notification."""
+        try:
+            return fn(*args)
+        except HRMedSegSAMError as exc:
+            self.status.setText(str(exc))
+            from napari.utils.notifications import show_warning
+
+            show_warning(str(exc))
+            return None
+
+    def _layers_of(self, kind: str) -> list:
+        from napari.layers import Image, Labels
+
+        cls = Image if kind == "image" else Labels
+        return [lay for lay in self.viewer.layers if isinstance(lay, cls) and role(lay) is None]
+
+    def _chosen_image(self) -> Any:
+        return self._by_name("image", self.image_combo.currentText())
+
+    def _chosen_labels(self) -> Any:
+        return self._by_name("labels", self.labels_combo.currentText())
+
+    def _by_name(self, kind: str, name: str) -> Any:
+        return next((lay for lay in self._layers_of(kind) if lay.name == name), None)
+
+    def _refresh_layers(self, event: Any = None) -> None:
+        for combo, kind, current in (
+            (self.image_combo, "image", self.model.image_layer),
+            (self.labels_combo, "labels", self.model.labels_layer),
+        ):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems([lay.name for lay in self._layers_of(kind)])
+            if current is not None:
+                combo.setCurrentText(current.name)
+            combo.blockSignals(False)
+        images = self._layers_of("image")
+        if self.model.image_layer not in images and images:
+            self._run(self.model.set_image_layer, images[-1])
+            self._refresh_layers()
+
+    def _refresh_objects(self) -> None:
+        self.table.blockSignals(True)
+        objects = self.model.objects()
+        self.table.setRowCount(len(objects))
+        for row, o in enumerate(objects):
+            cells = (str(o.id), o.name, f"{o.z_min}-{o.z_max} ({o.slices})", f"{o.volume_ml:.2f}")
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col != 1:
+                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                self.table.setItem(row, col, item)
+        self.table.blockSignals(False)
+
+    def _on_item_changed(self, item: QTableWidgetItem) -> None:
+        self._run(self.model.rename, int(self.table.item(item.row(), 0).text()), item.text())
+
+    def _selected_id(self) -> int:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            raise HRMedSegSAMError("Select an object in the list first.")
+        return int(self.table.item(rows[0].row(), 0).text())
+
+    def _refresh_history(self) -> None:
+        session = self.model.session
+        self.undo_btn.setEnabled(bool(session and session.can_undo))
+        self.redo_btn.setEnabled(bool(session and session.can_redo))
+
+    def _set_propagating(self, on: bool) -> None:
+        self.cancel_btn.setEnabled(on)
+        for w in (self.accept_btn, self.propagate_btn, self.undo_btn, self.redo_btn):
+            w.setEnabled(not on)
+        if not on:
+            self._refresh_history()
+
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export labels", "labels.nii.gz", "NIfTI (*.nii.gz *.nii)")
+        if path:  # the dialog asked before replacing `path`, not a name we add a suffix to
+            self.model.export(path, overwrite=nifti_path(path) == path)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.model.close()
+        super().closeEvent(event)
