@@ -1,0 +1,88 @@
+"""Shapes, parameter budget and native-resolution output of the randomly initialised model."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from hrmedsegsam.model.build import build_model
+from hrmedsegsam.model.decoder import sample_frame
+from hrmedsegsam.model.encoder import LGViT, count_parameters
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("hrmedsegsam")
+
+
+def test_parameter_budget(model) -> None:
+    total = count_parameters(model)
+    assert total <= 4_500_000
+    assert 1_400_000 <= count_parameters(model.image_encoder) <= 1_800_000
+
+
+def test_encoder_output_shape() -> None:
+    enc = LGViT().eval()
+    with torch.inference_mode():
+        out = enc(torch.rand(1, 3, 1024, 1024))
+    assert out.shape == (1, 256, 64, 64)
+    assert torch.isfinite(out).all()
+
+
+def test_encoder_is_position_aware() -> None:
+    """RoPE + LePE: moving content moves the embedding (not a bag of tokens)."""
+    enc = LGViT(img_size=256).eval()
+    x = torch.zeros(1, 3, 256, 256)
+    x[..., 32:64, 32:64] = 1.0
+    y = torch.roll(x, shifts=(128, 128), dims=(-2, -1))
+    with torch.inference_mode():
+        a, b = enc(x), enc(y)
+    assert a.shape == (1, 256, 16, 16)
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("native_hw", [(512, 512), (300, 700), (37, 23)])
+def test_decoder_returns_native_resolution(model, native_hw) -> None:
+    H, W = native_hw
+    scale = 1024 / max(H, W)
+    input_hw = (round(H * scale), round(W * scale))
+    emb = torch.randn(1, 256, 64, 64)
+    image = torch.rand(1, 3, H, W)
+    box = torch.tensor([[100.0, 100.0, 400.0, 300.0]])
+    with torch.inference_mode():
+        out = model.decode(emb, image, input_hw, boxes=box, multimask=True)
+    assert out.logits.shape == (1, 3, H, W)
+    assert out.iou.shape == (1, 3)
+    assert out.lowres.shape == (1, 3, 256, 256)
+    with torch.inference_mode():
+        single = model.decode(emb, image, input_hw, boxes=box, multimask=False)
+    assert single.logits.shape == (1, 1, H, W)
+
+
+def test_refinement_is_limited_to_roi_and_starts_as_bilinear(model) -> None:
+    """The untrained refiner's residual heads are zero: output equals upsampled coarse
+    logits, and the ROI follows the coarse mask, not the whole image."""
+    dec = model.mask_decoder
+    lowres = torch.full((1, 1, 256, 256), -5.0)
+    lowres[..., 100:120, 60:90] = 5.0
+    roi = dec.roi_for(lowres, (256, 256), (2048, 2048))
+    assert roi is not None
+    r0, c0, r1, c1 = roi
+    assert (r1 - r0) * (c1 - c0) < 0.05 * 2048 * 2048
+    assert r0 <= 100 * 8 and r1 >= 120 * 8 and c0 <= 60 * 8 and c1 >= 90 * 8
+    assert (r1 - r0) % 4 == 0 and (c1 - c0) % 4 == 0
+
+
+def test_sample_frame_maps_valid_region_to_native() -> None:
+    """A low-res map whose left half is positive gives a native mask whose left half is
+    positive, whatever the padding of the frame."""
+    lowres = torch.full((1, 1, 256, 256), -1.0)
+    lowres[..., :128, :64] = 1.0  # valid region 128 x 128 (rows x cols), image left half
+    out = sample_frame(lowres, (128, 128), (50, 50), (0, 0, 50, 50))
+    pos = out[0, 0] > 0
+    assert pos[:, :24].all() and not pos[:, 26:].any()
+
+

@@ -1,0 +1,104 @@
+"""Predictor: coordinate mapping, caching, prompt validation, and real model forward passes."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from hrmedsegsam.errors import InputError, PromptError
+from hrmedsegsam.masks import dice
+from hrmedsegsam.model.build import build_model
+from hrmedsegsam.predictor import Predictor
+
+
+def _bright_rect_slice(H: int, W: int) -> np.ndarray:
+    img = np.zeros((H, W), np.float32)
+    img[:, :] = 1.0  # everything bright: the box alone decides the mask
+    return img
+
+
+@pytest.mark.parametrize("hw", [(300, 700), (700, 300), (64, 1500)])
+def test_box_lands_where_it_should_on_non_square_slices(box_threshold_model, hw) -> None:
+    H, W = hw
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    pred.set_image(_bright_rect_slice(H, W), window=(0, 1))
+    x0, y0, x1, y1 = int(0.2 * W), int(0.3 * H), int(0.6 * W), int(0.8 * H)
+    out = pred.predict(box=[x0, y0, x1, y1])
+    assert out.mask.shape == (H, W) and out.mask.dtype == bool
+    expected = np.zeros((H, W), bool)
+    expected[y0 : y1 + 1, x0 : x1 + 1] = True
+    assert dice(out.mask, expected) > 0.98
+    assert out.logits.shape == (256, 256)
+
+
+def test_box_corners_in_any_order(box_threshold_model) -> None:
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    pred.set_image(_bright_rect_slice(100, 120), window=(0, 1))
+    a = pred.predict(box=[10, 20, 50, 60]).mask
+    b = pred.predict(box=[50, 60, 10, 20]).mask
+    assert np.array_equal(a, b)
+
+
+def test_prompt_validation(box_threshold_model) -> None:
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="set_image"):
+        pred.predict(box=[0, 0, 5, 5])
+    pred.set_image(np.zeros((50, 80), np.int16), window=(-160, 240))
+    with pytest.raises(PromptError, match="outside"):
+        pred.predict(box=[10, 10, 90, 40])
+    with pytest.raises(PromptError, match="outside"):
+        pred.predict(points=[[-3, 10]])
+    with pytest.raises(PromptError, match="empty"):
+        pred.predict(box=[10, 10, 10, 40])
+    with pytest.raises(PromptError, match="labels"):
+        pred.predict(points=[[5, 5], [6, 6]], labels=[1])
+    with pytest.raises(PromptError, match="box, at least one point"):
+        pred.predict()
+    with pytest.raises(PromptError, match="mask_input"):
+        pred.predict(points=[[5, 5]], mask_input=np.zeros((64, 64)))
+    with pytest.raises(InputError, match="2D slice"):
+        pred.set_image(np.zeros((2, 3, 4)))
+
+
+def test_embedding_cache_per_slice_and_window(box_threshold_model) -> None:
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    img = np.random.default_rng(0).normal(size=(40, 50)).astype(np.float32)
+    a = pred.embed(img, (0, 1), key=("vol", 3))
+    assert pred.embed(img, (0, 1), key=("vol", 3)) is a
+    assert pred.is_cached(("vol", 3), (0, 1))
+    assert not pred.is_cached(("vol", 3), (0, 2))
+    assert pred.embed(img, (0, 2), key=("vol", 3)) is not a
+    # Without a key the slice content identifies it.
+    b = pred.embed(img, (0, 1))
+    assert pred.embed(img.copy(), (0, 1)) is b
+
+
+def test_embed_from_threads_is_safe() -> None:
+    torch.manual_seed(0)
+    pred = Predictor(build_model(config={"image_size": 256}), torch.device("cpu"))
+    img = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    results = []
+    threads = [threading.Thread(target=lambda z=z: results.append(pred.embed(img + z, (0, 1), key=z)))
+               for z in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and all(r.features.shape == (1, 256, 16, 16) for r in results)
+
+
+def test_random_model_forward_at_native_resolution() -> None:
+    """A real (random) HRMedSegSAM forward pass through the Predictor, all prompt kinds."""
+    torch.manual_seed(0)
+    pred = Predictor(build_model(), torch.device("cpu"))
+    img = np.random.default_rng(0).integers(-200, 300, size=(96, 160)).astype(np.int16)
+    pred.set_image(img, window=(-160, 240))
+    first = pred.predict(box=[20, 10, 90, 70], points=[[50, 40], [10, 80]], labels=[1, 0], multimask=True)
+    assert first.masks.shape == (3, 96, 160) and first.scores.shape == (3,)
+    assert first.scores[0] >= first.scores[-1]
+    again = pred.predict(points=[[50, 40]], mask_input=first.logits)
+    assert again.mask.shape == (96, 160)
+    assert np.isfinite(again.score)

@@ -1,0 +1,58 @@
+"""3D propagation: follows an object slice by slice and stops where it ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hrmedsegsam.errors import PromptError
+from hrmedsegsam.predictor import Predictor
+from hrmedsegsam.volume import propagate
+
+
+def _blob_volume(z0: int = 6, z1: int = 15, Z: int = 24, H: int = 48, W: int = 64) -> tuple:
+    """A bright ellipsoid on slices z0..z1 (inclusive), plus a second bright object far
+    away on every slice that propagation must not jump to."""
+    zz, yy, xx = np.mgrid[:Z, :H, :W]
+    zc, r = (z0 + z1) / 2, (z1 - z0) / 2 + 0.5
+    rr = np.sqrt(((zz - zc) / r) ** 2 + ((yy - 20) / 12) ** 2 + ((xx - 22) / 14) ** 2)
+    obj = rr <= 1.0
+    vol = np.zeros((Z, H, W), np.int16)
+    vol[obj] = 200
+    vol[:, 38:46, 52:62] = 200  # distractor
+    return vol, obj
+
+
+def test_propagation_stops_at_object_end(box_threshold_model) -> None:
+    vol, obj = _blob_volume()
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    start = 10
+    calls = []
+    out = propagate(pred, vol, start, obj[start], (-160, 240), key_prefix="v",
+                    progress=lambda d, t: calls.append((d, t)))
+    zs = np.flatnonzero(out.any(axis=(1, 2)))
+    ref = np.flatnonzero(obj.any(axis=(1, 2)))
+    assert abs(zs[0] - ref[0]) <= 1 and abs(zs[-1] - ref[-1]) <= 1
+    assert not out[:, 38:46, 52:62].any(), "propagation leaked to the distractor"
+    inter = np.logical_and(out, obj).sum()
+    assert 2 * inter / (out.sum() + obj.sum()) > 0.9
+    assert calls and calls[-1] == (vol.shape[0] - 1, vol.shape[0] - 1)
+
+
+def test_propagation_one_direction_and_cancel(box_threshold_model) -> None:
+    vol, obj = _blob_volume()
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    up = propagate(pred, vol, 10, obj[10], (-160, 240), direction="up")
+    assert not up[:10].any() and up[11:].any()
+    out = propagate(pred, vol, 10, obj[10], (-160, 240), cancel=lambda: True)
+    assert np.array_equal(np.flatnonzero(out.any(axis=(1, 2))), [10])
+
+
+def test_propagation_rejects_bad_start(box_threshold_model) -> None:
+    vol, obj = _blob_volume()
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    with pytest.raises(PromptError, match="out of range"):
+        propagate(pred, vol, 99, obj[10], (-160, 240))
+    with pytest.raises(PromptError, match="empty"):
+        propagate(pred, vol, 10, np.zeros_like(obj[10]), (-160, 240))
