@@ -117,7 +117,7 @@ def volume_from_layer(layer: Any, array: np.ndarray | None = None) -> Any:
         )
     scale = [float(s) for s in layer.scale][-3:]
     translate = [float(t) for t in layer.translate][-3:]
-    if data.ndim == 2:
-        scale = [1.0] + scale[-2:]
-        translate = [0.0] + translate[-2:]
+    if len(scale) == 2:  # a 2D layer: one slice, 1 mm thick
+        scale = [1.0] + scale
+        translate = [0.0] + translate
     return Volume(array=data, spacing=tuple(scale[::-1]), origin=tuple(translate[::-1]))
