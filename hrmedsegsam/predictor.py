@@ -13,8 +13,8 @@ import hashlib
 import threading
 from collections import OrderedDict
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Hashable, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Hashable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,12 +47,14 @@ class Prediction:
 @dataclass
 class Embedding:
     """A slice prepared for decoding: encoder output ``(1, 256, 64, 64)``, the windowed native
-    slice ``(1, 3, H, W)`` in [0, 1], and the resized image's size in the model frame."""
+    slice ``(1, 3, H, W)`` in [0, 1], the resized image's size in the model frame, and the
+    model's per-image decoder cache (prompt-independent work, filled on first use)."""
 
     features: torch.Tensor
     image: torch.Tensor
     input_hw: Tuple[int, int]
     window: Window
+    decoder_cache: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def native_hw(self) -> Tuple[int, int]:
@@ -229,7 +231,7 @@ class Predictor:
         with torch.inference_mode(), self._autocast():
             out = self.model.decode(
                 emb.features, emb.image, emb.input_hw, coords=coords_t, labels=labels_t, boxes=boxes_t,
-                mask_input=mask_t, multimask=multimask, box_native=box_native,
+                mask_input=mask_t, multimask=multimask, box_native=box_native, cache=emb.decoder_cache,
             )
         scores = out.iou[0].float().cpu().numpy()
         order = np.argsort(-scores, kind="stable")

@@ -15,7 +15,7 @@ import importlib.util
 import sys
 import types
 from pathlib import Path
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -162,6 +162,7 @@ class LiteMedSAM(PromptableModel):
         mask_input: Optional[torch.Tensor] = None,
         multimask: bool = False,
         box_native: Optional[Tuple[float, float, float, float]] = None,
+        cache: Optional[Dict[str, torch.Tensor]] = None,
     ) -> DecoderOutput:
         sparse, dense = self.embed_prompts(coords, labels, boxes, mask_input)
         lowres, iou = self.mask_decoder(

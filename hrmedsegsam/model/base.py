@@ -9,7 +9,7 @@ logits are ``(B, M, 256, 256)`` over the padded frame.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -61,11 +61,13 @@ class PromptableModel(nn.Module):
         mask_input: Optional[torch.Tensor] = None,
         multimask: bool = False,
         box_native: Optional[Tuple[float, float, float, float]] = None,
+        cache: Optional[Dict[str, torch.Tensor]] = None,
     ) -> DecoderOutput:
         """Masks for prompts on an embedded image.
 
         embedding ``(B, 256, 64, 64)``; image: the native slice ``(B, 3, H, W)`` in [0, 1];
         input_hw: the resized image's size in the frame; box_native: the prompt box in native
-        pixels (x0, y0, x1, y1), used to place the refinement region.
+        pixels (x0, y0, x1, y1), used to place the refinement region; cache: a dict kept
+        with the embedding where a model may keep prompt-independent work (inference only).
         """
         raise NotImplementedError

@@ -16,7 +16,7 @@ Two paths:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,57 @@ from hrmedsegsam.model._sam import sam_modeling
 
 # (row0, col0, row1, col1), half-open, in native pixels.
 Roi = Tuple[int, int, int, int]
+
+
+def _attend(mod: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            qp: Optional[torch.Tensor] = None, kp: Optional[torch.Tensor] = None,
+            vp: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """SAM ``Attention`` ``mod`` on ``(B, N, C)`` inputs, optionally with ready projections
+    (``qp``/``kp``/``vp``) so that image-only projections can be computed once per image."""
+    qp = mod.q_proj(q) if qp is None else qp
+    kp = mod.k_proj(k) if kp is None else kp
+    vp = mod.v_proj(v) if vp is None else vp
+    h = mod.num_heads
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        b, n, c = t.shape
+        return t.reshape(b, n, h, c // h).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(heads(qp), heads(kp), heads(vp))
+    b, _, n, d = out.shape
+    return mod.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+
+def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor,
+             cache: Optional[Dict[str, torch.Tensor]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SAM's ``TwoWayTransformer.forward`` on flattened ``(B, N, C)`` image tokens, with the
+    first block's image-only projections taken from / stored in ``cache`` when given.
+
+    Those projections depend only on the image embedding (plus the constant no-mask dense
+    embedding), so caching them per image saves about a third of the decoder's work for
+    every further prompt on that image.
+    """
+    queries = tokens
+    for i, layer in enumerate(transformer.layers):
+        if layer.skip_first_layer_pe:
+            queries = _attend(layer.self_attn, queries, queries, queries)
+        else:
+            q = queries + tokens
+            queries = queries + _attend(layer.self_attn, q, q, queries)
+        queries = layer.norm1(queries)
+        k = keys + key_pe
+        t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+        if i == 0 and cache is not None:
+            if "t2i_k" not in cache:
+                cache["t2i_k"], cache["t2i_v"], cache["i2t_q"] = t2i.k_proj(k), t2i.v_proj(keys), i2t.q_proj(k)
+            kp, vp, qp = cache["t2i_k"], cache["t2i_v"], cache["i2t_q"]
+        else:
+            kp = vp = qp = None
+        queries = layer.norm2(queries + _attend(t2i, queries + tokens, k, keys, kp=kp, vp=vp))
+        queries = layer.norm3(queries + layer.mlp(queries))
+        keys = layer.norm4(keys + _attend(i2t, k, queries + tokens, queries, qp=qp))
+    attn = _attend(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)
+    return transformer.norm_final_attn(queries + attn), keys
 
 
 def _coarse_decoder_class() -> type:
@@ -41,16 +92,26 @@ def _coarse_decoder_class() -> type:
             image_pe: torch.Tensor,
             sparse_prompt_embeddings: torch.Tensor,
             dense_prompt_embeddings: torch.Tensor,
+            cache: Optional[Dict[str, torch.Tensor]] = None,
         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
             """Return ``masks (B, 4, 256, 256)``, ``iou (B, 4)``, ``hyper (B, 4, C/8)``,
-            ``upscaled (B, C/8, 256, 256)`` for one image embedding per prompt set."""
+            ``upscaled (B, C/8, 256, 256)`` for one image embedding per prompt set.
+
+            cache: per-image dict for prompt-independent work; only valid while the dense
+            prompt is the constant no-mask embedding (the caller passes None otherwise).
+            """
             output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
             output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
             tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
-            src = image_embeddings + dense_prompt_embeddings
-            pos_src = image_pe.expand(src.shape[0], -1, -1, -1)
-            b, c, h, w = src.shape
-            hs, src = self.transformer(src, pos_src, tokens)
+            b, c, h, w = image_embeddings.shape
+            if cache is not None and "keys" in cache:
+                keys, key_pe = cache["keys"], cache["key_pe"]
+            else:
+                keys = (image_embeddings + dense_prompt_embeddings).flatten(2).transpose(1, 2)
+                key_pe = image_pe.flatten(2).transpose(1, 2).expand(b, -1, -1)
+                if cache is not None:
+                    cache["keys"], cache["key_pe"] = keys, key_pe
+            hs, src = _two_way(self.transformer, keys, key_pe, tokens, cache)
             iou_token_out = hs[:, 0, :]
             mask_tokens_out = hs[:, 1 : (1 + self.num_mask_tokens), :]
             upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
@@ -222,6 +283,7 @@ class ECMDecoder(nn.Module):
         roi: Optional[Roi] = None,
         box: Optional[Tuple[float, float, float, float]] = None,
         refine: bool = True,
+        cache: Optional[Dict[str, torch.Tensor]] = None,
     ) -> DecoderOutput:
         """Decode masks.
 
@@ -230,9 +292,10 @@ class ECMDecoder(nn.Module):
         slice ``(B, 3, H, W)`` in [0, 1]; valid_hw: rows/cols of the 256x256 low-res frame
         covered by the image. roi: native ``(r0, c0, r1, c1)`` to refine (None: derived from
         the coarse mask and ``box``, native x0, y0, x1, y1). ``refine=False`` returns the
-        bilinear upsampling of the coarse logits.
+        bilinear upsampling of the coarse logits. cache: per-image dict for work that does
+        not depend on the prompts (pass it only when there is no mask input).
         """
-        masks, iou, hyper, upscaled = self.coarse.predict_all(image_embeddings, image_pe, sparse, dense)
+        masks, iou, hyper, upscaled = self.coarse.predict_all(image_embeddings, image_pe, sparse, dense, cache)
         sel = slice(1, None) if multimask else slice(0, 1)
         masks, iou, hyper = masks[:, sel], iou[:, sel], hyper[:, sel]
         H, W = image.shape[-2:]

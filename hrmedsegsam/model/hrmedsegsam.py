@@ -56,11 +56,20 @@ class HRMedSegSAM(PromptableModel):
         multimask: bool = False,
         box_native: Optional[Tuple[float, float, float, float]] = None,
         refine: bool = True,
+        cache: Optional[Dict[str, torch.Tensor]] = None,
     ) -> DecoderOutput:
         sparse, dense = self.embed_prompts(coords, labels, boxes, mask_input)
+        if mask_input is not None:
+            cache = None  # the cached first-block work assumes the constant no-mask embedding
+        if cache is not None:
+            if "dense_pe" not in cache:
+                cache["dense_pe"] = self.prompt_encoder.get_dense_pe()
+            pe = cache["dense_pe"]
+        else:
+            pe = self.prompt_encoder.get_dense_pe()
         return self.mask_decoder(
             embedding,
-            self.prompt_encoder.get_dense_pe(),
+            pe,
             sparse,
             dense,
             image=image,
@@ -68,4 +77,5 @@ class HRMedSegSAM(PromptableModel):
             multimask=multimask,
             box=box_native,
             refine=refine,
+            cache=cache,
         )
