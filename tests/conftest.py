@@ -62,7 +62,7 @@ class BoxThresholdModel:
                 return torch.zeros(images.shape[0], 256, self.image_size // 16, self.image_size // 16)
 
             def decode(self, embedding, image, input_hw, coords=None, labels=None, boxes=None,
-                       mask_input=None, multimask=False, box_native=None):
+                       mask_input=None, multimask=False, box_native=None, cache=None):
                 H, W = image.shape[-2:]
                 sy, sx = input_hw[0] / H, input_hw[1] / W
                 region = torch.zeros(H, W, dtype=torch.bool)
