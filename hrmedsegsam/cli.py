@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Callable, List, Optional
 
 from hrmedsegsam import __version__
-from hrmedsegsam.errors import HRMedSegSAMError, InputError, OutputExistsError
+from hrmedsegsam.errors import HRMedSegSAMError, InputError
 
 
 def _print(msg: str) -> None:
@@ -41,21 +40,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------- segment
-def _check_output(path: Path, overwrite: bool) -> None:
-    name = path.name.lower()
-    if not (name.endswith(".nii.gz") or name.endswith(".nii")):
-        raise InputError(f"output {path} must be a NIfTI file ending in .nii.gz or .nii")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise InputError(f"the output folder {path.parent} does not exist")
-
-
 def cmd_segment(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    _check_output(out, args.overwrite)  # fail before any slow work
     from hrmedsegsam.intensity import resolve_window
-    from hrmedsegsam.io import read_volume, write_labels
+    from hrmedsegsam.io import check_label_output, read_volume, write_labels
+
+    out, _ = check_label_output(args.output, args.overwrite)  # fail before any slow work
     from hrmedsegsam.prompts import load_prompts
 
     prompts = load_prompts(args.prompts)

@@ -40,6 +40,7 @@ __all__ = [
     "read_volume",
     "read_image",
     "write_labels",
+    "check_label_output",
     "resample_labels_to",
     "describe",
 ]
@@ -739,6 +740,33 @@ def _label_dtype(labels: np.ndarray, target: str) -> np.dtype:
     raise InputError(f"{target}: label values {lo}..{hi} do not fit in 32-bit integers.")
 
 
+def check_label_output(path: PathLike, overwrite: bool = False) -> tuple[Path, str]:
+    """Check that labels can be written to ``path`` (see :func:`write_labels`) before any
+    slow work; returns the path and its suffix (``.nii`` or ``.nii.gz``).
+
+    Raises:
+        InputError: wrong suffix, missing folder, or a folder at ``path``.
+        OutputExistsError: ``path`` exists and ``overwrite`` is false.
+    """
+    out = Path(os.fspath(path)).expanduser()
+    name = out.name
+    suffix = next((s for s in _LABEL_SUFFIXES if name.lower().endswith(s)), None)
+    if suffix is None:
+        found = "".join(out.suffixes[-2:]) or "no suffix"
+        raise InputError(
+            f"{out} must end in .nii or .nii.gz (found {found}); labels are written as NIfTI."
+        )
+    parent = out.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {out}: the folder {parent} does not exist.")
+    if out.is_dir():
+        raise InputError(f"cannot write {out}: it is a folder.")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it.")
+
+    return out, suffix
+
+
 def write_labels(
     path: PathLike, labels_zyx: np.ndarray, like: Volume, overwrite: bool = False
 ) -> Path:
@@ -762,21 +790,8 @@ def write_labels(
         InputError: wrong suffix, missing folder, shape mismatch, non-integer labels.
         OutputExistsError: ``path`` exists and ``overwrite`` is false.
     """
-    out = Path(os.fspath(path)).expanduser()
-    name = out.name
-    suffix = next((s for s in _LABEL_SUFFIXES if name.lower().endswith(s)), None)
-    if suffix is None:
-        found = "".join(out.suffixes[-2:]) or "no suffix"
-        raise InputError(
-            f"{out} must end in .nii or .nii.gz (found {found}); labels are written as NIfTI."
-        )
-    parent = out.parent
-    if not parent.is_dir():
-        raise InputError(f"cannot write {out}: the folder {parent} does not exist.")
-    if out.is_dir():
-        raise InputError(f"cannot write {out}: it is a folder.")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it.")
+    out, suffix = check_label_output(path, overwrite)
+    name, parent = out.name, out.parent
 
     labels = np.asarray(labels_zyx)
     if labels.ndim == 2 and like.shape[0] == 1:
