@@ -1,0 +1,226 @@
+"""CLI sub-commands ``hrmedsegsam train ...`` and ``hrmedsegsam evaluate ...``.
+
+Registered by :mod:`hrmedsegsam.cli` through :func:`register_train` and
+:func:`register_evaluate`. Torch and the training code are imported inside the handlers
+only, so building the parser stays cheap.
+
+Pipeline (each stage resumable; rerun the same command to continue)::
+
+    hrmedsegsam train cache    --cache cache/main              # samples + teacher embeddings
+    hrmedsegsam train distill  --cache cache/main --run runs/distill --steps 1500
+    hrmedsegsam train decoder  --cache cache/main --run runs/decoder --init runs/distill/checkpoint.pt \\
+                               --teacher-init --steps 3000
+    hrmedsegsam train export   --checkpoint runs/decoder/checkpoint.pt -o weights/hrmedsegsam.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hrmedsegsam.errors import InputError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=Path("cache/main"), help="sample/embedding cache folder")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this wall time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register_train(subparsers: Any) -> None:
+    """Add ``train {cache,distill,decoder,export}``."""
+    p = subparsers.add_parser("train", help="train HRMedSegSAM (cache, distill, decoder, export)")
+    stages = p.add_subparsers(dest="stage", metavar="STAGE")
+    stages.required = True
+
+    s = stages.add_parser("cache", help="build training samples and cache LiteMedSAM embeddings")
+    _common(s)
+    s.add_argument("--data", default=None, help="development data folder (default ../shared/data or $HRMEDSEGSAM_DATA)")
+    s.add_argument("--limit", type=int, default=None, help="teacher-embed only the first N samples")
+    s.set_defaults(func=cmd_cache)
+
+    s = stages.add_parser("distill", help="distil the LGViT encoder from LiteMedSAM's cached embeddings")
+    _common(s)
+    s.add_argument("--run", type=Path, default=Path("runs/distill"), help="run folder (checkpoint.pt, train.log)")
+    s.add_argument("--steps", type=int, default=1500)
+    s.add_argument("--batch", type=int, default=2)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--crop", type=int, default=512, help="crop of the 1024 frame (multiple of 16)")
+    s.add_argument("--full-frame-prob", type=float, default=0.15)
+    s.add_argument("--init", type=Path, default=None, help="weights file or checkpoint to start from")
+    s.set_defaults(func=cmd_distill)
+
+    s = stages.add_parser("decoder", help="train prompt encoder + ECM decoder on frozen encoder embeddings")
+    _common(s)
+    s.add_argument("--run", type=Path, default=Path("runs/decoder"))
+    s.add_argument("--init", type=Path, default=None, help="weights file or checkpoint (e.g. the distillation's)")
+    s.add_argument("--teacher-init", action="store_true",
+                   help="initialise the prompt encoder and coarse decoder from LiteMedSAM first")
+    s.add_argument("--embeddings", choices=("student", "teacher"), default="student",
+                   help="train on our encoder's embeddings (computed once into RUN/embeddings) or the teacher's")
+    s.add_argument("--embed-limit", type=int, default=None,
+                   help="compute student embeddings for the first N cached samples only")
+    s.add_argument("--steps", type=int, default=3000)
+    s.add_argument("--batch", type=int, default=2, help="objects per step")
+    s.add_argument("--full-prob", type=float, default=0.05,
+                   help="share of steps on the whole embedding with the native-resolution refiner "
+                        "(the others train the coarse decoder on a token window around the objects)")
+    s.add_argument("--rounds", type=int, default=2, help="max correction rounds per step")
+    s.add_argument("--lr", type=float, default=2e-4)
+    s.add_argument("--refiner-lr", type=float, default=1e-3)
+    s.add_argument("--region-prob", type=float, default=0.3,
+                   help="share of steps on label-free homogeneous-intensity regions")
+    s.set_defaults(func=cmd_decoder)
+
+    s = stages.add_parser("export", help="write a checkpoint's model as a float16 weights file")
+    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument("-o", "--output", type=Path, default=None, help="default: weights/hrmedsegsam.pt")
+    s.add_argument("--meta", default=None, help="JSON object stored in the file's meta")
+    s.set_defaults(func=cmd_export)
+
+
+def register_evaluate(subparsers: Any) -> None:
+    """Add ``evaluate IMAGE LABELS``."""
+    p = subparsers.add_parser("evaluate", help="DESIGN §6 evaluation (box/point Dice, small/large, 3D propagation)")
+    p.add_argument("image", type=Path)
+    p.add_argument("labels", type=Path, help="label map file, or a folder of binary mask files")
+    p.add_argument("--prompts", default="box,point", help="comma-separated: box, point")
+    p.add_argument("--models", default="hrmedsegsam,litemedsam", help="comma-separated model names or weight files")
+    p.add_argument("--every", type=int, default=1, help="evaluate every N-th axial slice")
+    p.add_argument("--window", type=float, nargs=2, default=(-160.0, 240.0), metavar=("LO", "HI"))
+    p.add_argument("--min-size", type=int, default=100, help="smallest component that counts as an object (px)")
+    p.add_argument("--propagate", action="store_true", help="also 3D Dice of propagation from a box on each organ")
+    p.add_argument("--organs", default="liver,spleen,kidney_left,kidney_right", help="labels for --propagate")
+    p.add_argument("--json", type=Path, default=None, help="write the full result (per object) as JSON here")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from hrmedsegsam.teacher import load_litemedsam
+    from hrmedsegsam.training.cache import embed_cache, write_samples
+    from hrmedsegsam.training.data import distillation_samples, require_data_dir
+
+    _threads(args.threads)
+    data = require_data_dir(args.data)
+    samples = distillation_samples(data, seed=args.seed)
+    n = write_samples(args.cache, samples)
+    print(f"{n} samples in {args.cache}/samples", file=sys.stderr)
+    embed_cache(args.cache, load_litemedsam(), "teacher", limit=args.limit, progress=not args.no_progress)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from hrmedsegsam.training.distill import DistillConfig, distill
+
+    if args.crop % 16:
+        raise InputError("--crop must be a multiple of 16")
+    cfg = DistillConfig(cache=args.cache, run_dir=args.run, steps=args.steps, batch=args.batch, lr=args.lr,
+                        crop=args.crop, full_frame_prob=args.full_frame_prob, max_minutes=args.max_minutes,
+                        seed=args.seed, threads=args.threads, init=args.init, progress=not args.no_progress)
+    try:
+        out = distill(cfg)
+    except FileNotFoundError as exc:
+        raise InputError(str(exc)) from exc
+    print(json.dumps(out))
+    return 0
+
+
+def prepare_decoder_model(init: Any, teacher_init: bool, run_dir: Path):  # type: ignore[no-untyped-def]
+    """Model for decoder training: ``init`` weights, then LiteMedSAM's decoder if asked
+    (only when not resuming: a checkpoint in ``run_dir`` replaces all of this)."""
+    from hrmedsegsam.model.build import build_model
+    from hrmedsegsam.training.distill import _load_init
+
+    model = build_model("hrmedsegsam")
+    if init is not None:
+        _load_init(model, Path(init))
+    if teacher_init and not (Path(run_dir) / "checkpoint.pt").exists():
+        from hrmedsegsam.teacher import load_litemedsam
+        from hrmedsegsam.training.init import init_from_teacher
+
+        init_from_teacher(model, load_litemedsam())
+    return model
+
+
+def cmd_decoder(args: argparse.Namespace) -> int:
+    from hrmedsegsam.training.cache import embed_cache
+    from hrmedsegsam.training.decoder import DecoderConfig, train_decoder
+
+    _threads(args.threads)
+    model = prepare_decoder_model(args.init, args.teacher_init, args.run)
+    if args.embeddings == "student":
+        emb_dir = args.run / "embeddings"
+        ck = args.run / "checkpoint.pt"
+        if ck.exists():  # embeddings come from the encoder of the checkpoint (frozen: unchanged)
+            from hrmedsegsam.training.loop import load_checkpoint
+
+            model.load_state_dict(load_checkpoint(ck)["model"])  # type: ignore[index]
+        embed_cache(args.cache, model, "student", out=emb_dir, labelled_only=True, limit=args.embed_limit,
+                    progress=not args.no_progress)
+    else:
+        emb_dir = args.cache / "teacher"
+    cfg = DecoderConfig(cache=args.cache, run_dir=args.run, embeddings=emb_dir, steps=args.steps, batch=args.batch,
+                        rounds=args.rounds, lr=args.lr, region_prob=args.region_prob, full_prob=args.full_prob, refiner_lr=args.refiner_lr,
+                        max_minutes=args.max_minutes,
+                        seed=args.seed, threads=args.threads, progress=not args.no_progress)
+    try:
+        out = train_decoder(cfg, model=model)
+    except FileNotFoundError as exc:
+        raise InputError(str(exc)) from exc
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from hrmedsegsam.model.build import build_model, default_weights_path, save_weights
+
+    if not args.checkpoint.is_file():
+        raise InputError(f"checkpoint not found: {args.checkpoint}")
+    ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    model = build_model("hrmedsegsam")
+    model.load_state_dict(ck["model"])
+    meta = json.loads(args.meta) if args.meta else {}
+    meta.setdefault("stage", ck.get("stage"))
+    meta.setdefault("step", ck.get("step"))
+    out = save_weights(model, args.output or default_weights_path(), meta)
+    print(out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hrmedsegsam.training.evaluate import evaluate, format_table
+
+    _threads(args.threads)
+    for p in (args.image, args.labels):
+        if not p.exists():
+            raise InputError(f"not found: {p}")
+    result = evaluate(
+        args.image, args.labels, models=[m for m in args.models.split(",") if m],
+        prompts=[p for p in args.prompts.split(",") if p], every=args.every, window=tuple(args.window),
+        propagate3d=args.propagate, organs=[o for o in args.organs.split(",") if o], min_size=args.min_size,
+        device=args.device, progress=not args.no_progress,
+    )
+    print(format_table(result))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0

@@ -1,0 +1,355 @@
+"""Stage 2: decoder training with simulated prompts (DESIGN §3.2).
+
+The image encoder is frozen: image embeddings come from the cache (``student`` after
+distillation; ``teacher`` embeddings work too, e.g. to check the teacher initialisation),
+so a step costs only the prompt encoder, the coarse decoder and the native-resolution
+refiner. Each step takes one cached sample, up to ``batch`` of its objects and one prompt
+type for all of them (box, single positive point, positive + negative points), then
+``0-rounds`` correction rounds: a click at the centre of the largest error region (positive
+if missed, negative if leaked) with the previous low-res logits fed back as ``mask_input``.
+Loss per round at native resolution: Dice + BCE on the refined logits, half of that on the
+plain upsampled coarse logits, plus MSE between the predicted and the actual IoU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from hrmedsegsam.training.cache import sample_paths
+from hrmedsegsam.training.data import Sample, load_sample, region_objects, to_frame
+from hrmedsegsam.training.loop import Budget, cosine_lr, load_checkpoint, save_checkpoint, setup_logging
+from hrmedsegsam.training.prompts import Prompt, correction_point, objects, simulate
+
+log = logging.getLogger("hrmedsegsam.training")
+
+
+@dataclass
+class DecoderConfig:
+    cache: Path
+    run_dir: Path
+    embeddings: Path = Path("cache/main/teacher")  # folder of cached image embeddings
+    steps: int = 3000
+    batch: int = 2
+    rounds: int = 2
+    lr: float = 2e-4
+    refiner_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    min_size: int = 40
+    ckpt_every: int = 200
+    max_minutes: Optional[float] = None
+    seed: int = 0
+    threads: int = 2
+    init: Optional[Path] = None
+    progress: bool = True
+    prompt_weights: Tuple[float, float, float] = (0.4, 0.35, 0.25)
+    region_prob: float = 0.3  # share of steps on label-free intensity regions (data.region_objects)
+    full_prob: float = 0.05  # share of full steps (whole embedding, refiner, native loss); others: cropped coarse
+
+
+def prompt_tensors(prompts: Sequence[Prompt], native_hw: Tuple[int, int], input_hw: Tuple[int, int]):  # type: ignore[no-untyped-def]
+    """Batch native-pixel prompts into frame tensors (coords, labels, boxes); points padded
+    with label -1 (SAM's "not a point")."""
+    import torch
+
+    H, W = native_hw
+    h, w = input_hw
+    sx, sy = w / W, h / H
+    boxes = None
+    if prompts[0].box is not None:
+        boxes = torch.tensor([[p.box[0] * sx, p.box[1] * sy, p.box[2] * sx, p.box[3] * sy] for p in prompts],  # type: ignore[index]
+                             dtype=torch.float32)
+    coords = labels = None
+    n = max((0 if p.points is None else len(p.points)) for p in prompts)
+    if n:
+        coords = torch.zeros(len(prompts), n, 2)
+        labels = -torch.ones(len(prompts), n, dtype=torch.int64)
+        for i, p in enumerate(prompts):
+            if p.points is not None:
+                k = len(p.points)
+                coords[i, :k] = torch.from_numpy(np.asarray(p.points, np.float32) * np.array([sx, sy], np.float32))
+                labels[i, :k] = torch.from_numpy(np.asarray(p.labels, np.int64))
+    return coords, labels, boxes
+
+
+def decode_prompts(model, emb, native, input_hw, prompts: Sequence[Prompt], mask_input=None,  # type: ignore[no-untyped-def]
+                   box_native=None):
+    """Decode a batch of prompts on one embedded image; native ``(1, 3, H, W)``."""
+    H, W = native.shape[-2:]
+    coords, labels, boxes = prompt_tensors(prompts, (H, W), input_hw)
+    B = len(prompts)
+    return model.decode(emb.expand(B, -1, -1, -1), native.expand(B, -1, -1, -1), input_hw, coords=coords,
+                        labels=labels, boxes=boxes, mask_input=mask_input, multimask=False, box_native=box_native)
+
+
+def mask_losses(logits, target):  # type: ignore[no-untyped-def]
+    """Dice + BCE per item; logits/target ``(B, 1, H, W)``."""
+    import torch.nn.functional as F
+
+    p = logits.sigmoid()
+    inter = (p * target).flatten(1).sum(1)
+    dice = 1 - (2 * inter + 1) / (p.flatten(1).sum(1) + target.flatten(1).sum(1) + 1)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
+    return dice + bce
+
+
+def _union_box(ms: Sequence[np.ndarray]) -> Tuple[float, float, float, float]:
+    u = np.logical_or.reduce(list(ms))
+    rows, cols = np.flatnonzero(u.any(1)), np.flatnonzero(u.any(0))
+    return float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])
+
+
+def train_step(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
+               rounds: int, weights=(0.4, 0.3, 0.3)):
+    """Loss of one step (graph attached) and diagnostics."""
+    import torch
+
+    from hrmedsegsam.model.decoder import sample_frame
+
+    frame_native = torch.from_numpy(sample.image)[None, None].expand(-1, 3, -1, -1).contiguous()
+    H, W = sample.image.shape
+    scale = model.image_size / max(H, W)
+    input_hw = (max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5)))
+    kind = int(rng.choice(3, p=np.asarray(weights) / np.sum(weights)))
+    w = [0.0, 0.0, 0.0]
+    w[kind] = 1.0
+    prompts = [simulate(m, rng, w) for m in objs]
+    target = torch.from_numpy(np.stack(objs)[:, None].astype(np.float32))
+    box_native = _union_box(objs)
+    n_rounds = 1 + int(rng.integers(0, rounds + 1))
+    mask_input = None
+    total = 0.0
+    stats: Dict[str, float] = {}
+    valid = model.lowres_valid_hw(input_hw)
+    for r in range(n_rounds):
+        out = decode_prompts(model, emb, frame_native, input_hw, prompts, mask_input, box_native)
+        logits = out.logits[:, :1]
+        coarse = sample_frame(out.lowres[:, :1], valid, (H, W), (0, 0, H, W))
+        loss_mask = mask_losses(logits, target)
+        loss_coarse = mask_losses(coarse, target)
+        with torch.no_grad():
+            pred = logits > 0
+            inter = (pred & (target > 0)).flatten(1).sum(1).float()
+            union = (pred | (target > 0)).flatten(1).sum(1).float()
+            iou = inter / union.clamp(min=1)
+            dice = 2 * inter / (pred.flatten(1).sum(1) + (target > 0).flatten(1).sum(1)).clamp(min=1)
+        loss_iou = (out.iou[:, 0] - iou).pow(2)
+        total = total + (loss_mask + 0.5 * loss_coarse + loss_iou).mean()
+        stats[f"dice_r{r}"] = float(dice.mean())
+        if r + 1 < n_rounds:
+            pred_np = pred[:, 0].numpy()
+            new = []
+            for p, pm, m in zip(prompts, pred_np, objs):
+                c = correction_point(pm, m)
+                if c is None:
+                    c = ((float(p.points[0][0]), float(p.points[0][1])), 1) if p.points is not None else (
+                        _center(m), 1)
+                new.append(p.add_point(c[0], c[1]))
+            prompts = new
+            mask_input = out.lowres[:, :1].detach()
+    stats["kind"] = kind
+    return total / n_rounds, stats
+
+
+def _center(m: np.ndarray) -> Tuple[int, int]:
+    from hrmedsegsam.training.prompts import farthest_from_border
+
+    return farthest_from_border(m)
+
+
+class DecoderData:
+    """Cached samples that have objects and a cached embedding in ``embeddings``."""
+
+    def __init__(self, cache: Path, embeddings: Path, min_size: int) -> None:
+        self.cache = Path(cache)
+        self.items: List[Tuple[Path, Sample, List[np.ndarray]]] = []
+        for p in sample_paths(cache):
+            e = Path(embeddings) / (p.stem + ".npy")
+            if not e.exists():
+                continue
+            s = load_sample(p)
+            objs = objects(s.masks, min_size)
+            if objs:
+                self.items.append((e, s, objs))
+        if not self.items:
+            raise FileNotFoundError(f"no labelled samples with {embeddings} embeddings in {cache}")
+
+    def embedding(self, i: int):  # type: ignore[no-untyped-def]
+        import torch
+
+        return torch.from_numpy(np.load(self.items[i][0]).astype(np.float32))[None]
+
+
+def trainable_parameters(model):  # type: ignore[no-untyped-def]
+    ref = list(model.mask_decoder.refiner.parameters())
+    ref_ids = {id(p) for p in ref}
+    rest = [p for p in list(model.mask_decoder.parameters()) + list(model.prompt_encoder.parameters())
+            if id(p) not in ref_ids]
+    return rest, ref
+
+
+def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: ignore[no-untyped-def]
+    """Run (or resume from ``run_dir/checkpoint.pt``) decoder training."""
+    import torch
+    from tqdm import tqdm
+
+    from hrmedsegsam.model.build import build_model
+    from hrmedsegsam.training.distill import _load_init
+
+    torch.set_num_threads(cfg.threads)
+    setup_logging(cfg.run_dir)
+    ckpt_path = cfg.run_dir / "checkpoint.pt"
+    model = model if model is not None else build_model("hrmedsegsam")
+    rest, ref = trainable_parameters(model)
+    opt = torch.optim.AdamW([{"params": rest, "lr": cfg.lr, "base": cfg.lr},
+                             {"params": ref, "lr": cfg.refiner_lr, "base": cfg.refiner_lr}],
+                            weight_decay=cfg.weight_decay)
+    step = 0
+    ck = load_checkpoint(ckpt_path)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step = int(ck["step"])
+        log.info("resumed decoder training at step %d", step)
+    elif cfg.init is not None:
+        _load_init(model, cfg.init)
+    data = DecoderData(cfg.cache, cfg.embeddings, cfg.min_size)
+    log.info("decoder training on %d samples (%s embeddings)", len(data.items), cfg.embeddings)
+    rng = np.random.default_rng(cfg.seed + 7919 * step)
+    model.eval()  # encoder BN stays frozen; the decoder has no BN/dropout
+    for p in model.image_encoder.parameters():
+        p.requires_grad_(False)
+    budget = Budget(cfg.max_minutes)
+    t0 = time.time()
+    hist: List[float] = []
+    dices: Dict[int, List[float]] = {0: [], 1: [], 2: []}
+    bar = tqdm(total=cfg.steps, initial=step, desc="decoder", disable=not cfg.progress)
+    while step < cfg.steps and not budget.over():
+        i = int(rng.integers(len(data.items)))
+        _, sample, objs = data.items[i]
+        if cfg.region_prob and rng.random() < cfg.region_prob:
+            objs = region_objects(sample.image, rng) or objs
+        pick = rng.permutation(len(objs))[: cfg.batch]
+        step_fn = train_step if rng.random() < cfg.full_prob else train_step_crop
+        loss, st = step_fn(model, data.embedding(i), sample, [objs[j] for j in pick], rng, cfg.rounds,
+                           cfg.prompt_weights)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, cfg.steps, g["base"], cfg.warmup, time_fraction=budget.fraction())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rest + ref, 1.0)
+        opt.step()
+        step += 1
+        hist.append(float(loss.detach()))
+        dices[int(st["kind"])].append(st["dice_r0"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(hist[-50:]):.3f}")
+        if step % 50 == 0:
+            log.info("decoder step %d loss %.4f dice box %.3f point %.3f points %.3f (%.2f s/step)", step,
+                     np.mean(hist[-50:]), *(np.mean(dices[k][-30:]) if dices[k] else float("nan") for k in range(3)),
+                     (time.time() - t0) / max(1, len(hist)))
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
+                            stage="decoder")
+    bar.close()
+    if hist and step % cfg.ckpt_every:
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="decoder")
+    out = {"step": step, "loss": float(np.mean(hist[-50:])) if hist else float("nan"), "seconds": time.time() - t0}
+    log.info("decoder training stopped at step %d: %s", step, out)
+    return out
+
+
+# --------------------------------------------------------------------------- cropped coarse steps
+
+
+def _lowres_targets(objs: Sequence[np.ndarray], native_hw: Tuple[int, int], input_hw: Tuple[int, int],
+                    S: int, L: int):  # type: ignore[no-untyped-def]
+    """Object masks as soft targets on the ``(L, L)`` low-res padded frame ``(B, 1, L, L)``."""
+    import torch
+    import torch.nn.functional as F
+
+    lh, lw = -(-input_hw[0] * L // S), -(-input_hw[1] * L // S)
+    m = torch.from_numpy(np.stack(objs)[:, None].astype(np.float32))
+    t = F.interpolate(m, size=(lh, lw), mode="bilinear", align_corners=False, antialias=True)
+    return F.pad(t, (0, L - lw, 0, L - lh))
+
+
+def train_step_crop(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
+                    rounds: int, weights=(0.4, 0.35, 0.25), min_tokens: int = 24, margin_tokens: int = 4):
+    """A cheaper step on the coarse decoder only: the image embedding, its position code and
+    the dense prompt are cropped to a token window around the objects (any grid size works
+    in the two-way transformer), and the loss is taken on the low-res logits in that window
+    (outside it the objects are absent). Prompts stay in whole-frame coordinates."""
+    import torch
+
+    H, W = sample.image.shape
+    S, L = model.image_size, model.lowres_size
+    G = emb.shape[-1]
+    tok = S // G  # frame pixels per token
+    up = L // G  # low-res pixels per token
+    scale = S / max(H, W)
+    input_hw = (max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5)))
+    x0, y0, x1, y1 = _union_box(objs)
+    ty0, tx0 = int(y0 * scale // tok), int(x0 * scale // tok)
+    ty1, tx1 = int(y1 * scale // tok) + 1, int(x1 * scale // tok) + 1
+
+    def window(a0: int, a1: int) -> Tuple[int, int]:
+        size = min(G, max(min_tokens, a1 - a0 + 2 * margin_tokens))
+        lo, hi = max(0, a1 - size), min(a0, G - size)
+        s0 = int(rng.integers(lo, hi + 1)) if hi >= lo else max(0, min(a0, G - size))
+        return s0, s0 + size
+
+    r0, r1 = window(ty0, ty1)
+    c0, c1 = window(tx0, tx1)
+    kind = int(rng.choice(3, p=np.asarray(weights) / np.sum(weights)))
+    w = [0.0, 0.0, 0.0]
+    w[kind] = 1.0
+    prompts = [simulate(m, rng, w) for m in objs]
+    target_full = _lowres_targets(objs, (H, W), input_hw, S, L)
+    target = target_full[..., r0 * up : r1 * up, c0 * up : c1 * up]
+    tbin = target > 0.5
+    B = len(objs)
+    pe = model.prompt_encoder.get_dense_pe()[..., r0:r1, c0:c1]
+    e = emb[..., r0:r1, c0:c1].expand(B, -1, -1, -1)
+    coarse = model.mask_decoder.coarse
+    n_rounds = 1 + int(rng.integers(0, rounds + 1))
+    mask_input = None
+    total = 0.0
+    stats: Dict[str, float] = {"kind": kind}
+    for r in range(n_rounds):
+        coords, labels, boxes = prompt_tensors(prompts, (H, W), input_hw)
+        sparse, dense = model.embed_prompts(coords, labels, boxes, mask_input)
+        masks, iou_pred, _, _ = coarse.predict_all(e, pe, sparse, dense[..., r0:r1, c0:c1])
+        logits = masks[:, :1]
+        loss_mask = mask_losses(logits, target)
+        with torch.no_grad():
+            pred = logits > 0
+            inter = (pred & tbin).flatten(1).sum(1).float()
+            union = (pred | tbin).flatten(1).sum(1).float()
+            iou = inter / union.clamp(min=1)
+            dice = 2 * inter / (pred.flatten(1).sum(1) + tbin.flatten(1).sum(1)).clamp(min=1)
+        total = total + (loss_mask + (iou_pred[:, 0] - iou).pow(2)).mean()
+        stats[f"dice_r{r}"] = float(dice.mean())
+        if r + 1 < n_rounds:
+            new = []
+            f = S / L / scale  # low-res pixel -> native pixel
+            for b, p in enumerate(prompts):
+                c = correction_point(pred[b, 0].numpy(), tbin[b, 0].numpy())
+                if c is None:
+                    new.append(p.add_point(_center(objs[b]), 1))
+                    continue
+                (cx, cy), lab = c
+                nx = min(W - 1.0, max(0.0, (c0 * up + cx + 0.5) * f - 0.5))
+                ny = min(H - 1.0, max(0.0, (r0 * up + cy + 0.5) * f - 0.5))
+                new.append(p.add_point((nx, ny), lab))
+            prompts = new
+            full = torch.full((B, 1, L, L), -20.0)
+            full[..., r0 * up : r1 * up, c0 * up : c1 * up] = logits.detach()
+            mask_input = full
+    return total / n_rounds, stats

@@ -1,0 +1,165 @@
+"""Stage 1: feature distillation of the LGViT encoder from LiteMedSAM (DESIGN §3.1).
+
+Student input: the sample at the 1024 frame; target: the teacher's cached ``(256, 64, 64)``
+embedding of the same native image at its 256 frame. Loss: MSE. To fit a CPU, most steps
+use a random ``crop``-pixel window of the 1024 frame (aligned to the 16-pixel token grid)
+against the matching window of the target (the encoder is isotropic and its position code
+is relative, so crops train the same weights at a fraction of the cost); a share of steps
+uses the whole frame so the global context is learnt too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from hrmedsegsam.training.cache import sample_paths
+from hrmedsegsam.training.data import load_sample, to_frame
+from hrmedsegsam.training.loop import Budget, cosine_lr, load_checkpoint, save_checkpoint, setup_logging
+
+log = logging.getLogger("hrmedsegsam.training")
+
+
+@dataclass
+class DistillConfig:
+    cache: Path
+    run_dir: Path
+    steps: int = 1500
+    batch: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: int = 50
+    crop: int = 512
+    full_frame_prob: float = 0.15
+    ckpt_every: int = 100
+    max_minutes: Optional[float] = None
+    seed: int = 0
+    threads: int = 2
+    init: Optional[Path] = None  # weights file or checkpoint to start the encoder from
+    progress: bool = True
+
+
+def _pairs(cache: Path) -> List[Path]:
+    return [p for p in sample_paths(cache) if (Path(cache) / "teacher" / (p.stem + ".npy")).exists()]
+
+
+def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore[no-untyped-def]
+    """Run (or resume) distillation; returns ``{"step", "loss", "seconds"}``.
+
+    The checkpoint ``run_dir/checkpoint.pt`` holds the whole model, optimizer and step;
+    rerunning the same command continues from it (the step count carries on).
+    """
+    import torch
+    from tqdm import tqdm
+
+    from hrmedsegsam.model.build import build_model
+
+    torch.set_num_threads(cfg.threads)
+    setup_logging(cfg.run_dir)
+    ckpt_path = cfg.run_dir / "checkpoint.pt"
+    model = model if model is not None else build_model("hrmedsegsam")
+    enc = model.image_encoder
+    opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    ck = load_checkpoint(ckpt_path)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step = int(ck["step"])
+        log.info("resumed distillation at step %d", step)
+    pairs = _pairs(cfg.cache)
+    if not pairs:
+        raise FileNotFoundError(f"no cached samples with teacher embeddings in {cfg.cache}")
+    if ck is None and cfg.init is not None:
+        _load_init(model, cfg.init)
+    elif ck is None:
+        calibrate_neck(enc, [Path(cfg.cache) / "teacher" / (p.stem + ".npy") for p in pairs[:32]])
+    rng = np.random.default_rng(cfg.seed + step)
+    S = model.image_size
+    grid = S // 64 if S >= 64 else 1
+    enc.train()
+    budget = Budget(cfg.max_minutes)
+    t0 = time.time()
+    losses: List[float] = []
+    bar = tqdm(total=cfg.steps, initial=step, desc="distill", disable=not cfg.progress)
+    while step < cfg.steps and not budget.over():
+        full = rng.random() < cfg.full_frame_prob or cfg.crop >= S
+        xs, ys = [], []
+        for _ in range(cfg.batch if not full else 1):
+            p = pairs[int(rng.integers(len(pairs)))]
+            s = load_sample(p)
+            frame, (h, w) = to_frame(s.image, S)
+            target = torch.from_numpy(np.load(Path(cfg.cache) / "teacher" / (p.stem + ".npy")).astype(np.float32))
+            if not full:
+                c = cfg.crop
+                r0 = int(rng.integers(0, max(0, h - c // 2) // 16 + 1)) * 16
+                c0 = int(rng.integers(0, max(0, w - c // 2) // 16 + 1)) * 16
+                r0, c0 = min(r0, S - c), min(c0, S - c)
+                frame = frame[..., r0 : r0 + c, c0 : c0 + c]
+                target = target[:, r0 // 16 : (r0 + c) // 16, c0 // 16 : (c0 + c) // 16]
+            xs.append(frame[0])
+            ys.append(target)
+        x, y = torch.stack(xs).contiguous(), torch.stack(ys)
+        lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, time_fraction=budget.fraction())
+        for g in opt.param_groups:
+            g["lr"] = lr
+        pred = enc(x)
+        loss = torch.nn.functional.mse_loss(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
+        opt.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if step % 10 == 0:
+            log.info("distill step %d loss %.5f lr %.2e full %s (%.1f s/step)", step, np.mean(losses[-20:]), lr,
+                     full, (time.time() - t0) / max(1, len(losses)))
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
+                            stage="distill")
+    bar.close()
+    if losses and step % cfg.ckpt_every:
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="distill")
+    enc.eval()
+    out = {"step": step, "loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+           "seconds": time.time() - t0}
+    log.info("distillation stopped at step %d: %s", step, out)
+    return out
+
+
+def calibrate_neck(enc, target_files: List[Path]) -> None:  # type: ignore[no-untyped-def]
+    """Set the final LayerNorm2d's affine parameters to the teacher embeddings' per-channel
+    mean and spread, so a fresh student starts at the right output scale (LiteMedSAM's
+    embeddings have a per-channel std of about 0.1, a fresh LayerNorm outputs 1)."""
+    import torch
+
+    t = torch.stack([torch.from_numpy(np.load(f).astype(np.float32)) for f in target_files])
+    mean = t.mean(dim=(0, 2, 3))
+    std = t.std(dim=(0, 2, 3))
+    ln = enc.neck[-1]
+    with torch.no_grad():
+        ln.bias.copy_(mean)
+        ln.weight.copy_(std)
+    log.info("neck calibrated to the teacher: mean |bias| %.4f, mean weight %.4f", float(mean.abs().mean()),
+             float(std.mean()))
+
+
+def _load_init(model, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from hrmedsegsam.model.build import read_weights
+
+    path = Path(path)
+    try:
+        state = read_weights(path)["state_dict"]
+    except Exception:  # noqa: BLE001 - fall back to a training checkpoint
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    log.info("initialised from %s", path)
