@@ -100,6 +100,7 @@ class AnnotatorModel:
         self._activity = ""
         self._message = "Open an image, then click points or drag a box on it."
         self._syncing = False
+        self._rebuilding = False  # guards sync_with_layers against its own layer removals
         self._closed = False
         self._token = 0  # identifies the image (+ window) in embedding cache keys
         self._window_cache: dict[str, tuple[float, float]] = {}
@@ -113,7 +114,8 @@ class AnnotatorModel:
     # ================================================================ properties
     @property
     def status(self) -> str:
-        return self._activity or self._message
+        """The last message, and on a second line what the model is computing, if anything."""
+        return f"{self._message}\n{self._activity}" if self._activity else self._message
 
     @property
     def busy(self) -> bool:
@@ -180,6 +182,13 @@ class AnnotatorModel:
                 f"Only 2D and 3D images can be annotated; {layer.name!r} has "
                 f"{np.asarray(layer.data).ndim} dimensions."
             )
+        rebuilding, self._rebuilding = self._rebuilding, True
+        try:
+            self._attach(layer, labels_layer)
+        finally:
+            self._rebuilding = rebuilding
+
+    def _attach(self, layer: Any, labels_layer: Any) -> None:
         self._disconnect()
         self._compute.clear()
         self._token = next(_TOKENS)
@@ -304,6 +313,31 @@ class AnnotatorModel:
         if self.box_layer is not None:
             self.viewer.layers.selection.active = self.box_layer
             self.box_layer.mode = "add_rectangle"
+
+    def sync_with_layers(self) -> None:
+        """After layers were removed: if the image, the labels or a helper layer is gone,
+        let go of the image (and remove the remaining helpers). Never adds layers, so a
+        viewer that closes (removing every layer) is left alone."""
+        if self._rebuilding or self.image_layer is None:
+            return
+        mine = (self.image_layer, self.labels_layer, self.preview_layer, self.points_layer, self.box_layer)
+        if all(layer in self.viewer.layers for layer in mine):
+            return
+        self._rebuilding = True
+        try:
+            self._disconnect()
+            self._compute.clear()
+            self._pending.clear()
+            self.image_layer = self.labels_layer = self.session = None
+            self.preview_layer = self.points_layer = self.box_layer = None
+            for helper in mine[2:]:
+                if helper in self.viewer.layers:
+                    self.viewer.layers.remove(helper)
+            self._say("A layer of the annotation was removed; choose the image to go on.")
+            self.events.objects()
+            self.events.history()
+        finally:
+            self._rebuilding = False
 
     def close(self) -> None:
         """Stops the compute thread and disconnects from the layers."""

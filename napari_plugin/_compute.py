@@ -100,12 +100,15 @@ class ComputeThread:
                 timeout,
             )
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Drops queued jobs, lets the running one finish (up to ``timeout`` s), ends."""
         with self._cond:
             self._stopped = True
             self._urgent.clear()
             self._prefetch.clear()
             self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     # ------------------------------------------------------------------ the thread
     def _next(self) -> Job | None:

@@ -11,7 +11,9 @@ import sys
 from typing import Any
 
 
-def open_viewer(path: str | None = None, show: bool = True, predictor: Any = None) -> tuple[Any, Any]:
+def open_viewer(
+    path: str | None = None, show: bool = True, predictor: Any = None, prefetch_radius: int = 2
+) -> tuple[Any, Any]:
     """Creates the viewer, opens ``path`` (or the CT sample), docks the widget.
 
     Returns ``(viewer, widget)``. Raises ``HRMedSegSAMError`` if ``path`` is unreadable.
@@ -34,7 +36,7 @@ def open_viewer(path: str | None = None, show: bool = True, predictor: Any = Non
     viewer = napari.Viewer(show=show, title="HRMedSegSAM")
     for data, kwargs, _ in layers:
         viewer.add_image(data, **kwargs)
-    widget = AnnotatorWidget(viewer, predictor=predictor)
+    widget = AnnotatorWidget(viewer, predictor=predictor, prefetch_radius=prefetch_radius)
     viewer.window.add_dock_widget(widget, name="HRMedSegSAM", area="right")
     if viewer.dims.ndim == 3:  # start in the middle of the volume
         viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QShortcut,
@@ -54,7 +55,7 @@ class AnnotatorWidget(QWidget):
         self.model = AnnotatorModel(napari_viewer, predictor, prefetch_radius=prefetch_radius)
         self._build()
         self._connect()
-        self._refresh_layers()
+        self._refresh_layers(attach=True)
         self._load_default_model(predictor)
 
     # ---------------------------------------------------------------- layout
@@ -78,6 +79,10 @@ class AnnotatorWidget(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        for col in range(4):
+            mode = QHeaderView.ResizeMode.Stretch if col == 1 else QHeaderView.ResizeMode.ResizeToContents
+            header.setSectionResizeMode(col, mode)
         self.reopen_btn, self.delete_btn = QPushButton("Reopen"), QPushButton("Delete")
         self.export_btn = QPushButton("Export NIfTI…")
         self.status = QLabel(self.model.status)
@@ -147,8 +152,9 @@ class AnnotatorWidget(QWidget):
         m.events.objects.connect(lambda e: self._objects_timer.start())
         m.events.history.connect(lambda e: self._refresh_history())
         m.events.propagating.connect(lambda e: self._set_propagating(e.value))
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.events.inserted.connect(lambda e: self._refresh_layers(attach=True))
+        self.viewer.layers.events.removed.connect(lambda e: self._run(m.sync_with_layers))
+        self.viewer.layers.events.removed.connect(lambda e: self._refresh_layers())
 
         self._bindings = {
             "Control-Z": lambda v: self._run(m.undo),
@@ -196,7 +202,8 @@ class AnnotatorWidget(QWidget):
     def _by_name(self, kind: str, name: str) -> Any:
         return next((lay for lay in self._layers_of(kind) if lay.name == name), None)
 
-    def _refresh_layers(self, event: Any = None) -> None:
+    def _refresh_layers(self, attach: bool = False) -> None:
+        """Refills the layer choices; with ``attach``, annotates the newest image if none is."""
         for combo, kind, current in (
             (self.image_combo, "image", self.model.image_layer),
             (self.labels_combo, "labels", self.model.labels_layer),
@@ -208,9 +215,9 @@ class AnnotatorWidget(QWidget):
                 combo.setCurrentText(current.name)
             combo.blockSignals(False)
         images = self._layers_of("image")
-        if self.model.image_layer not in images and images:
+        if attach and self.model.image_layer is None and images:
             self._run(self.model.set_image_layer, images[-1])
-            self._refresh_layers()
+            self._refresh_layers(attach=False)
 
     def _refresh_objects(self) -> None:
         self.table.blockSignals(True)

@@ -283,3 +283,32 @@ def test_screenshot_with_widget_and_mask(make_napari_viewer, ct_file, predictor,
         assert (saturation > 60).sum() > 50
     finally:
         m.close()
+
+
+def test_accept_waits_for_a_running_prediction(annotator, wait_idle, make_rect):
+    viewer, widget, image, vol = annotator
+    m = widget.model
+    _show_slice(m, 4)
+    m.box_layer.add_rectangles(make_rect(4, 5, 5, 30, 30))
+    assert m.busy
+    assert m.accept() is None  # deferred until the preview exists
+    assert "waiting" in widget.status.text()
+    wait_idle(m)
+    assert (m.labels_layer.data[4] == 1).any()
+    assert not m.preview_layer.data.any()
+
+
+def test_removed_layers_are_handled(annotator):
+    viewer, widget, image, vol = annotator
+    m = widget.model
+    m.session.commit(np.ones(vol.shape[1:], bool), z=1)
+    labels = m.labels_layer
+    viewer.layers.remove(m.points_layer)  # a helper deleted by the user: let go, cleanly
+    assert m.image_layer is None and m.session is None
+    assert [lay.name for lay in viewer.layers] == ["ct", "ct labels"]
+    assert "removed" in widget.status.text()
+    m.set_image_layer(image)  # choosing the image again goes on with the same labels
+    assert m.labels_layer is labels and (labels.data[1] == 1).all()
+    assert len(viewer.layers) == 5
+    viewer.layers.remove(image)
+    assert m.image_layer is None and [lay.name for lay in viewer.layers] == ["ct labels"]

@@ -1,0 +1,46 @@
+"""ComputeThread: order of jobs, coalescing, prefetch, errors (plain threads, no Qt)."""
+
+from __future__ import annotations
+
+import threading
+
+from napari_plugin._compute import ComputeThread, Job
+
+
+def test_jobs_run_in_order_and_coalesce():
+    gate = threading.Event()
+    ran, results, statuses = [], [], []
+    ct = ComputeThread(on_status=statuses.append)
+    try:
+        ct.submit(Job(lambda: gate.wait(10), "blocking"))
+        for i in range(5):  # a burst of edits on one slice: only the last one runs
+            ct.submit(Job(lambda i=i: ran.append(("a", i)) or i, "a", results.append, coalesce=("p", 1)))
+        ct.submit(Job(lambda: ran.append(("b", 0)), "b", coalesce=("p", 2)))
+        ct.set_prefetch([Job(lambda: ran.append(("prefetch", 0)), "prefetch")])
+        assert ct.busy and not ct.idle
+        gate.set()
+        assert ct.wait_idle(10)
+        assert ran == [("a", 4), ("b", 0), ("prefetch", 0)]
+        assert results == [4]
+        assert statuses[0] == "blocking" and statuses[-1] == ""
+        assert not ct.busy and ct.idle
+    finally:
+        ct.stop()
+
+
+def test_errors_are_delivered_and_prefetch_is_replaced():
+    errors, ran = [], []
+    gate = threading.Event()
+    ct = ComputeThread()
+    try:
+        ct.submit(Job(lambda: gate.wait(10)))
+        ct.submit(Job(lambda: 1 / 0, on_error=errors.append))
+        ct.set_prefetch([Job(lambda: ran.append(1))])
+        ct.set_prefetch([Job(lambda: ran.append(2))])  # the newer list wins
+        gate.set()
+        assert ct.wait_idle(10)
+        assert isinstance(errors[0], ZeroDivisionError)
+        assert ran == [2]
+    finally:
+        ct.stop()
+    assert not ct._thread.is_alive()
