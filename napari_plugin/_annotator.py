@@ -484,7 +484,10 @@ class AnnotatorModel:
             return  # the prompts changed meanwhile; a newer request is on its way
         self.preview3d[z] = pred.mask
         self.preview_layer.refresh()
-        self._say(f"Slice {z}: predicted IoU {pred.score:.2f}. Accept, add prompts, or propagate.")
+        if pred.mask.any():
+            self._say(f"Slice {z}: predicted IoU {pred.score:.2f}. Accept, add prompts, or propagate.")
+        else:
+            self._say(f"Slice {z}: the model found nothing there; try a box or more points.")
 
     def _after_prediction(self) -> None:
         self._emit_busy()

@@ -12,9 +12,16 @@ from typing import Any
 
 
 def open_viewer(
-    path: str | None = None, show: bool = True, predictor: Any = None, prefetch_radius: int = 2
+    path: str | None = None,
+    show: bool = True,
+    predictor: Any = None,
+    prefetch_radius: int = 2,
+    model_name: str = "custom",
 ) -> tuple[Any, Any]:
     """Creates the viewer, opens ``path`` (or the CT sample), docks the widget.
+
+    Without ``predictor`` the widget loads the default model itself (in its compute thread);
+    with one (scripts, tests), ``model_name`` is what the widget shows for it.
 
     Returns ``(viewer, widget)``. Raises ``HRMedSegSAMError`` if ``path`` is unreadable.
     """
@@ -36,9 +43,10 @@ def open_viewer(
     viewer = napari.Viewer(show=show, title="HRMedSegSAM")
     for data, kwargs, _ in layers:
         viewer.add_image(data, **kwargs)
-    widget = AnnotatorWidget(viewer, predictor=predictor, prefetch_radius=prefetch_radius)
+    widget = AnnotatorWidget(viewer, predictor, prefetch_radius, model_name)
     viewer.window.add_dock_widget(widget, name="HRMedSegSAM", area="right")
     if viewer.dims.ndim == 3:  # start in the middle of the volume
+        viewer.dims.axis_labels = ("z", "y", "x")
         viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
     return viewer, widget
 

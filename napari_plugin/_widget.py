@@ -48,6 +48,7 @@ class AnnotatorWidget(QWidget):
         napari_viewer: Any,
         predictor: Any = None,
         prefetch_radius: int = 2,
+        model_name: str = "custom",
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -56,7 +57,7 @@ class AnnotatorWidget(QWidget):
         self._build()
         self._connect()
         self._refresh_layers(attach=True)
-        self._load_default_model(predictor)
+        self._load_default_model(predictor, model_name)
 
     # ---------------------------------------------------------------- layout
     def _build(self) -> None:
@@ -168,12 +169,19 @@ class AnnotatorWidget(QWidget):
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(lambda fn=fn: self._run(fn))
 
-    def _load_default_model(self, predictor: Any) -> None:
+    def _load_default_model(self, predictor: Any, name: str) -> None:
+        """Loads the default model, or shows ``name`` for a given ``predictor``."""
         from hrmedsegsam.model.build import available_models
 
-        self.model_combo.addItems(available_models() if predictor is None else ["custom"])
+        names = available_models()
+        if predictor is not None and name not in names:
+            names.append(name)
+        self.model_combo.addItems(names)
         if predictor is None:
             self._run(self.model.load_model, self.model_combo.currentText())
+        else:
+            self.model_combo.setCurrentText(name)
+            self.model.model_name = name
 
     # ---------------------------------------------------------------- helpers
     def _run(self, fn: Callable, *args: Any) -> Any:

@@ -68,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor(load_model(args.model))
     _, reference = make_ct_volume()  # the sample's organ map: where to put the prompts
 
-    viewer, widget = open_viewer(None, show=True, predictor=predictor)
+    name = "hrmedsegsam (random weights)" if args.random_weights else args.model
+    viewer, widget = open_viewer(None, show=True, predictor=predictor, model_name=name)
     app = QApplication.instance()
     viewer.window._qt_window.resize(*args.size)
+    for _ in range(10):
+        app.processEvents()
+        time.sleep(0.02)
+    viewer.reset_view()
     model = widget.model
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -88,13 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     _wait(app, model)
     _save(viewer, app, args.out / "napari_propagated.png")
 
-    # 3. a positive point on the right kidney -> Accept -> two objects in the list
+    # 3. a box and a positive point on the right kidney -> Accept -> two objects in the list
     zk = int(np.argmax((reference == 3).reshape(reference.shape[0], -1).sum(axis=1)))
     model.set_current_z(zk)
+    x0, y0, x1, y1 = bbox_xyxy(reference[zk] == 3)
+    corners = [[y0 - 2, x0 - 2], [y0 - 2, x1 + 2], [y1 + 2, x1 + 2], [y1 + 2, x0 - 2]]
+    model.box_layer.add_rectangles(np.array([[zk] + c for c in corners], dtype=float))
     px, py = interior_point(reference[zk] == 3)
     model.points_layer.add([[zk, py, px]])
     _wait(app, model)
+    model.rename(1, "liver")
     model.accept()
+    model.rename(2, "right kidney")
     _wait(app, model)
     _save(viewer, app, args.out / "napari_objects.png")
     print(model.status)
