@@ -549,7 +549,7 @@ class AnnotatorModel:
         if not slices:
             raise PromptError("Nothing to accept: add a point or a box first.")
         label_id = self.session.commit(
-            self.preview3d.astype(bool),
+            self.preview3d.view(bool),  # the preview holds only 0/1: a view, not a copy
             label_id=self.target_id or None,
             overwrite=self.overwrite,
             slices=slices,

@@ -162,3 +162,44 @@ def test_radiograph_sample_is_high_resolution():
     (data, kwargs, kind), = radiograph_sample()
     assert kind == "image" and data.shape == (2048, 2048)
     assert "hrmedsegsam" in kwargs["metadata"]
+
+
+def _dicom_folder(folder, vol, uid="1.2.826.0.1.3680043.2.1125.7.1"):
+    """Writes ``vol`` as one extension-less DICOM file per slice (axial, identity direction)."""
+    folder.mkdir()
+    image = vol.to_sitk()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    sx, sy, sz = vol.spacing
+    for k in range(vol.shape[0]):
+        plane = image[:, :, k]
+        x, y, z = image.TransformIndexToPhysicalPoint((0, 0, k))
+        meta = {
+            "0008|0060": "CT",
+            "0020|000e": uid,
+            "0020|000d": uid + ".0",
+            "0020|0013": str(k + 1),
+            "0020|0032": f"{x}\\{y}\\{z}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": f"{sy}\\{sx}",
+            "0018|0050": f"{sz}",
+        }
+        for key, value in meta.items():
+            plane.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}"))
+        writer.SetImageIO("GDCMImageIO")
+        writer.Execute(plane)
+    return folder
+
+
+def test_open_dicom_folder(make_napari_viewer, tmp_path, make_small_ct):
+    vol, _ = make_small_ct()
+    folder = _dicom_folder(tmp_path / "series", vol)
+    assert napari_get_reader(str(folder)) is not None
+    viewer = make_napari_viewer()
+    layer = viewer.open(str(folder), plugin="hrmedsegsam")[0]
+    np.testing.assert_array_equal(layer.data, vol.array)
+    np.testing.assert_allclose(layer.scale, (3.0, 0.7, 0.7), atol=1e-4)
+    np.testing.assert_allclose(layer.translate, vol.origin_zyx, atol=1e-4)
+    assert layer.metadata["hrmedsegsam"]["modality"] == "CT"
+    assert tuple(layer.contrast_limits) == (-160.0, 240.0)  # CT: the abdomen window
