@@ -548,8 +548,10 @@ class AnnotatorModel:
         slices = state.slices()
         if not slices:
             raise PromptError("Nothing to accept: add a point or a box first.")
+        preview = self.preview3d
+        np.minimum(preview, 1, out=preview)  # brushed-in values count as foreground
         label_id = self.session.commit(
-            self.preview3d.view(bool),  # the preview holds only 0/1: a view, not a copy
+            preview.view(bool),  # 0/1 bytes: a bool view, no copy of the volume
             label_id=self.target_id or None,
             overwrite=self.overwrite,
             slices=slices,
