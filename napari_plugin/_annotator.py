@@ -314,6 +314,24 @@ class AnnotatorModel:
             self.viewer.layers.selection.active = self.box_layer
             self.box_layer.mode = "add_rectangle"
 
+    def on_layer_inserted(self, layer: Any) -> None:
+        """A label map opened onto the annotated image (see the reader) becomes the target,
+        so it can be corrected and exported with the image's geometry."""
+        from napari.layers import Labels
+
+        if (
+            self.image_layer is not None
+            and isinstance(layer, Labels)
+            and pl.role(layer) is None
+            and "resampled_from" in layer.metadata
+            and layer.data.shape == np.asarray(self.image_layer.data).shape
+        ):
+            self.set_labels_layer(layer)
+            layers = self.viewer.layers
+            if self.preview_layer in layers:  # keep the prompts and preview drawn on top
+                layers.move(layers.index(layer), layers.index(self.preview_layer))
+            self._say(f"Correcting {layer.name}: new objects get the next free id.")
+
     def sync_with_layers(self) -> None:
         """After layers were removed: if the image, the labels or a helper layer is gone,
         let go of the image (and remove the remaining helpers). Never adds layers, so a

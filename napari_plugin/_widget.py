@@ -153,6 +153,7 @@ class AnnotatorWidget(QWidget):
         m.events.objects.connect(lambda e: self._objects_timer.start())
         m.events.history.connect(lambda e: self._refresh_history())
         m.events.propagating.connect(lambda e: self._set_propagating(e.value))
+        self.viewer.layers.events.inserted.connect(lambda e: self._run(m.on_layer_inserted, e.value))
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh_layers(attach=True))
         self.viewer.layers.events.removed.connect(lambda e: self._run(m.sync_with_layers))
         self.viewer.layers.events.removed.connect(lambda e: self._refresh_layers())

@@ -312,3 +312,27 @@ def test_removed_layers_are_handled(annotator):
     assert len(viewer.layers) == 5
     viewer.layers.remove(image)
     assert m.image_layer is None and [lay.name for lay in viewer.layers] == ["ct labels"]
+
+
+def test_labels_file_opened_onto_the_image_becomes_the_target(annotator, tmp_path, wait_idle, make_rect):
+    viewer, widget, image, vol = annotator
+    m = widget.model
+    ref = np.zeros(vol.shape, np.uint8)
+    ref[1:4, 10:30, 10:30] = 3
+    lab_image = sitk.GetImageFromArray(ref)
+    lab_image.CopyInformation(vol.to_sitk())
+    path = tmp_path / "ct_seg.nii.gz"
+    sitk.WriteImage(lab_image, str(path))
+    layer = viewer.open(str(path), plugin="hrmedsegsam")[0]
+    assert m.labels_layer is layer and m.session.labels is layer.data
+    names = [lay.name for lay in viewer.layers]
+    assert names.index("ct_seg") < names.index("current object")
+    assert [o.id for o in m.objects()] == [3]
+    _show_slice(m, 5)
+    m.box_layer.add_rectangles(make_rect(5, 30, 30, 60, 60))
+    wait_idle(m)
+    assert m.accept() == 4
+    out = tmp_path / "corrected.nii.gz"
+    m.export(str(out))
+    back = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    assert (back[1:4, 10:30, 10:30] == 3).all() and (back[5] == 4).any()
