@@ -103,9 +103,8 @@ class AnnotatorWidget(QWidget):
         target.addWidget(self.id_spin)
         target.addWidget(self.policy_combo)
         grid = QGridLayout()
-        for i, w in enumerate(
-            (self.accept_btn, self.next_btn, self.undo_btn, self.redo_btn, self.propagate_btn, self.cancel_btn)
-        ):
+        buttons = (self.accept_btn, self.next_btn, self.undo_btn, self.redo_btn)
+        for i, w in enumerate(buttons + (self.propagate_btn, self.cancel_btn)):
             grid.addWidget(w, i // 2, i % 2)
         obj_box = QGroupBox("Objects")
         obj_layout = QVBoxLayout(obj_box)
@@ -263,7 +262,9 @@ class AnnotatorWidget(QWidget):
             self._refresh_history()
 
     def _export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export labels", "labels.nii.gz", "NIfTI (*.nii.gz *.nii)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export labels", "labels.nii.gz", "NIfTI (*.nii.gz *.nii)"
+        )
         if path:  # the dialog asked before replacing `path`, not a name we add a suffix to
             self.model.export(path, overwrite=nifti_path(path) == path)
 

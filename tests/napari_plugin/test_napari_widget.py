@@ -183,7 +183,9 @@ def test_propagate_labels_more_slices_and_cancel(annotator, qtbot, wait_idle, ma
     m = widget.model
     labels = m.labels_layer.data
     # random weights score low: a permissive stop rule lets propagation run through
-    m.propagate_rule = StopRule(min_score=-1e9, min_area_px=0, min_area_ratio=0.0, max_growth=1e9, min_overlap=0.0)
+    m.propagate_rule = StopRule(
+        min_score=-1e9, min_area_px=0, min_area_ratio=0.0, max_growth=1e9, min_overlap=0.0
+    )
     with pytest.raises(HRMedSegSAMError):
         m.propagate()  # nothing prompted yet
     _show_slice(m, 3)
@@ -254,7 +256,9 @@ def test_prefetch_embeds_neighbours_while_idle(make_napari_viewer, ct_file, pred
         m.close()
 
 
-def test_screenshot_with_widget_and_mask(make_napari_viewer, ct_file, predictor, qtbot, wait_idle, make_rect, tmp_path):
+def test_screenshot_with_widget_and_mask(
+    make_napari_viewer, ct_file, predictor, qtbot, wait_idle, make_rect, tmp_path
+):
     from napari_plugin._widget import AnnotatorWidget
 
     path, vol, _ = ct_file
