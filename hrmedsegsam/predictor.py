@@ -156,6 +156,26 @@ class Predictor:
             raise RuntimeError("call set_image() before predict()")
         return self._current.native_hw
 
+    def mask_to_logits(self, mask: np.ndarray, strength: float = 10.0) -> np.ndarray:
+        """Turn a native-resolution mask ``(H, W)`` of the current image into low-res logits
+        ``(256, 256)`` usable as ``mask_input`` (e.g. to refine an accepted object).
+
+        The mask is area-resampled onto the low-res frame; inside is ``+strength``, outside
+        and padding ``-strength``, fractional pixels in between.
+        """
+        emb = self._current
+        if emb is None:
+            raise RuntimeError("call set_image() before mask_to_logits()")
+        m = np.asarray(mask)
+        if m.shape != emb.native_hw:
+            raise PromptError(f"mask shape {m.shape} does not match the image {emb.native_hw}")
+        L = self.model.lowres_size
+        vh, vw = self.model.lowres_valid_hw(emb.input_hw)
+        frac = F.interpolate(torch.from_numpy(m.astype(np.float32))[None, None], size=(vh, vw), mode="area")
+        out = np.full((L, L), -strength, np.float32)
+        out[:vh, :vw] = ((frac[0, 0].numpy() * 2.0 - 1.0) * strength).astype(np.float32)
+        return out
+
     # -- prompts ---------------------------------------------------------------------
     def _check_xy(self, x: float, y: float, what: str) -> None:
         H, W = self.image_hw

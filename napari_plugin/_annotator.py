@@ -448,6 +448,10 @@ class AnnotatorModel:
         mask_input = self._feedback_logits(z, state, window)
         if mask_input is not None:
             kwargs["mask_input"] = mask_input
+        seed = None
+        if state.object_id is not None and "mask_input" not in kwargs:
+            # a reopened object: its committed mask is the dense prompt to refine
+            seed = self.session.slice_mask(state.object_id, z).copy()
         self._pending[z] = key
         predictor, image, ckey = self.predictor, self.image3d, self._key(z)
         cached_emb = predictor.is_cached(ckey, window)
@@ -456,6 +460,8 @@ class AnnotatorModel:
         def work() -> Any:
             emb = predictor.embed(np.asarray(image[z]), window, key=ckey)
             predictor.set_embedding(emb)
+            if seed is not None and seed.any():
+                return predictor.predict(**kwargs, mask_input=predictor.mask_to_logits(seed))
             return predictor.predict(**kwargs)
 
         self._compute.submit(

@@ -120,3 +120,19 @@ def test_litemedsam_segments_a_disk_on_a_non_square_slice() -> None:
     pred.set_image(img, window=(-160, 240))
     out = pred.predict(box=[190, 70, 270, 150])
     assert dice(out.mask, disk) > 0.9
+
+
+def test_mask_to_logits_round_trips_through_the_frame(box_threshold_model) -> None:
+    """A native mask turned into low-res logits lands on the same pixels of the frame the
+    model's own low-res logits use (non-square slice, padding negative)."""
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    img = np.ones((120, 200), np.float32)
+    pred.set_image(img, window=(0, 1))
+    out = pred.predict(box=[40, 30, 120, 90])
+    logits = pred.mask_to_logits(out.mask)
+    assert logits.shape == (256, 256)
+    agree = (logits > 0) == (out.logits > 0)
+    assert agree.mean() > 0.99
+    assert (logits[200:, :] < 0).all()  # padding rows of a wide slice
+    with pytest.raises(PromptError, match="does not match"):
+        pred.mask_to_logits(np.zeros((10, 10), bool))
