@@ -22,7 +22,7 @@ def test_library_never_imports_napari_or_qt(repo_root) -> None:
     offenders = [
         f"{path.relative_to(repo_root)}: {line.strip()}"
         for path in (repo_root / "hrmedsegsam").rglob("*.py")
-        for line in path.read_text().splitlines()
+        for line in path.read_text(encoding="utf-8").splitlines()
         if pattern.match(line)
     ]
     assert not offenders

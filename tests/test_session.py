@@ -26,7 +26,7 @@ def test_no_heavy_imports():
     # the session is library code: it must not pull napari, Qt or torch
     import hrmedsegsam.session as s
 
-    src = open(s.__file__).read()
+    src = open(s.__file__, encoding="utf-8").read()
     for mod in ("napari", "qtpy", "PyQt", "torch", "magicgui"):
         assert f"import {mod}" not in src and f"from {mod}" not in src
     code = (

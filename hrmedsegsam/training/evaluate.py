@@ -55,7 +55,7 @@ def _find_label_names(labels_path: Path) -> Dict[int, str]:
         f = d / "totalsegmentator_label_names.json"
         if f.is_file():
             try:
-                return {int(k): v for k, v in json.loads(f.read_text())["total"].items()}
+                return {int(k): v for k, v in json.loads(f.read_text(encoding="utf-8"))["total"].items()}
             except (ValueError, KeyError, TypeError):
                 return {}
     return {}

@@ -20,7 +20,7 @@ def setup_logging(run_dir: Path) -> Path:
         if isinstance(h, logging.FileHandler):
             log.removeHandler(h)
             h.close()
-    fh = logging.FileHandler(path)
+    fh = logging.FileHandler(path, encoding="utf-8")
     fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(fh)
     log.setLevel(logging.INFO)

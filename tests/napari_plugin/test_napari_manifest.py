@@ -23,10 +23,10 @@ def test_manifest_name_is_distribution_name():
         import tomllib
     else:  # pragma: no cover
         tomllib = pytest.importorskip("tomli")
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     manifest = npe2.PluginManifest.from_file(REPO / "napari.yaml")
     assert manifest.name == project["name"]
-    entry = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
+    entry = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["entry-points"]
     assert entry["napari.manifest"]["hrmedsegsam"] == "napari_plugin:napari.yaml"
 
 

@@ -102,8 +102,8 @@ def test_distill_lowers_loss_and_resumes(small_cache, tmp_path: Path) -> None:
 
     second = distill(cfg, model=build_model("hrmedsegsam", SMALL))  # resumes from the checkpoint
     assert second["step"] == 12 and load_checkpoint(run / "checkpoint.pt")["step"] == 12
-    assert "resumed distillation at step 3" in (run / "train.log").read_text()
-    log = [ln for ln in (run / "train.log").read_text().splitlines() if "distill step" in ln]
+    assert "resumed distillation at step 3" in (run / "train.log").read_text(encoding="utf-8")
+    log = [ln for ln in (run / "train.log").read_text(encoding="utf-8").splitlines() if "distill step" in ln]
     assert len(log) == 1  # the log line at step 10
     assert second["loss"] < 0.5 * 0.25 + 1.0  # finite and sane
     # the loss fell over training: compare the fitted model with a fresh one on all samples
