@@ -11,6 +11,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from hrmedsegsam.masks import bbox_xyxy
+
 
 @dataclass
 class Prompt:
@@ -32,9 +34,11 @@ class Prompt:
 
 
 def tight_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
-    rows = np.flatnonzero(mask.any(1))
-    cols = np.flatnonzero(mask.any(0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+    """Tight ``(x0, y0, x1, y1)`` box of a non-empty mask (inclusive pixel indices)."""
+    box = bbox_xyxy(mask)
+    if box is None:
+        raise ValueError("tight_box needs a non-empty mask")
+    return box
 
 
 def farthest_from_border(mask: np.ndarray) -> Tuple[int, int]:
