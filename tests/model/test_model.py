@@ -86,3 +86,23 @@ def test_sample_frame_maps_valid_region_to_native() -> None:
     assert pos[:, :24].all() and not pos[:, 26:].any()
 
 
+
+
+def test_cached_decoder_matches_sam_forward(model) -> None:
+    """The per-image cache of the first block's image-only work changes nothing: the coarse
+    path equals segment_anything's own MaskDecoder forward, with and without the cache."""
+    torch.manual_seed(2)
+    coarse = model.mask_decoder.coarse
+    emb = torch.randn(1, 256, 64, 64)
+    pts = (torch.tensor([[[300.0, 200.0]]]), torch.tensor([[1]]))
+    with torch.inference_mode():
+        sparse, dense = model.prompt_encoder(points=pts, boxes=torch.tensor([[250.0, 150.0, 420.0, 330.0]]),
+                                             masks=None)
+        pe = model.prompt_encoder.get_dense_pe()
+        ref_masks, ref_iou = coarse.predict_masks(emb, pe, sparse, dense)
+        cache: dict = {}
+        for _ in range(2):  # first call fills the cache, second uses it
+            masks, iou, _, _ = coarse.predict_all(emb, pe, sparse, dense, cache)
+            assert torch.allclose(masks, ref_masks, atol=1e-4)
+            assert torch.allclose(iou, ref_iou, atol=1e-5)
+        assert "t2i_k" in cache
