@@ -112,6 +112,18 @@ def _check_window(window: Sequence[float], what: str = "window") -> tuple[float,
     return (lo, hi)
 
 
+def looks_like_ct(array: np.ndarray) -> bool:
+    """Whether voxel values look like CT Hounsfield units: signed values whose low
+    percentile is air (about -1000) and whose high percentile stays below dense bone/metal.
+    Used only when no modality is known (NIfTI, NRRD, MHA files)."""
+    arr = np.asarray(array)
+    if arr.dtype.kind not in "iuf" or arr.size == 0:
+        return False
+    sample = _sample(arr)
+    lo, hi = np.percentile(sample, [1.0, 99.0])
+    return bool(-1100.0 <= lo <= -500.0 and hi <= 4000.0)
+
+
 def resolve_window(
     array: np.ndarray | None,
     window: Sequence[float] | None = None,
@@ -127,7 +139,9 @@ def resolve_window(
         preset: ``"abdomen"`` (alias ``"ct"``), ``"lung"``, ``"bone"``, ``"brain"``, or
             ``"percentile"`` (aliases ``"mr"``, ``"auto"``); case-insensitive.
         modality: DICOM modality of the image; the default is the abdomen window for
-            ``"CT"``, and the percentile window of ``array`` otherwise.
+            ``"CT"`` (or, when the modality is unknown as in NIfTI files, for voxels that
+            look like Hounsfield units, see :func:`looks_like_ct`), and the percentile
+            window of ``array`` otherwise.
 
     Returns:
         ``(lo, hi)`` as floats with ``lo < hi``.
@@ -147,6 +161,8 @@ def resolve_window(
                 f"unknown window preset {preset!r}; valid names: {', '.join(preset_names())}."
             )
     elif str(modality).strip().upper() == "CT":
+        return PRESETS["abdomen"]
+    elif not str(modality).strip() and array is not None and looks_like_ct(array):
         return PRESETS["abdomen"]
     if array is None:
         raise InputError("a percentile window needs the image's voxels, but none were given.")

@@ -128,3 +128,12 @@ def test_apply_window():
     np.testing.assert_allclose(apply_window(floats, (0, 1)), [0, 0.25, 0, 1])
     with pytest.raises(InputError):
         apply_window(hu, (5, 5))
+
+
+def test_unknown_modality_with_hounsfield_values_gets_the_ct_window() -> None:
+    rng = np.random.default_rng(0)
+    ct = np.concatenate([np.full(5000, -1000), rng.normal(40, 30, 20000), rng.normal(700, 200, 2000)])
+    assert resolve_window(ct.astype(np.int16).reshape(-1, 1, 1)) == (-160.0, 240.0)
+    mr = rng.gamma(2.0, 150.0, size=(4, 32, 32))
+    lo, hi = resolve_window(mr)
+    assert (lo, hi) != (-160.0, 240.0) and lo >= 0
