@@ -143,10 +143,17 @@ class Predictor:
 
     def set_image(self, slice2d: np.ndarray, window: Optional[Window] = None, key: Optional[Hashable] = None) -> None:
         """Make ``slice2d`` ``(H, W)`` the image that :meth:`predict` segments."""
-        self._current = self.embed(slice2d, window, key)
+        self.set_embedding(self.embed(slice2d, window, key))
 
     def set_embedding(self, embedding: Embedding) -> None:
-        """Make an embedding from :meth:`embed` (e.g. computed in a worker) current."""
+        """Make an embedding from :meth:`embed` (e.g. computed in a worker) current.
+
+        Only the current embedding keeps its decoder cache (tens of MB); the one it replaces
+        drops its cache and refills it if it becomes current again.
+        """
+        previous = self._current
+        if previous is not None and previous is not embedding:
+            previous.decoder_cache.clear()
         self._current = embedding
 
     @property

@@ -136,3 +136,24 @@ def test_mask_to_logits_round_trips_through_the_frame(box_threshold_model) -> No
     assert (logits[200:, :] < 0).all()  # padding rows of a wide slice
     with pytest.raises(PromptError, match="does not match"):
         pred.mask_to_logits(np.zeros((10, 10), bool))
+
+
+def test_only_the_current_image_keeps_its_decoder_cache() -> None:
+    """The per-image decoder cache (tens of MB) lives on the current embedding only; going
+    back to an earlier slice refills it and predicts the same mask."""
+    torch.manual_seed(0)
+    pred = Predictor(build_model("hrmedsegsam"), torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 100, (64, 80)), rng.normal(0, 100, (64, 80))
+    pred.set_image(a, window=(-200, 200))
+    first = pred.predict(box=[10, 10, 50, 40])
+    emb_a = pred._current
+    assert emb_a is not None and emb_a.decoder_cache
+    pred.set_image(b, window=(-200, 200))
+    pred.predict(box=[10, 10, 50, 40])
+    assert not emb_a.decoder_cache and pred._current is not None and pred._current.decoder_cache
+    pred.set_image(a, window=(-200, 200))
+    assert pred._current is emb_a  # embedding cache hit
+    again = pred.predict(box=[10, 10, 50, 40])
+    assert np.array_equal(first.mask, again.mask)
+    assert np.allclose(first.logits, again.logits, atol=1e-4)

@@ -15,17 +15,20 @@ Two paths:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hrmedsegsam.model._sam import sam_modeling
+from hrmedsegsam.model.factored import ScrambledFeatures, factored_coarse, supports_factored
 
 # (row0, col0, row1, col1), half-open, in native pixels.
 Roi = Tuple[int, int, int, int]
+Upscaled = Union[torch.Tensor, ScrambledFeatures]
 
 
 def _attend(mod: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -47,17 +50,13 @@ def _attend(mod: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return mod.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
 
-def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor,
-             cache: Optional[Dict[str, torch.Tensor]]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """SAM's ``TwoWayTransformer.forward`` on flattened ``(B, N, C)`` image tokens, with the
-    first block's image-only projections taken from / stored in ``cache`` when given.
-
-    Those projections depend only on the image embedding (plus the constant no-mask dense
-    embedding), so caching them per image saves about a third of the decoder's work for
-    every further prompt on that image.
-    """
+def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor,
+             tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SAM's ``TwoWayTransformer.forward`` on flattened ``(B, N, C)`` image tokens (the
+    plain path, used in training and with mask prompts; see :mod:`factored` for the per-image
+    cached one)."""
     queries = tokens
-    for i, layer in enumerate(transformer.layers):
+    for layer in transformer.layers:
         if layer.skip_first_layer_pe:
             queries = _attend(layer.self_attn, queries, queries, queries)
         else:
@@ -66,15 +65,9 @@ def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, t
         queries = layer.norm1(queries)
         k = keys + key_pe
         t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
-        if i == 0 and cache is not None:
-            if "t2i_k" not in cache:
-                cache["t2i_k"], cache["t2i_v"], cache["i2t_q"] = t2i.k_proj(k), t2i.v_proj(keys), i2t.q_proj(k)
-            kp, vp, qp = cache["t2i_k"], cache["t2i_v"], cache["i2t_q"]
-        else:
-            kp = vp = qp = None
-        queries = layer.norm2(queries + _attend(t2i, queries + tokens, k, keys, kp=kp, vp=vp))
+        queries = layer.norm2(queries + _attend(t2i, queries + tokens, k, keys))
         queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(keys + _attend(i2t, k, queries + tokens, queries, qp=qp))
+        keys = layer.norm4(keys + _attend(i2t, k, queries + tokens, queries))
     attn = _attend(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)
     return transformer.norm_final_attn(queries + attn), keys
 
@@ -93,34 +86,44 @@ def _coarse_decoder_class() -> type:
             sparse_prompt_embeddings: torch.Tensor,
             dense_prompt_embeddings: torch.Tensor,
             cache: Optional[Dict[str, torch.Tensor]] = None,
-        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-            """Return ``masks (B, 4, 256, 256)``, ``iou (B, 4)``, ``hyper (B, 4, C/8)``,
-            ``upscaled (B, C/8, 256, 256)`` for one image embedding per prompt set.
+            select: slice = slice(None),
+        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Upscaled]:
+            """Return ``masks (B, m, 256, 256)``, ``iou (B, m)``, ``hyper (B, m, C/8)`` for
+            the output masks ``select`` picks (default all 4: single, then 3 multimask), and
+            the upscaled image features ``(B, C/8, 256, 256)`` (a tensor, or
+            :class:`ScrambledFeatures` from the cached path), one image embedding per prompt set.
 
-            cache: per-image dict for prompt-independent work; only valid while the dense
-            prompt is the constant no-mask embedding (the caller passes None otherwise).
+            cache: per-image dict for prompt-independent work (the factored path); only
+            valid while the dense prompt is the constant no-mask embedding and all prompt
+            sets share one image (the caller passes None otherwise).
             """
             output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
             output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
             tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
             b, c, h, w = image_embeddings.shape
-            if cache is not None and "keys" in cache:
-                keys, key_pe = cache["keys"], cache["key_pe"]
+            upscaled: Upscaled
+            if cache is not None and b == 1 and tokens.shape[0] == 1 and not torch.is_grad_enabled() and supports_factored(
+                    self.transformer, self.output_upscaling):
+                if "keys" not in cache:
+                    cache["keys"] = (image_embeddings[0] + dense_prompt_embeddings[0]).flatten(1).t().contiguous()
+                    cache["key_pe"] = image_pe[0].flatten(1).t().contiguous()
+                hs, upscaled = factored_coarse(self.transformer, self.output_upscaling, cache["keys"],
+                                               cache["key_pe"], tokens, cache)
             else:
                 keys = (image_embeddings + dense_prompt_embeddings).flatten(2).transpose(1, 2)
                 key_pe = image_pe.flatten(2).transpose(1, 2).expand(b, -1, -1)
-                if cache is not None:
-                    cache["keys"], cache["key_pe"] = keys, key_pe
-            hs, src = _two_way(self.transformer, keys, key_pe, tokens, cache)
-            iou_token_out = hs[:, 0, :]
+                hs, src = _two_way(self.transformer, keys, key_pe, tokens)
+                upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+            iou = self.iou_prediction_head(hs[:, 0, :])[:, select]
             mask_tokens_out = hs[:, 1 : (1 + self.num_mask_tokens), :]
-            upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-            hyper = torch.stack(
-                [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-            )
-            bu, cu, hu, wu = upscaled.shape
-            masks = (hyper @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
-            return masks, self.iou_prediction_head(iou_token_out), hyper, upscaled
+            idx = range(self.num_mask_tokens)[select]
+            hyper = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in idx], dim=1)
+            if isinstance(upscaled, ScrambledFeatures):
+                masks = upscaled.dot(hyper)
+            else:
+                bu, cu, hu, wu = upscaled.shape
+                masks = (hyper @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
+            return masks, iou, hyper, upscaled
 
     return CoarseMaskDecoder
 
@@ -182,28 +185,52 @@ class CrossScaleRefiner(nn.Module):
         return coarse + delta + self._hyper_dot(self.hyper1(hyper), f1)
 
 
+def _sample_rows(start: int, stop: int, count: int, native: int, valid: int, dev: torch.device,
+                 dt: torch.dtype) -> torch.Tensor:
+    """Low-res map coordinates (pixel units, pixel centres at integers) of ``count`` evenly
+    spaced native pixel centres spanning ``[start, stop)`` along one axis."""
+    xs = start + (torch.arange(count, device=dev, dtype=dt) + 0.5) * ((stop - start) / count)
+    return xs * (valid / native) - 0.5
+
+
+def frame_crop_for(valid_hw: Tuple[int, int], native_hw: Tuple[int, int], roi: Roi, map_hw: Tuple[int, int],
+                   out_hw: Optional[Tuple[int, int]] = None) -> Roi:
+    """The part ``(y0, x0, y1, x1)`` of a ``map_hw`` low-res map that :func:`sample_frame`
+    reads for ``roi`` (bilinear neighbours included), so a crop can be sampled instead."""
+    r0, c0, r1, c1 = roi
+    oh, ow = out_hw if out_hw is not None else (r1 - r0, c1 - c0)
+    out = []
+    for start, stop, count, native, valid, size in ((r0, r1, oh, native_hw[0], valid_hw[0], map_hw[0]),
+                                                    (c0, c1, ow, native_hw[1], valid_hw[1], map_hw[1])):
+        lo = (start + 0.5 * (stop - start) / count) * (valid / native) - 0.5
+        hi = (stop - 0.5 * (stop - start) / count) * (valid / native) - 0.5
+        a = min(max(int(math.floor(lo)), 0), size - 1)
+        out.append((a, max(a + 1, min(int(math.floor(hi)) + 2, size))))
+    (y0, y1), (x0, x1) = out
+    return y0, x0, y1, x1
+
+
 def sample_frame(lowres: torch.Tensor, valid_hw: Tuple[int, int], native_hw: Tuple[int, int], roi: Roi,
-                 out_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+                 out_hw: Optional[Tuple[int, int]] = None, origin: Tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Bilinearly sample a padded-frame map at native pixel centres of ``roi``.
 
-    lowres: ``(B, C, S, S)`` map over the padded model frame; valid_hw: the part of it
-    ``(rows, cols)`` covered by the image (the rest is padding); native_hw: the slice's
-    ``(H, W)``; roi: ``(r0, c0, r1, c1)`` native pixels, may extend past the image (padding
-    rows/cols are sampled by clamping). out_hw: sample at this grid instead of one sample
-    per native pixel (still spanning the roi). Returns ``(B, C, rows, cols)``.
+    lowres: ``(B, C, S, S)`` map over the padded model frame, or the crop of it starting at
+    map pixel ``origin`` (row, col) given by :func:`frame_crop_for`; valid_hw: the part of
+    the whole map ``(rows, cols)`` covered by the image (the rest is padding); native_hw: the
+    slice's ``(H, W)``; roi: ``(r0, c0, r1, c1)`` native pixels, may extend past the image
+    (padding rows/cols are sampled by clamping). out_hw: sample at this grid instead of one
+    sample per native pixel (still spanning the roi). Returns ``(B, C, rows, cols)``.
     """
     r0, c0, r1, c1 = roi
     H, W = native_hw
     vh, vw = valid_hw
-    S_h, S_w = lowres.shape[-2:]
+    h_c, w_c = lowres.shape[-2:]
     oh, ow = out_hw if out_hw is not None else (r1 - r0, c1 - c0)
     dev, dt = lowres.device, lowres.dtype
-    # Native pixel centre -> fraction of the image extent -> coordinate in the valid crop
-    # -> normalised [-1, 1] over the whole padded map (align_corners=False convention).
-    ys = r0 + (torch.arange(oh, device=dev, dtype=dt) + 0.5) * ((r1 - r0) / oh)
-    xs = c0 + (torch.arange(ow, device=dev, dtype=dt) + 0.5) * ((c1 - c0) / ow)
-    gy = (ys / H) * (vh / S_h) * 2 - 1
-    gx = (xs / W) * (vw / S_w) * 2 - 1
+    # Native pixel centre -> map pixel coordinate -> normalised [-1, 1] over the (cropped)
+    # map, align_corners=False convention.
+    gy = (2 * (_sample_rows(r0, r1, oh, H, vh, dev, dt) - origin[0]) + 1) / h_c - 1
+    gx = (2 * (_sample_rows(c0, c1, ow, W, vw, dev, dt) - origin[1]) + 1) / w_c - 1
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)
     grid = grid.unsqueeze(0).expand(lowres.shape[0], -1, -1, -1)
     return F.grid_sample(lowres, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -295,9 +322,8 @@ class ECMDecoder(nn.Module):
         bilinear upsampling of the coarse logits. cache: per-image dict for work that does
         not depend on the prompts (pass it only when there is no mask input).
         """
-        masks, iou, hyper, upscaled = self.coarse.predict_all(image_embeddings, image_pe, sparse, dense, cache)
         sel = slice(1, None) if multimask else slice(0, 1)
-        masks, iou, hyper = masks[:, sel], iou[:, sel], hyper[:, sel]
+        masks, iou, hyper, upscaled = self.coarse.predict_all(image_embeddings, image_pe, sparse, dense, cache, sel)
         H, W = image.shape[-2:]
         full = sample_frame(masks, valid_hw, (H, W), (0, 0, H, W))
         if not refine:
@@ -312,7 +338,12 @@ class ECMDecoder(nn.Module):
         if ph or pw:
             crop = F.pad(crop, (0, pw, 0, ph), mode="replicate")
         coarse_roi = sample_frame(masks, valid_hw, (H, W), roi)
-        up_roi = sample_frame(upscaled, valid_hw, (H, W), roi, out_hw=((r1 - r0) // 4, (c1 - c0) // 4))
+        up_hw = ((r1 - r0) // 4, (c1 - c0) // 4)
+        if isinstance(upscaled, ScrambledFeatures):
+            y0, x0, y1, x1 = frame_crop_for(valid_hw, (H, W), roi, upscaled.shape[-2:], up_hw)
+            up_roi = sample_frame(upscaled.crop(y0, x0, y1, x1), valid_hw, (H, W), roi, up_hw, origin=(y0, x0))
+        else:
+            up_roi = sample_frame(upscaled, valid_hw, (H, W), roi, up_hw)
         refined = self.refiner(crop, coarse_roi, hyper, up_roi)
         hh, ww = min(r1, H) - r0, min(c1, W) - c0
         logits = full.clone()
@@ -320,4 +351,4 @@ class ECMDecoder(nn.Module):
         return DecoderOutput(logits, iou, masks, roi)
 
 
-__all__: List[str] = ["ECMDecoder", "CrossScaleRefiner", "DecoderOutput", "sample_frame"]
+__all__: List[str] = ["ECMDecoder", "CrossScaleRefiner", "DecoderOutput", "frame_crop_for", "sample_frame"]

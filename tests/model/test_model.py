@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hrmedsegsam.model.build import build_model
-from hrmedsegsam.model.decoder import sample_frame
+from hrmedsegsam.model.decoder import frame_crop_for, sample_frame
 from hrmedsegsam.model.encoder import LGViT, count_parameters
 
 
@@ -87,22 +87,81 @@ def test_sample_frame_maps_valid_region_to_native() -> None:
 
 
 
+@pytest.fixture(scope="module")
+def perturbed_model():
+    """A random model whose layer norms are not the identity, so the factored decoder's
+    handling of norm weights and biases is exercised."""
+    torch.manual_seed(3)
+    m = build_model("hrmedsegsam").eval()
+    with torch.no_grad():
+        for mod in m.mask_decoder.modules():
+            if hasattr(mod, "weight") and type(mod).__name__ in ("LayerNorm", "LayerNorm2d"):
+                mod.weight.normal_(1.0, 0.3)
+                mod.bias.normal_(0.0, 0.3)
+    return m
 
-def test_cached_decoder_matches_sam_forward(model) -> None:
-    """The per-image cache of the first block's image-only work changes nothing: the coarse
-    path equals segment_anything's own MaskDecoder forward, with and without the cache."""
-    torch.manual_seed(2)
+
+@pytest.mark.parametrize("with_points", [False, True])
+def test_factored_decoder_matches_sam_forward(perturbed_model, with_points) -> None:
+    """The per-image factored path gives segment_anything's own MaskDecoder output, on the
+    call that fills the cache and on later calls; the cache holds only per-image tensors."""
+    model = perturbed_model
     coarse = model.mask_decoder.coarse
     emb = torch.randn(1, 256, 64, 64)
-    pts = (torch.tensor([[[300.0, 200.0]]]), torch.tensor([[1]]))
+    pts = (torch.tensor([[[300.0, 200.0], [120.0, 610.0]]]), torch.tensor([[1, 0]])) if with_points else None
     with torch.inference_mode():
         sparse, dense = model.prompt_encoder(points=pts, boxes=torch.tensor([[250.0, 150.0, 420.0, 330.0]]),
                                              masks=None)
         pe = model.prompt_encoder.get_dense_pe()
         ref_masks, ref_iou = coarse.predict_masks(emb, pe, sparse, dense)
+        plain_masks, _, _, plain_up = coarse.predict_all(emb, pe, sparse, dense, None)
         cache: dict = {}
-        for _ in range(2):  # first call fills the cache, second uses it
-            masks, iou, _, _ = coarse.predict_all(emb, pe, sparse, dense, cache)
+        for _ in range(2):
+            masks, iou, _, up = coarse.predict_all(emb, pe, sparse, dense, cache)
             assert torch.allclose(masks, ref_masks, atol=1e-4)
             assert torch.allclose(iou, ref_iou, atol=1e-5)
-        assert "t2i_k" in cache
+        assert torch.allclose(plain_masks, ref_masks, atol=1e-4)
+        # The refiner's crop of the reordered features equals the plain upscaled features.
+        assert torch.allclose(up.crop(30, 41, 95, 120), plain_up[..., 30:95, 41:120], atol=1e-4)
+        keys = set(cache)
+        other = model.prompt_encoder(points=None, boxes=torch.tensor([[10.0, 10.0, 900.0, 700.0]]), masks=None)
+        coarse.predict_all(emb, pe, other[0], other[1], cache)
+        assert set(cache) == keys  # nothing prompt-specific is kept
+
+
+@pytest.mark.parametrize("native_hw", [(512, 512), (300, 700), (37, 23)])
+def test_cached_decode_equals_plain_decode(perturbed_model, native_hw) -> None:
+    """With the refiner active (non-zero heads), the cached path's native-resolution logits
+    equal the plain path's, including the refiner's region sampled from a crop."""
+    model = perturbed_model
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for head in (model.mask_decoder.refiner.hyper4, model.mask_decoder.refiner.hyper2,
+                     model.mask_decoder.refiner.hyper1):
+            head.weight.normal_(0.0, 0.2)
+    H, W = native_hw
+    s = 1024 / max(H, W)
+    input_hw = (round(H * s), round(W * s))
+    emb = torch.randn(1, 256, 64, 64)
+    image = torch.rand(1, 3, H, W)
+    box = torch.tensor([[0.3 * input_hw[1], 0.2 * input_hw[0], 0.6 * input_hw[1], 0.7 * input_hw[0]]])
+    native_box = (0.3 * W, 0.2 * H, 0.6 * W, 0.7 * H)
+    with torch.inference_mode():
+        for multimask in (False, True):
+            a = model.decode(emb, image, input_hw, boxes=box, multimask=multimask, box_native=native_box, cache={})
+            b = model.decode(emb, image, input_hw, boxes=box, multimask=multimask, box_native=native_box, cache=None)
+            assert a.roi == b.roi
+            assert torch.allclose(a.logits, b.logits, atol=1e-3)
+            assert torch.allclose(a.iou, b.iou, atol=1e-5)
+
+
+def test_sample_frame_from_crop_equals_whole_map() -> None:
+    torch.manual_seed(5)
+    lowres = torch.randn(1, 4, 256, 256)
+    for valid, native, roi, out_hw in [((256, 180), (700, 490), (100, 40, 360, 300), (65, 65)),
+                                       ((200, 256), (300, 384), (0, 0, 300, 384), None),
+                                       ((256, 256), (512, 512), (480, 480, 516, 520), (9, 10))]:
+        y0, x0, y1, x1 = frame_crop_for(valid, native, roi, (256, 256), out_hw)
+        whole = sample_frame(lowres, valid, native, roi, out_hw)
+        part = sample_frame(lowres[..., y0:y1, x0:x1], valid, native, roi, out_hw, origin=(y0, x0))
+        assert torch.allclose(whole, part, atol=1e-4)  # float rounding of the grid coordinates
