@@ -13,6 +13,7 @@ from typing import Callable, List, Optional
 
 from hrmedsegsam import __version__
 from hrmedsegsam.errors import HRMedSegSAMError, InputError
+from hrmedsegsam.runtime import keep_freed_memory
 
 
 def _print(msg: str) -> None:
@@ -148,6 +149,7 @@ def _training_registrars() -> List[Callable[[argparse._SubParsersAction], None]]
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``hrmedsegsam`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except HRMedSegSAMError as exc:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from hrmedsegsam.errors import InputError, PromptError
 from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.model.base import PromptableModel
+from hrmedsegsam.runtime import keep_freed_memory
 
 Window = Tuple[float, float]
 
@@ -81,6 +82,8 @@ class Predictor:
         self._cache: "OrderedDict[Tuple[Hashable, Window], Embedding]" = OrderedDict()
         self._lock = threading.RLock()
         self._current: Optional[Embedding] = None
+        if self.device.type == "cpu":
+            keep_freed_memory()
 
     # -- embedding -------------------------------------------------------------------
     def _autocast(self):  # type: ignore[no-untyped-def]

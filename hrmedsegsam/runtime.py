@@ -1,0 +1,58 @@
+"""Process-wide CPU settings for fast repeated inference.
+
+Encoding a slice and decoding a prompt allocate and free buffers of 1-60 MB. With glibc's
+default malloc settings such buffers are returned to the operating system when freed and
+page-faulted in again on the next call. On the 2-core machines we measured, keeping them
+(blocks under 64 MB from malloc's heap, up to 256 MB of free heap kept) made the encoder
+about 10 % and a prompt about 5 % faster, with less system time. It is the effect PyTorch's
+CPU performance guides get by preloading jemalloc or tcmalloc; the cost is that the
+process keeps that memory mapped.
+
+Set ``HRMEDSEGSAM_MALLOC_TUNING=0`` to leave malloc alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+import threading
+from typing import Dict
+
+ENV = "HRMEDSEGSAM_MALLOC_TUNING"
+_M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
+_M_MMAP_THRESHOLD = -3
+_MMAP_BYTES = 64 << 20
+_TRIM_BYTES = 256 << 20
+
+_lock = threading.Lock()
+_state: Dict[str, bool] = {}
+
+
+def keep_freed_memory() -> bool:
+    """Apply the malloc settings above, once per process (Linux with glibc only).
+
+    Returns True if they are in effect; False where not applicable or switched off.
+    """
+    with _lock:
+        if "applied" not in _state:
+            _state["applied"] = _apply()
+        return _state["applied"]
+
+
+def _apply() -> bool:
+    if not sys.platform.startswith("linux") or os.environ.get(ENV, "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # no libc found, or a libc without mallopt (musl)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    # mallopt returns 1 on success.
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES) == 1)
+
+
+__all__ = ["ENV", "keep_freed_memory"]
