@@ -31,21 +31,15 @@ Roi = Tuple[int, int, int, int]
 Upscaled = Union[torch.Tensor, ScrambledFeatures]
 
 
-def _attend(mod: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-            qp: Optional[torch.Tensor] = None, kp: Optional[torch.Tensor] = None,
-            vp: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """SAM ``Attention`` ``mod`` on ``(B, N, C)`` inputs, optionally with ready projections
-    (``qp``/``kp``/``vp``) so that image-only projections can be computed once per image."""
-    qp = mod.q_proj(q) if qp is None else qp
-    kp = mod.k_proj(k) if kp is None else kp
-    vp = mod.v_proj(v) if vp is None else vp
+def _attend(mod: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SAM ``Attention`` ``mod`` on ``(B, N, C)`` inputs, via scaled_dot_product_attention."""
     h = mod.num_heads
 
     def heads(t: torch.Tensor) -> torch.Tensor:
         b, n, c = t.shape
         return t.reshape(b, n, h, c // h).transpose(1, 2)
 
-    out = F.scaled_dot_product_attention(heads(qp), heads(kp), heads(vp))
+    out = F.scaled_dot_product_attention(heads(mod.q_proj(q)), heads(mod.k_proj(k)), heads(mod.v_proj(v)))
     b, _, n, d = out.shape
     return mod.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
@@ -102,8 +96,10 @@ def _coarse_decoder_class() -> type:
             tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
             b, c, h, w = image_embeddings.shape
             upscaled: Upscaled
-            if cache is not None and b == 1 and tokens.shape[0] == 1 and not torch.is_grad_enabled() and supports_factored(
-                    self.transformer, self.output_upscaling):
+            factored = (cache is not None and b == 1 and tokens.shape[0] == 1 and not torch.is_grad_enabled()
+                        and supports_factored(self.transformer, self.output_upscaling))
+            if factored:
+                assert cache is not None
                 if "keys" not in cache:
                     cache["keys"] = (image_embeddings[0] + dense_prompt_embeddings[0]).flatten(1).t().contiguous()
                     cache["key_pe"] = image_pe[0].flatten(1).t().contiguous()
