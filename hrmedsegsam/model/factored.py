@@ -33,6 +33,7 @@ tokens ``(T, C)``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -45,16 +46,75 @@ def _t(linear: nn.Linear) -> torch.Tensor:
     return linear.weight.t()
 
 
-def _tokens_to_image(mod: nn.Module, queries: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor) -> torch.Tensor:
+def _heads_t(x: torch.Tensor, h: int) -> torch.Tensor:
+    """``(N, h*d)`` -> strided view ``(h, d, N)``."""
+    n, c = x.shape
+    return x.view(n, h, c // h).permute(1, 2, 0)
+
+
+@dataclass
+class Projected:
+    """``X_level @ W + offset`` ``(N, d)`` kept as ``rho * base + left.T @ right + const``.
+
+    base ``(N, d)``: the cached per-image product (at level 0 it is the whole value and the
+    other parts are None); rho ``(N, 1)``; left ``(K, N)``; right ``(K, d)``; const ``(d,)``
+    or ``(N, d)``. Attention reads it without forming the ``(N, d)`` sum.
+    """
+
+    base: torch.Tensor
+    rho: Optional[torch.Tensor] = None
+    left: Optional[torch.Tensor] = None
+    right: Optional[torch.Tensor] = None
+    const: Optional[torch.Tensor] = None
+
+    def dense(self) -> torch.Tensor:
+        if self.rho is None:
+            return self.base
+        assert self.left is not None and self.right is not None and self.const is not None
+        return torch.addmm(self.const, self.left.t(), self.right).addcmul_(self.rho, self.base)
+
+    def scores(self, q: torch.Tensor) -> torch.Tensor:
+        """Per-head dot products ``(H, T, N)`` of ``q (H, T, d_h)`` with this ``(N, H*d_h)``."""
+        h = q.shape[0]
+        out = torch.bmm(q, _heads_t(self.base, h))
+        if self.rho is None:
+            return out
+        assert self.left is not None and self.right is not None and self.const is not None
+        out.mul_(self.rho.t())
+        t = q.shape[1]
+        out += (torch.bmm(q, _heads_t(self.right, h)).reshape(h * t, -1) @ self.left).view(h, t, -1)
+        if self.const.dim() == 2:
+            out += torch.bmm(q, _heads_t(self.const, h))
+        else:
+            out += torch.bmm(q, self.const.view(h, -1, 1))
+        return out
+
+    def weighted(self, probs: torch.Tensor) -> torch.Tensor:
+        """Per-head ``probs_h @ value_h`` ``(H, T, d_h)`` for attention weights ``probs
+        (H, T, N)`` whose rows sum to one."""
+        h, t, n = probs.shape
+        if self.rho is None:
+            return torch.bmm(probs, _heads_t(self.base, h).transpose(1, 2))
+        assert self.left is not None and self.right is not None and self.const is not None
+        out = torch.bmm(probs * self.rho.t(), _heads_t(self.base, h).transpose(1, 2))
+        pl = (probs.reshape(h * t, n) @ self.left.t()).view(h, t, -1)  # (H, T, K)
+        out += torch.bmm(pl, self.right.view(self.right.shape[0], h, -1).transpose(0, 1))
+        if self.const.dim() == 2:
+            out += torch.bmm(probs, _heads_t(self.const, h).transpose(1, 2))
+        else:
+            out += self.const.view(h, 1, -1)
+        return out
+
+
+def _tokens_to_image(mod: nn.Module, queries: torch.Tensor, kp: Projected, vp: Projected) -> torch.Tensor:
     """SAM ``Attention`` of prompt tokens ``(1, T, C)`` (the query input, before ``q_proj``)
-    over image keys/values already projected, ``kp``/``vp`` ``(N, C_int)``. Returns ``(1, T, C)``."""
+    over image keys/values already projected, ``(N, C_int)`` each. Returns ``(1, T, C)``."""
     h = mod.num_heads
     qp = mod.q_proj(queries[0])
     t, c = qp.shape
-    n, d = kp.shape[0], c // h
-    scores = torch.bmm(qp.view(t, h, d).transpose(0, 1), kp.view(n, h, d).permute(1, 2, 0))  # (H, T, N)
-    probs = torch.softmax(scores * (1.0 / math.sqrt(d)), dim=-1)
-    out = torch.bmm(probs, vp.view(n, h, d).transpose(0, 1))  # (H, T, d)
+    d = c // h
+    probs = torch.softmax(kp.scores(qp.view(t, h, d).transpose(0, 1)) * (1.0 / math.sqrt(d)), dim=-1)
+    out = vp.weighted(probs)  # (H, T, d)
     return mod.out_proj(out.transpose(0, 1).reshape(t, c))[None]
 
 
@@ -98,13 +158,13 @@ class _ImageStream:
             hit = self._lefts[level] = torch.cat(rows)
         return hit
 
-    def project(self, level: int, W: torch.Tensor, key: str, offset: Offset = None) -> torch.Tensor:
-        """``X_level @ W + offset`` ``(N, d)`` for ``W (C, d)``.
+    def project(self, level: int, W: torch.Tensor, key: str, offset: Offset = None) -> Projected:
+        """``X_level @ W + offset`` ``(N, d)`` for ``W (C, d)``, as :class:`Projected`.
 
         Unrolled to level 0 (``W_k = g_{k+1} * W_{k+1}``, ``W_level = W``):
         ``X_level W = rho_1 * X_0 W_0 + sum_k rho_k * (L_{k-1}^T R_{k-1}(W_{k-1}))
-        + sum_k rho_{k+1} * beta_k W_k``, ``rho_k = r_k ... r_level``, which is one matrix
-        product with a ``(N, ~58*level)`` left factor plus one scaled add of the cached
+        + sum_k rho_{k+1} * beta_k W_k``, ``rho_k = r_k ... r_level``: one matrix product
+        with a ``(N, ~58*level)`` left factor plus a row-scaled copy of the cached
         ``X_0 W_0``.
 
         ``offset``: None, a ``(d,)`` vector, or a callable giving an ``(N, d)`` per-image
@@ -117,7 +177,7 @@ class _ImageStream:
                 off = offset() if callable(offset) else offset
                 hit = self.x0 @ W if off is None else torch.addmm(off.expand(self.x0.shape[0], -1), self.x0, W)
                 self.cache[key] = hit
-            return hit
+            return Projected(hit)
         Ws = [W]
         for k in range(level, 0, -1):
             Ws.insert(0, self.norms[k - 1].weight[:, None] * Ws[0])
@@ -134,8 +194,8 @@ class _ImageStream:
                 const = self.cache[key + "#offset"] = offset() + base
         else:
             const = base if offset is None else offset + base
-        out = torch.addmm(const, self._left(level).t(), torch.cat(rights))
-        return out.addcmul_(self._rho(1, level), self.project(0, Ws[0], key + "/g" * level))
+        return Projected(self.project(0, Ws[0], key + "/g" * level).base, self._rho(1, level),
+                         self._left(level), torch.cat(rights), const)
 
     def advance(self, A_t: torch.Tensor, M: torch.Tensor, b: torch.Tensor) -> None:
         """Record block ``len(self.L)``'s update ``A @ M + b`` (``A_t`` = ``A`` transposed,
@@ -151,7 +211,7 @@ class _ImageStream:
         self.x = x
 
 
-def _image_to_tokens(mod: nn.Module, q_img: torch.Tensor, queries: torch.Tensor,
+def _image_to_tokens(mod: nn.Module, q_img: Projected, queries: torch.Tensor,
                      tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Factors of SAM ``Attention(q=image, k=queries + tokens, v=queries)``: returns
     ``A_t (H*T, N)`` (the softmax weights, transposed; row ``h*T + t``) and ``M (H*T, C)``
@@ -161,9 +221,9 @@ def _image_to_tokens(mod: nn.Module, q_img: torch.Tensor, queries: torch.Tensor,
     kp = mod.k_proj((queries + tokens)[0])
     vp = mod.v_proj(queries[0])
     t, ci = kp.shape
-    n, d = q_img.shape[0], ci // h
-    scores = torch.bmm(kp.view(t, h, d).transpose(0, 1), q_img.view(n, h, d).permute(1, 2, 0))  # (H, T, N)
-    A_t = torch.softmax(scores * (1.0 / math.sqrt(d)), dim=1).reshape(h * t, n)
+    d = ci // h
+    scores = q_img.scores(kp.view(t, h, d).transpose(0, 1))  # (H, T, N)
+    A_t = torch.softmax(scores * (1.0 / math.sqrt(d)), dim=1).reshape(h * t, -1)
     M = torch.bmm(vp.view(t, h, d).transpose(0, 1), _t(mod.out_proj).reshape(h, d, -1))  # (H, T, C)
     return A_t, M.reshape(h * t, -1)
 
@@ -218,7 +278,7 @@ def factored_coarse(
     # ConvTranspose2d(k=2, s=2) as one matrix: column (a*2 + b)*c1 + co is output channel co
     # at sub-pixel (a, b) of each token.
     W_up = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, 4 * up1.out_channels)
-    u = stream.project(depth, W_up, "x0@final.up", up1.bias.repeat(4))
+    u = stream.project(depth, W_up, "x0@final.up", up1.bias.repeat(4)).dense()
     return queries, ScrambledFeatures(u, upscaling, 4 * int(round(math.sqrt(keys.shape[0]))))
 
 
