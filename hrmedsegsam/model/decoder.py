@@ -9,8 +9,14 @@ Two paths:
   native slice gives 1/4 and 1/2 scale detail features; each mask's hypernetwork token is
   projected to every scale and adds a residual to the (bilinearly upsampled) logits, 1/4
   -> 1/2 -> full. It runs only inside a region of interest around the coarse mask (plus a
-  margin), so its cost and memory follow the object, not the image. The residual heads
-  start at zero, so an untrained refiner reproduces plain bilinear upsampling.
+  margin), so its cost and memory follow the object, not the image, and within a pixel
+  budget (160 x 160 by default): a larger region is refined on a proportionally coarser
+  grid whose correction is upsampled onto the native-resolution logits, so one prompt
+  costs about the same for any object. The residual heads start at zero, so an untrained
+  refiner reproduces plain bilinear upsampling.
+
+For prompts on a cached image (no mask input) the coarse path runs in the exact factored
+form of :mod:`hrmedsegsam.model.factored`.
 """
 
 from __future__ import annotations
@@ -189,44 +195,30 @@ def _sample_rows(start: int, stop: int, count: int, native: int, valid: int, dev
     return xs * (valid / native) - 0.5
 
 
-def frame_crop_for(valid_hw: Tuple[int, int], native_hw: Tuple[int, int], roi: Roi, map_hw: Tuple[int, int],
-                   out_hw: Optional[Tuple[int, int]] = None) -> Roi:
-    """The part ``(y0, x0, y1, x1)`` of a ``map_hw`` low-res map that :func:`sample_frame`
-    reads for ``roi`` (bilinear neighbours included), so a crop can be sampled instead."""
-    r0, c0, r1, c1 = roi
-    oh, ow = out_hw if out_hw is not None else (r1 - r0, c1 - c0)
-    out = []
-    for start, stop, count, native, valid, size in ((r0, r1, oh, native_hw[0], valid_hw[0], map_hw[0]),
-                                                    (c0, c1, ow, native_hw[1], valid_hw[1], map_hw[1])):
-        lo = (start + 0.5 * (stop - start) / count) * (valid / native) - 0.5
-        hi = (stop - 0.5 * (stop - start) / count) * (valid / native) - 0.5
-        a = min(max(int(math.floor(lo)), 0), size - 1)
-        out.append((a, max(a + 1, min(int(math.floor(hi)) + 2, size))))
-    (y0, y1), (x0, x1) = out
-    return y0, x0, y1, x1
-
-
-def sample_frame(lowres: torch.Tensor, valid_hw: Tuple[int, int], native_hw: Tuple[int, int], roi: Roi,
-                 out_hw: Optional[Tuple[int, int]] = None, origin: Tuple[int, int] = (0, 0)) -> torch.Tensor:
+def sample_frame(lowres: Union[torch.Tensor, ScrambledFeatures], valid_hw: Tuple[int, int],
+                 native_hw: Tuple[int, int], roi: Roi, out_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """Bilinearly sample a padded-frame map at native pixel centres of ``roi``.
 
-    lowres: ``(B, C, S, S)`` map over the padded model frame, or the crop of it starting at
-    map pixel ``origin`` (row, col) given by :func:`frame_crop_for`; valid_hw: the part of
-    the whole map ``(rows, cols)`` covered by the image (the rest is padding); native_hw: the
-    slice's ``(H, W)``; roi: ``(r0, c0, r1, c1)`` native pixels, may extend past the image
-    (padding rows/cols are sampled by clamping). out_hw: sample at this grid instead of one
-    sample per native pixel (still spanning the roi). Returns ``(B, C, rows, cols)``.
+    lowres: ``(B, C, S, S)`` map over the padded model frame (or the factored path's
+    :class:`ScrambledFeatures`); valid_hw: the part of it ``(rows, cols)`` covered by the
+    image (the rest is padding); native_hw: the slice's ``(H, W)``; roi: ``(r0, c0, r1, c1)``
+    native pixels, may extend past the image (padding rows/cols are sampled by clamping).
+    out_hw: sample at this grid instead of one sample per native pixel (still spanning the
+    roi). Returns ``(B, C, rows, cols)``.
     """
     r0, c0, r1, c1 = roi
     H, W = native_hw
     vh, vw = valid_hw
-    h_c, w_c = lowres.shape[-2:]
     oh, ow = out_hw if out_hw is not None else (r1 - r0, c1 - c0)
+    if isinstance(lowres, ScrambledFeatures):
+        dev, dt = lowres.data.device, lowres.data.dtype
+        return lowres.sample(_sample_rows(r0, r1, oh, H, vh, dev, dt), _sample_rows(c0, c1, ow, W, vw, dev, dt))
+    S_h, S_w = lowres.shape[-2:]
     dev, dt = lowres.device, lowres.dtype
-    # Native pixel centre -> map pixel coordinate -> normalised [-1, 1] over the (cropped)
-    # map, align_corners=False convention.
-    gy = (2 * (_sample_rows(r0, r1, oh, H, vh, dev, dt) - origin[0]) + 1) / h_c - 1
-    gx = (2 * (_sample_rows(c0, c1, ow, W, vw, dev, dt) - origin[1]) + 1) / w_c - 1
+    # Native pixel centre -> map pixel coordinate -> normalised [-1, 1] over the map,
+    # align_corners=False convention.
+    gy = (2 * _sample_rows(r0, r1, oh, H, vh, dev, dt) + 1) / S_h - 1
+    gx = (2 * _sample_rows(c0, c1, ow, W, vw, dev, dt) + 1) / S_w - 1
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)
     grid = grid.unsqueeze(0).expand(lowres.shape[0], -1, -1, -1)
     return F.grid_sample(lowres, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -249,6 +241,7 @@ class ECMDecoder(nn.Module):
     def __init__(
         self, transformer_dim: int = 256, mlp_dim: int = 256, depth: int = 2, num_heads: int = 8,
         num_multimask_outputs: int = 3, roi_margin: float = 0.15, roi_min_margin: int = 8,
+        refine_budget: Optional[int] = 160 * 160,
     ) -> None:
         super().__init__()
         modeling = sam_modeling()
@@ -264,6 +257,7 @@ class ECMDecoder(nn.Module):
         self.refiner = CrossScaleRefiner(token_dim=transformer_dim // 8)
         self.roi_margin = roi_margin
         self.roi_min_margin = roi_min_margin
+        self.refine_budget = refine_budget  # refiner pixels per prompt; None: always native
 
     def roi_for(self, lowres: torch.Tensor, valid_hw: Tuple[int, int], native_hw: Tuple[int, int],
                 box: Optional[Tuple[float, float, float, float]] = None) -> Optional[Roi]:
@@ -329,22 +323,30 @@ class ECMDecoder(nn.Module):
             if roi is None:
                 return DecoderOutput(full, iou, masks, None)
         r0, c0, r1, c1 = roi
+        h, w = r1 - r0, c1 - c0
+        hh, ww = min(r1, H) - r0, min(c1, W) - c0  # the part inside the image
         crop = image[..., r0:r1, c0:c1]
-        ph, pw = (r1 - r0) - crop.shape[-2], (c1 - c0) - crop.shape[-1]
-        if ph or pw:
-            crop = F.pad(crop, (0, pw, 0, ph), mode="replicate")
-        coarse_roi = sample_frame(masks, valid_hw, (H, W), roi)
-        up_hw = ((r1 - r0) // 4, (c1 - c0) // 4)
-        if isinstance(upscaled, ScrambledFeatures):
-            y0, x0, y1, x1 = frame_crop_for(valid_hw, (H, W), roi, upscaled.shape[-2:], up_hw)
-            up_roi = sample_frame(upscaled.crop(y0, x0, y1, x1), valid_hw, (H, W), roi, up_hw, origin=(y0, x0))
+        if crop.shape[-2:] != (h, w):
+            crop = F.pad(crop, (0, w - crop.shape[-1], 0, h - crop.shape[-2]), mode="replicate")
+        rh, rw = h, w
+        if self.refine_budget and h * w > self.refine_budget:
+            # Over the budget the refiner runs on a proportionally coarser grid over the same
+            # region and only its correction is upsampled, so a prompt costs about the same
+            # for any object size.
+            f = math.sqrt(self.refine_budget / (h * w))
+            rh, rw = max(4, 4 * round(h * f / 4)), max(4, 4 * round(w * f / 4))
+            crop = F.interpolate(crop, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+        coarse_ref = sample_frame(masks, valid_hw, (H, W), roi, (rh, rw))
+        up_hw = (rh // 4, rw // 4)
+        up_roi = sample_frame(upscaled, valid_hw, (H, W), roi, up_hw)
+        refined = self.refiner(crop, coarse_ref, hyper, up_roi)
+        logits = full
+        if (rh, rw) == (h, w):
+            logits[..., r0 : r0 + hh, c0 : c0 + ww] = refined[..., :hh, :ww]
         else:
-            up_roi = sample_frame(upscaled, valid_hw, (H, W), roi, up_hw)
-        refined = self.refiner(crop, coarse_roi, hyper, up_roi)
-        hh, ww = min(r1, H) - r0, min(c1, W) - c0
-        logits = full.clone()
-        logits[..., r0 : r0 + hh, c0 : c0 + ww] = refined[..., :hh, :ww]
+            delta = F.interpolate(refined - coarse_ref, size=(h, w), mode="bilinear", align_corners=False)
+            logits[..., r0 : r0 + hh, c0 : c0 + ww] += delta[..., :hh, :ww]
         return DecoderOutput(logits, iou, masks, roi)
 
 
-__all__: List[str] = ["ECMDecoder", "CrossScaleRefiner", "DecoderOutput", "frame_crop_for", "sample_frame"]
+__all__: List[str] = ["ECMDecoder", "CrossScaleRefiner", "DecoderOutput", "sample_frame"]

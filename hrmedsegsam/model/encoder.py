@@ -26,10 +26,9 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
+        # One fused layer norm over a channels-last view; the result is channels-last.
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
 
 
 class MBConv(nn.Module):
@@ -104,10 +103,8 @@ class GatedLinearAttention(nn.Module):
 
     def forward(self, y: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         b, n, c = y.shape
-        q, k = self.qk(y).chunk(2, dim=-1)
+        q, k = (F.elu(self.qk(y)) + 1.0).chunk(2, dim=-1)
         v = self.v(y)
-        q = F.elu(q) + 1.0
-        k = F.elu(k) + 1.0
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(b, n, self.heads, self.head_dim).transpose(1, 2)
@@ -119,7 +116,8 @@ class GatedLinearAttention(nn.Module):
         kv = (k_rot.transpose(-2, -1) @ vh) / n  # (B, h, d, d)
         out = (q_rot @ kv) * z
         out = out.transpose(1, 2).reshape(b, n, c)
-        v_img = v.transpose(1, 2).reshape(b, c, hw[0], hw[1])
+        # (B, N, C) tokens are already a channels-last image: no copy for the depthwise conv.
+        v_img = v.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
         return out + self.lepe(v_img).flatten(2).transpose(1, 2)
 
 
@@ -189,7 +187,9 @@ class LGViT(nn.Module):
         for block in self.blocks:
             t = block(t, (h, w))
         t = self.norm(t)
-        return self.neck(t.transpose(1, 2).reshape(b, c, h, w))
+        # Tokens (B, N, C) viewed as a channels-last image; the neck's 1x1 conv and layer
+        # norms work on that layout directly. The embedding is returned contiguous.
+        return self.neck(t.reshape(b, h, w, c).permute(0, 3, 1, 2)).contiguous()
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -342,14 +342,34 @@ class ScrambledFeatures:
         flat = prod.view(-1, m, 4).transpose(0, 1).reshape(m, -1)
         return flat.index_select(1, self._order().reshape(-1)).reshape(1, m, self.size, self.size)
 
-    def crop(self, y0: int, x0: int, y1: int, x1: int) -> torch.Tensor:
-        """Pixels ``[y0:y1, x0:x1]`` in the usual layout, ``(1, C, y1-y0, x1-x0)``."""
+    def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples ``(1, C, len(ys), len(xs))`` at map coordinates ``ys``, ``xs``
+        (pixel units, pixel centres at integers), clamped to the border: the values
+        ``grid_sample(..., align_corners=False, padding_mode="border")`` gives, reading only
+        the pixels it needs."""
         if self.data is None:
             self._compute(None)
         assert self.data is not None
-        idx = self._order()[y0:y1, x0:x1].reshape(-1)
-        vals = self.data.view(self.data.shape[0], self.channels, 4)[idx // 4, :, idx % 4]  # (K, C)
-        return vals.t().reshape(1, self.channels, y1 - y0, x1 - x0)
+        S = self.size
+
+        def axis(p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            p = p.clamp(0, S - 1)
+            i0 = p.floor().long()
+            return i0, (i0 + 1).clamp(max=S - 1), (p - i0).to(self.data.dtype)
+
+        y0, y1, wy = axis(ys)
+        x0, x1, wx = axis(xs)
+        order = self._order()
+        vals = self.data.view(self.data.shape[0], self.channels, 4)
+
+        def at(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+            idx = order[yi[:, None], xi[None, :]].reshape(-1)
+            return vals[idx // 4, :, idx % 4].t().reshape(self.channels, len(yi), len(xi))
+
+        wy, wx = wy[:, None], wx[None, :]
+        out = (at(y0, x0) * ((1 - wy) * (1 - wx)) + at(y0, x1) * ((1 - wy) * wx)
+               + at(y1, x0) * (wy * (1 - wx)) + at(y1, x1) * (wy * wx))
+        return out[None]
 
 
 _ORDER: Dict[Tuple[int, str], torch.Tensor] = {}
