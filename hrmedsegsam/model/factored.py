@@ -292,21 +292,17 @@ class ScrambledFeatures:
     the mask product; only the masks and the refiner's region are reordered).
 
     Built from ``u`` ``(S*S/16, 4*c1)``, the first transposed convolution's output per token
-    (column ``ab*c1 + co``), and the decoder's ``output_upscaling`` modules. The rest of the
-    upscaling runs in blocks of tokens so that each block stays in the CPU cache.
+    (column ``ab*c1 + co``), and the decoder's ``output_upscaling`` modules.
 
     data: ``(S*S/4, C*4)``: pixel ``(Y, X)``, channel ``c`` is ``data[i // 4, c*4 + i % 4]``
     with ``i = _pixel_order(S // 4)[Y * S + X]``.
     """
-
-    block = 512  # tokens per block
 
     def __init__(self, u: torch.Tensor, upscaling: nn.Sequential, size: int) -> None:
         self.u = u
         self.upscaling = upscaling
         self.size = size
         self.channels = upscaling[3].out_channels
-        self.shape = (1, self.channels, size, size)
         self.data: Optional[torch.Tensor] = None
 
     def _order(self) -> torch.Tensor:
@@ -316,20 +312,11 @@ class ScrambledFeatures:
         """Fill ``data``; with ``blocks`` (see :meth:`dot`) also return ``data @ blocks``."""
         _, ln, act1, up2, act2 = self.upscaling
         c1, c2 = up2.in_channels, up2.out_channels
-        n = self.u.shape[0]
-        W2 = up2.weight.reshape(c1, c2 * 4)  # column c*4 + a'*2 + b'
-        b2 = up2.bias.repeat_interleave(4)
-        data = self.u.new_empty(n * 4, c2 * 4)
-        out = None if blocks is None else self.u.new_empty(n * 4, blocks.shape[1])
-        for i in range(0, n, self.block):
-            j = min(n, i + self.block)
-            h = F.layer_norm(self.u[i:j].reshape(-1, c1), (c1,), ln.weight, ln.bias, ln.eps)
-            d = torch.addmm(b2, _gelu_(h, act1), W2, out=data[4 * i: 4 * j])
-            _gelu_(d, act2)
-            if out is not None:
-                torch.mm(d, blocks, out=out[4 * i: 4 * j])
+        h = _gelu_(F.layer_norm(self.u.reshape(-1, c1), (c1,), ln.weight, ln.bias, ln.eps), act1)
+        # Second ConvTranspose2d: row token*4 + ab, column c*4 + a'*2 + b'.
+        data = _gelu_(torch.addmm(up2.bias.repeat_interleave(4), h, up2.weight.reshape(c1, c2 * 4)), act2)
         self.data = data
-        return out
+        return None if blocks is None else data @ blocks
 
     def dot(self, hyper: torch.Tensor) -> torch.Tensor:
         """Mask logits ``(1, M, S, S)`` for hypernetwork vectors ``hyper (1, M, C)``."""
