@@ -206,6 +206,8 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
     setup_logging(cfg.run_dir)
     ckpt_path = cfg.run_dir / "checkpoint.pt"
     model = model if model is not None else build_model("hrmedsegsam")
+    # The refiner learns at native resolution; its pixel budget is an inference-time bound.
+    model.mask_decoder.refine_budget = None
     rest, ref = trainable_parameters(model)
     opt = torch.optim.AdamW([{"params": rest, "lr": cfg.lr, "base": cfg.lr},
                              {"params": ref, "lr": cfg.refiner_lr, "base": cfg.refiner_lr}],
