@@ -73,6 +73,15 @@ def register_train(subparsers: Any) -> None:
     s.add_argument("--rounds", type=int, default=2, help="max correction rounds per step")
     s.add_argument("--lr", type=float, default=2e-4)
     s.add_argument("--refiner-lr", type=float, default=1e-3)
+    s.add_argument("--prompt-weights", type=float, nargs=3, default=(0.4, 0.35, 0.25), metavar=("BOX", "POINT", "POINTS"),
+                   help="relative frequency of box, single-point and positive+negative point steps")
+    s.add_argument("--point-max-frac", type=float, default=0.1,
+                   help="single-point steps use objects covering at most this fraction of the slice (<= 0: any)")
+    s.add_argument("--point-whole-prob", type=float, default=0.5,
+                   help="share of cropped point steps trained on the whole token grid (penalises far leaks)")
+    s.add_argument("--teacher-prob", type=float, default=0.0,
+                   help="share of steps learning LiteMedSAM's answers to boxes around label-free regions "
+                        "(needs the teacher embeddings of `train cache`)")
     s.add_argument("--region-prob", type=float, default=0.3,
                    help="share of steps on label-free homogeneous-intensity regions")
     s.set_defaults(func=cmd_decoder)
@@ -177,7 +186,10 @@ def cmd_decoder(args: argparse.Namespace) -> int:
     else:
         emb_dir = args.cache / "teacher"
     cfg = DecoderConfig(cache=args.cache, run_dir=args.run, embeddings=emb_dir, steps=args.steps, batch=args.batch,
-                        rounds=args.rounds, lr=args.lr, region_prob=args.region_prob, full_prob=args.full_prob, refiner_lr=args.refiner_lr,
+                        rounds=args.rounds, lr=args.lr, region_prob=args.region_prob, full_prob=args.full_prob,
+                        refiner_lr=args.refiner_lr, prompt_weights=tuple(args.prompt_weights),
+                        point_max_frac=args.point_max_frac if args.point_max_frac > 0 else None,
+                        point_whole_prob=args.point_whole_prob, teacher_prob=args.teacher_prob,
                         max_minutes=args.max_minutes,
                         seed=args.seed, threads=args.threads, progress=not args.no_progress)
     try:

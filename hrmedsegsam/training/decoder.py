@@ -51,6 +51,19 @@ class DecoderConfig:
     prompt_weights: Tuple[float, float, float] = (0.4, 0.35, 0.25)
     region_prob: float = 0.3  # share of steps on label-free intensity regions (data.region_objects)
     full_prob: float = 0.05  # share of full steps (whole embedding, refiner, native loss); others: cropped coarse
+    # A lone click should select the smallest sensible structure: single-point steps draw
+    # their objects from those covering at most this fraction of the slice (when it has any).
+    point_max_frac: Optional[float] = 0.1
+    # Share of cropped point steps whose token window is the whole grid, so that a mask
+    # leaking far outside the object is penalised (a window only sees leaks near the object).
+    point_whole_prob: float = 0.5
+    # Share of steps that learn box prompts from the teacher instead of reference masks:
+    # LiteMedSAM (on its cached embedding) segments boxes around label-free regions and
+    # random boxes, and its mask is the target. Our training volumes label few structures;
+    # this passes on what the teacher knows about the others (e.g. liver, kidneys).
+    teacher_prob: float = 0.0
+    teacher_embeddings: Optional[Path] = None  # default: cache/teacher
+    teacher_min_iou: float = 0.75  # the teacher's own predicted IoU below this: box skipped
 
 
 def prompt_tensors(prompts: Sequence[Prompt], native_hw: Tuple[int, int], input_hw: Tuple[int, int]):  # type: ignore[no-untyped-def]
@@ -105,9 +118,29 @@ def _union_box(ms: Sequence[np.ndarray]) -> Tuple[float, float, float, float]:
     return float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])
 
 
+def choose_kind(rng: np.random.Generator, weights: Sequence[float]) -> int:
+    """Prompt type of a step: 0 box, 1 single positive point, 2 positive + negative points."""
+    return int(rng.choice(3, p=np.asarray(weights, float) / np.sum(weights)))
+
+
+def one_hot(kind: int) -> Tuple[float, float, float]:
+    w = [0.0, 0.0, 0.0]
+    w[kind] = 1.0
+    return w[0], w[1], w[2]
+
+
+def point_candidates(objs: List[np.ndarray], max_frac: Optional[float]) -> List[np.ndarray]:
+    """Objects for a single-point step: those covering at most ``max_frac`` of the slice
+    (all of them when none does, or when ``max_frac`` is None)."""
+    if max_frac is None:
+        return objs
+    small = [m for m in objs if m.sum() <= max_frac * m.size]
+    return small or objs
+
+
 def train_step(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
-               rounds: int, weights=(0.4, 0.3, 0.3)):
-    """Loss of one step (graph attached) and diagnostics."""
+               rounds: int, kind: int):
+    """Loss of one step (graph attached) and diagnostics; ``kind`` as :func:`choose_kind`."""
     import torch
 
     from hrmedsegsam.model.decoder import sample_frame
@@ -116,10 +149,7 @@ def train_step(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.rando
     H, W = sample.image.shape
     scale = model.image_size / max(H, W)
     input_hw = (max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5)))
-    kind = int(rng.choice(3, p=np.asarray(weights) / np.sum(weights)))
-    w = [0.0, 0.0, 0.0]
-    w[kind] = 1.0
-    prompts = [simulate(m, rng, w) for m in objs]
+    prompts = [simulate(m, rng, one_hot(kind)) for m in objs]
     target = torch.from_numpy(np.stack(objs)[:, None].astype(np.float32))
     box_native = _union_box(objs)
     n_rounds = 1 + int(rng.integers(0, rounds + 1))
@@ -155,6 +185,44 @@ def train_step(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.rando
             mask_input = out.lowres[:, :1].detach()
     stats["kind"] = kind
     return total / n_rounds, stats
+
+
+def teacher_boxes(sample: Sample, rng: np.random.Generator, n: int) -> List[Tuple[float, float, float, float]]:
+    """Native-pixel boxes to ask the teacher about: jittered boxes around label-free
+    regions (:func:`region_objects`) or, when there are none, random boxes of 5-60 % of
+    each side."""
+    from hrmedsegsam.training.prompts import jitter_box, tight_box
+
+    H, W = sample.image.shape
+    regions = region_objects(sample.image, rng, max_objects=n)
+    out: List[Tuple[float, float, float, float]] = []
+    for m in regions[:n]:
+        out.append(jitter_box(tight_box(m), (H, W), rng))
+    while len(out) < n:
+        w, h = rng.uniform(0.05, 0.6) * W, rng.uniform(0.05, 0.6) * H
+        x0, y0 = rng.uniform(0, W - w), rng.uniform(0, H - h)
+        out.append((float(x0), float(y0), float(min(W - 1, x0 + w)), float(min(H - 1, y0 + h))))
+    return out
+
+
+def teacher_masks(teacher, temb, sample: Sample, boxes: Sequence[Tuple[float, float, float, float]],  # type: ignore[no-untyped-def]
+                  min_iou: float) -> Tuple[List[Prompt], List[np.ndarray]]:
+    """The teacher's single-mask answers to box prompts on its cached embedding ``temb``
+    ``(1, 256, 64, 64)``: native-resolution bool masks; boxes whose answer is empty, covers
+    most of the slice, or has a predicted IoU under ``min_iou`` are dropped."""
+    import torch
+
+    H, W = sample.image.shape
+    scale = teacher.image_size / max(H, W)
+    input_hw = (max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5)))
+    prompts = [Prompt(box=b, kind="teacher-box") for b in boxes]
+    native = torch.zeros(1, 3, H, W)
+    with torch.no_grad():
+        out = decode_prompts(teacher, temb, native, input_hw, prompts)
+    masks = (out.logits[:, 0] > 0).numpy()
+    keep = [i for i in range(len(prompts))
+            if float(out.iou[i, 0]) >= min_iou and 40 <= masks[i].sum() <= 0.6 * masks[i].size]
+    return [prompts[i] for i in keep], [masks[i] for i in keep]
 
 
 def _center(m: np.ndarray) -> Tuple[int, int]:
@@ -223,6 +291,14 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
         _load_init(model, cfg.init)
     data = DecoderData(cfg.cache, cfg.embeddings, cfg.min_size)
     log.info("decoder training on %d samples (%s embeddings)", len(data.items), cfg.embeddings)
+    teacher = None
+    t_dir = Path(cfg.teacher_embeddings) if cfg.teacher_embeddings is not None else Path(cfg.cache) / "teacher"
+    if cfg.teacher_prob > 0:
+        from hrmedsegsam.teacher import load_litemedsam
+
+        teacher = load_litemedsam()
+        for q in teacher.parameters():
+            q.requires_grad_(False)
     rng = np.random.default_rng(cfg.seed + 7919 * step)
     model.eval()  # encoder BN stays frozen; the decoder has no BN/dropout
     for p in model.image_encoder.parameters():
@@ -230,39 +306,66 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
     budget = Budget(cfg.max_minutes)
     t0 = time.time()
     hist: List[float] = []
-    dices: Dict[int, List[float]] = {0: [], 1: [], 2: []}
+    dices: Dict[int, List[float]] = {0: [], 1: [], 2: [], 3: []}
     bar = tqdm(total=cfg.steps, initial=step, desc="decoder", disable=not cfg.progress)
-    while step < cfg.steps and not budget.over():
-        i = int(rng.integers(len(data.items)))
-        _, sample, objs = data.items[i]
-        if cfg.region_prob and rng.random() < cfg.region_prob:
-            objs = region_objects(sample.image, rng) or objs
-        pick = rng.permutation(len(objs))[: cfg.batch]
-        step_fn = train_step if rng.random() < cfg.full_prob else train_step_crop
-        loss, st = step_fn(model, data.embedding(i), sample, [objs[j] for j in pick], rng, cfg.rounds,
-                           cfg.prompt_weights)
+
+    def opt_step(loss) -> None:  # type: ignore[no-untyped-def]
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, cfg.steps, g["base"], cfg.warmup, time_fraction=budget.fraction())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(rest + ref, 1.0)
         opt.step()
+
+    def record(loss, st: Dict[str, float]) -> None:  # type: ignore[no-untyped-def]
+        nonlocal step
         step += 1
         hist.append(float(loss.detach()))
         dices[int(st["kind"])].append(st["dice_r0"])
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(hist[-50:]):.3f}")
         if step % 50 == 0:
-            log.info("decoder step %d loss %.4f dice box %.3f point %.3f points %.3f (%.2f s/step)", step,
-                     np.mean(hist[-50:]), *(np.mean(dices[k][-30:]) if dices[k] else float("nan") for k in range(3)),
+            log.info("decoder step %d loss %.4f dice box %.3f point %.3f points %.3f teacher-box %.3f (%.2f s/step)",
+                     step, np.mean(hist[-50:]),
+                     *(np.mean(dices[k][-30:]) if dices[k] else float("nan") for k in range(4)),
                      (time.time() - t0) / max(1, len(hist)))
         if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
                             stage="decoder")
+    while step < cfg.steps and not budget.over():
+        i = int(rng.integers(len(data.items)))
+        _, sample, objs = data.items[i]
+        if cfg.region_prob and rng.random() < cfg.region_prob:
+            objs = region_objects(sample.image, rng) or objs
+        t_path = t_dir / data.items[i][0].name
+        if teacher is not None and rng.random() < cfg.teacher_prob and t_path.exists():
+            temb = torch.from_numpy(np.load(t_path).astype(np.float32))[None]
+            t_prompts, t_masks = teacher_masks(teacher, temb, sample, teacher_boxes(sample, rng, cfg.batch),
+                                               cfg.teacher_min_iou)
+            if t_masks:
+                loss, st = train_step_crop(model, data.embedding(i), sample, t_masks, rng, 0, 0, prompts=t_prompts)
+                opt_step(loss)
+                st["kind"] = 3
+                record(loss, st)
+                continue
+        kind = choose_kind(rng, cfg.prompt_weights)
+        if kind == 1:
+            objs = point_candidates(objs, cfg.point_max_frac)
+        pick = rng.permutation(len(objs))[: cfg.batch]
+        chosen = [objs[j] for j in pick]
+        if rng.random() < cfg.full_prob:
+            loss, st = train_step(model, data.embedding(i), sample, chosen, rng, cfg.rounds, kind)
+        else:
+            whole = kind != 0 and rng.random() < cfg.point_whole_prob
+            loss, st = train_step_crop(model, data.embedding(i), sample, chosen, rng, cfg.rounds, kind,
+                                       min_tokens=10**6 if whole else 24)
+        opt_step(loss)
+        record(loss, st)
     bar.close()
     if hist and step % cfg.ckpt_every:
         save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="decoder")
-    out = {"step": step, "loss": float(np.mean(hist[-50:])) if hist else float("nan"), "seconds": time.time() - t0}
+    out = {"step": step, "loss": float(np.mean(hist[-50:])) if hist else float("nan"), "seconds": time.time() - t0,
+           "steps_by_kind": {k: len(dices[i]) for i, k in enumerate(("box", "point", "points", "teacher_box"))}}
     log.info("decoder training stopped at step %d: %s", step, out)
     return out
 
@@ -283,11 +386,14 @@ def _lowres_targets(objs: Sequence[np.ndarray], native_hw: Tuple[int, int], inpu
 
 
 def train_step_crop(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
-                    rounds: int, weights=(0.4, 0.35, 0.25), min_tokens: int = 24, margin_tokens: int = 4):
+                    rounds: int, kind: int, min_tokens: int = 24, margin_tokens: int = 4,
+                    prompts: Optional[List[Prompt]] = None):
     """A cheaper step on the coarse decoder only: the image embedding, its position code and
-    the dense prompt are cropped to a token window around the objects (any grid size works
-    in the two-way transformer), and the loss is taken on the low-res logits in that window
-    (outside it the objects are absent). Prompts stay in whole-frame coordinates."""
+    the dense prompt are cropped to a token window (at least ``min_tokens`` a side, capped
+    at the grid) around the objects (any grid size works in the two-way transformer), and
+    the loss is taken on the low-res logits in that window (outside it the objects are
+    absent). Prompts stay in whole-frame coordinates; ``kind`` as :func:`choose_kind`, or
+    ``prompts`` given (one per object)."""
     import torch
 
     H, W = sample.image.shape
@@ -309,10 +415,8 @@ def train_step_crop(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.
 
     r0, r1 = window(ty0, ty1)
     c0, c1 = window(tx0, tx1)
-    kind = int(rng.choice(3, p=np.asarray(weights) / np.sum(weights)))
-    w = [0.0, 0.0, 0.0]
-    w[kind] = 1.0
-    prompts = [simulate(m, rng, w) for m in objs]
+    if prompts is None:
+        prompts = [simulate(m, rng, one_hot(kind)) for m in objs]
     target_full = _lowres_targets(objs, (H, W), input_hw, S, L)
     target = target_full[..., r0 * up : r1 * up, c0 * up : c1 * up]
     tbin = target > 0.5

