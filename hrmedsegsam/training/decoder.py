@@ -9,6 +9,12 @@ type for all of them (box, single positive point, positive + negative points), t
 if missed, negative if leaked) with the previous low-res logits fed back as ``mask_input``.
 Loss per round at native resolution: Dice + BCE on the refined logits, half of that on the
 plain upsampled coarse logits, plus MSE between the predicted and the actual IoU.
+
+Most steps are cheaper: the coarse decoder on a token window around the objects, loss on
+the low-res logits (:func:`train_step_crop`). Single-point steps take objects of at most
+``point_max_frac`` of the slice, and half of the point steps use the whole token grid, so a
+lone click learns to stay on its structure. Optional teacher-box steps (``teacher_prob``)
+learn LiteMedSAM's answers to boxes around label-free regions.
 """
 
 from __future__ import annotations
