@@ -222,9 +222,9 @@ def teacher_masks(teacher, temb, sample: Sample, boxes: Sequence[Tuple[float, fl
     scale = teacher.image_size / max(H, W)
     input_hw = (max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5)))
     prompts = [Prompt(box=b, kind="teacher-box") for b in boxes]
-    native = torch.zeros(1, 3, H, W)
-    with torch.no_grad():
-        out = decode_prompts(teacher, temb, native, input_hw, prompts)
+    coords, labels, boxes_t = prompt_tensors(prompts, (H, W), input_hw)
+    with torch.no_grad():  # SAM's decoder repeats a batch-1 embedding for each prompt itself
+        out = teacher.decode(temb, torch.zeros(1, 3, H, W), input_hw, coords=coords, labels=labels, boxes=boxes_t)
     masks = (out.logits[:, 0] > 0).numpy()
     keep = [i for i in range(len(prompts))
             if float(out.iou[i, 0]) >= min_iou and 40 <= masks[i].sum() <= 0.6 * masks[i].size]

@@ -170,9 +170,10 @@ def test_teacher_box_steps(small_cache, tmp_path: Path) -> None:
     _, s, objs = data.items[0]
     temb = torch.from_numpy(np.load(tdir / data.items[0][0].name).astype(np.float32))[None]
     x0, y0, x1, y1 = tight_box(objs[0])
-    prompts, masks = teacher_masks(lite, temb, s, [(x0 - 1, y0 - 1, x1 + 1, y1 + 1)], min_iou=0.0)
-    assert len(masks) == 1 and dice(masks[0], objs[0]) > 0.85
-    cfg = DecoderConfig(cache=cache, run_dir=tmp_path / "dec", embeddings=cache / "student", steps=6, batch=1,
+    boxes = [(x0 - 1, y0 - 1, x1 + 1, y1 + 1), (x0, y0, x1, y1)]
+    prompts, masks = teacher_masks(lite, temb, s, boxes, min_iou=0.0)
+    assert len(masks) == 2 and all(dice(m, objs[0]) > 0.85 for m in masks)
+    cfg = DecoderConfig(cache=cache, run_dir=tmp_path / "dec", embeddings=cache / "student", steps=6, batch=2,
                         threads=1, rounds=1, warmup=0, min_size=20, progress=False, region_prob=0.0,
                         teacher_prob=1.0, teacher_embeddings=tdir, teacher_min_iou=0.0)
     out = train_decoder(cfg, model=model)
