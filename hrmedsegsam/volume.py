@@ -32,7 +32,7 @@ class StopRule:
     min_area_px: int = 10
     min_area_ratio: float = 0.02
     max_growth: float = 2.5
-    min_overlap: float = 0.3
+    min_overlap: float = 0.7
 
 
 def _prompt_from(mask: np.ndarray) -> Tuple[List[int], List[List[int]]]:
@@ -51,6 +51,9 @@ def _prompt_from(mask: np.ndarray) -> Tuple[List[int], List[List[int]]]:
     return box, [[pt[0], pt[1]]]
 
 
+PROMPTS = ("box", "box+point", "box+point+mask")
+
+
 def propagate(
     predictor: "Predictor",  # noqa: F821 - imported lazily to keep this module light
     volume_zyx: np.ndarray,
@@ -64,11 +67,16 @@ def propagate(
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelFn] = None,
     rule: StopRule = StopRule(),
+    prompt: str = "box",
 ) -> np.ndarray:
     """Segment the object of ``start_mask`` (on slice ``start_z``) through the volume.
 
-    Each next slice is prompted with the previous slice's mask: its box, one interior
-    point, and its low-res logits as ``mask_input``. Goes up (+z) and/or down (-z) per
+    Each next slice is prompted with the previous slice's mask: ``prompt`` "box" (its box
+    with a 1-pixel margin), "box+point" (and one interior point) or "box+point+mask" (and
+    its low-res logits as ``mask_input``, starting from ``start_logits``). The default is
+    the box alone: on our validation structures the point and especially the previous
+    slice's logits made propagation drift (the decoder learns ``mask_input`` from the same
+    slice's earlier answer, not a neighbour's). Goes up (+z) and/or down (-z) per
     ``direction`` ("both", "up", "down") until :class:`StopRule` says the object ended.
     ``key_prefix``: embeddings are cached under ``(key_prefix, z)`` (e.g. a volume id);
     ``progress(done, total)`` is called after each slice; ``cancel()`` returning True stops
@@ -87,6 +95,8 @@ def propagate(
         raise PromptError("the start mask is empty: nothing to propagate")
     if direction not in ("both", "up", "down"):
         raise ValueError(f"direction must be 'both', 'up' or 'down', not {direction!r}")
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
 
     out = np.zeros(vol.shape, dtype=bool)
     out[start_z] = start
@@ -102,7 +112,12 @@ def propagate(
                 return out
             box, points = _prompt_from(prev)
             predictor.set_image(vol[z], window, key=(key_prefix, z) if key_prefix is not None else None)
-            pred = predictor.predict(box=box, points=points, labels=[1], mask_input=prev_logits)
+            if prompt == "box":
+                pred = predictor.predict(box=box)
+            elif prompt == "box+point":
+                pred = predictor.predict(box=box, points=points, labels=[1])
+            else:
+                pred = predictor.predict(box=box, points=points, labels=[1], mask_input=prev_logits)
             mask = pred.mask
             area = int(mask.sum())
             prev_area = int(prev.sum())

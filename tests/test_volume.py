@@ -56,3 +56,18 @@ def test_propagation_rejects_bad_start(box_threshold_model) -> None:
         propagate(pred, vol, 99, obj[10], (-160, 240))
     with pytest.raises(PromptError, match="empty"):
         propagate(pred, vol, 10, np.zeros_like(obj[10]), (-160, 240))
+
+
+@pytest.mark.parametrize("prompt", ["box", "box+point", "box+point+mask"])
+def test_propagation_prompt_modes(box_threshold_model, prompt: str) -> None:
+    vol, obj = _blob_volume()
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    out = propagate(pred, vol, 10, obj[10], (-160, 240), prompt=prompt)
+    inter = np.logical_and(out, obj).sum()
+    assert 2 * inter / (out.sum() + obj.sum()) > 0.9
+
+
+def test_propagation_rejects_unknown_prompt(box_threshold_model) -> None:
+    vol, obj = _blob_volume()
+    with pytest.raises(ValueError, match="prompt must be one of"):
+        propagate(Predictor(box_threshold_model, torch.device("cpu")), vol, 10, obj[10], (-160, 240), prompt="mask")
