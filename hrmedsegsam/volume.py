@@ -67,16 +67,17 @@ def propagate(
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelFn] = None,
     rule: StopRule = StopRule(),
-    prompt: str = "box",
+    prompt: str = "box+point",
 ) -> np.ndarray:
     """Segment the object of ``start_mask`` (on slice ``start_z``) through the volume.
 
     Each next slice is prompted with the previous slice's mask: ``prompt`` "box" (its box
     with a 1-pixel margin), "box+point" (and one interior point) or "box+point+mask" (and
-    its low-res logits as ``mask_input``, starting from ``start_logits``). The default is
-    the box alone: on our validation structures the point and especially the previous
-    slice's logits made propagation drift (the decoder learns ``mask_input`` from the same
-    slice's earlier answer, not a neighbour's). Goes up (+z) and/or down (-z) per
+    its low-res logits as ``mask_input``, starting from ``start_logits``). The default,
+    box and point without the logits, was chosen on validation structures (not the
+    held-out volume; weights/MODEL_CARD.md): the previous slice's logits made propagation
+    drift (the decoder learns ``mask_input`` from the same slice's earlier answer, not a
+    neighbour's). Goes up (+z) and/or down (-z) per
     ``direction`` ("both", "up", "down") until :class:`StopRule` says the object ended.
     ``key_prefix``: embeddings are cached under ``(key_prefix, z)`` (e.g. a volume id);
     ``progress(done, total)`` is called after each slice; ``cancel()`` returning True stops
