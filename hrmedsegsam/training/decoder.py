@@ -341,8 +341,6 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
     while step < cfg.steps and not budget.over():
         i = int(rng.integers(len(data.items)))
         _, sample, objs = data.items[i]
-        if cfg.region_prob and rng.random() < cfg.region_prob:
-            objs = region_objects(sample.image, rng) or objs
         t_path = t_dir / data.items[i][0].name
         if teacher is not None and rng.random() < cfg.teacher_prob and t_path.exists():
             temb = torch.from_numpy(np.load(t_path).astype(np.float32))[None]
@@ -354,6 +352,8 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
                 st["kind"] = 3
                 record(loss, st)
                 continue
+        if cfg.region_prob and rng.random() < cfg.region_prob:
+            objs = region_objects(sample.image, rng) or objs
         kind = choose_kind(rng, cfg.prompt_weights)
         if kind == 1:
             objs = point_candidates(objs, cfg.point_max_frac)
