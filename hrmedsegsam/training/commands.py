@@ -172,6 +172,11 @@ def cmd_decoder(args: argparse.Namespace) -> int:
     from hrmedsegsam.training.cache import embed_cache
     from hrmedsegsam.training.decoder import DecoderConfig, train_decoder
 
+    if min(args.prompt_weights) < 0 or sum(args.prompt_weights) <= 0:
+        raise InputError("--prompt-weights must be three non-negative numbers, not all zero")
+    for name in ("teacher_prob", "point_whole_prob", "region_prob", "full_prob"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1")
     _threads(args.threads)
     model = prepare_decoder_model(args.init, args.teacher_init, args.run)
     if args.embeddings == "student":
