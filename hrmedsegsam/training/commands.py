@@ -82,6 +82,8 @@ def register_train(subparsers: Any) -> None:
     s.add_argument("--teacher-prob", type=float, default=0.0,
                    help="share of steps learning LiteMedSAM's answers to boxes around label-free regions "
                         "(needs the teacher embeddings of `train cache`)")
+    s.add_argument("--teacher-min-frac", type=float, default=0.0,
+                   help="teacher boxes only around regions covering at least this fraction of the slice")
     s.add_argument("--region-prob", type=float, default=0.3,
                    help="share of steps on label-free homogeneous-intensity regions")
     s.set_defaults(func=cmd_decoder)
@@ -174,7 +176,7 @@ def cmd_decoder(args: argparse.Namespace) -> int:
 
     if min(args.prompt_weights) < 0 or sum(args.prompt_weights) <= 0:
         raise InputError("--prompt-weights must be three non-negative numbers, not all zero")
-    for name in ("teacher_prob", "point_whole_prob", "region_prob", "full_prob"):
+    for name in ("teacher_prob", "teacher_min_frac", "point_whole_prob", "region_prob", "full_prob"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1")
     _threads(args.threads)
@@ -195,6 +197,7 @@ def cmd_decoder(args: argparse.Namespace) -> int:
                         refiner_lr=args.refiner_lr, prompt_weights=tuple(args.prompt_weights),
                         point_max_frac=args.point_max_frac if args.point_max_frac > 0 else None,
                         point_whole_prob=args.point_whole_prob, teacher_prob=args.teacher_prob,
+                        teacher_min_frac=args.teacher_min_frac,
                         max_minutes=args.max_minutes,
                         seed=args.seed, threads=args.threads, progress=not args.no_progress)
     try:

@@ -179,3 +179,20 @@ def test_teacher_box_steps(small_cache, tmp_path: Path) -> None:
     out = train_decoder(cfg, model=model)
     assert out["step"] == 6 and np.isfinite(out["loss"])
     assert out["steps_by_kind"]["teacher_box"] == 6  # each step found a region the teacher answered
+
+
+def test_teacher_boxes_min_frac() -> None:
+    """With ``min_frac`` the teacher is asked only about boxes at least that large: around
+    a large region when there is one, else random boxes of at least sqrt(min_frac) a side."""
+    from hrmedsegsam.training.decoder import teacher_boxes
+
+    rng = np.random.default_rng(0)
+    img = np.full((100, 120), 0.1, np.float32)
+    img[10:70, 20:100] = 0.7  # a large bright region (40 % of the slice)
+    img[80:88, 5:13] = 0.5  # a small one (0.5 %)
+    s = Sample(img, np.zeros((0, 100, 120), bool), "synthetic")
+    for _ in range(5):
+        for x0, y0, x1, y1 in teacher_boxes(s, rng, 3, min_frac=0.2):
+            assert (x1 - x0) * (y1 - y0) >= 0.2 * 100 * 120 * 0.8  # jitter may shrink a box a little
+    any_small = any((b[2] - b[0]) * (b[3] - b[1]) < 200 for _ in range(10) for b in teacher_boxes(s, rng, 3))
+    assert any_small  # without the bound, the small region is asked about too
