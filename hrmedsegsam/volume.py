@@ -12,6 +12,7 @@ from typing import Callable, Hashable, List, Optional, Tuple
 import numpy as np
 
 from hrmedsegsam.errors import InputError, PromptError
+from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.masks import bbox_xyxy, interior_point
 
 ProgressFn = Callable[[int, int], None]
@@ -25,7 +26,12 @@ class StopRule:
     min_score: predicted IoU below this ends it; min_area_px / min_area_ratio: a mask
     smaller than this (pixels / fraction of the start mask) ends it; max_growth: a mask more
     than this many times the previous one is a leak and ends it; min_overlap: the new mask
-    must cover at least this fraction of itself with the previous mask (continuity).
+    must cover at least this fraction of itself with the previous mask (continuity);
+    max_intensity_jump: the mean windowed intensity (0..1) inside the new mask may differ
+    from its mean over the last ``intensity_history`` accepted slices by at most this
+    (None: no intensity rule). The intensity rule catches a mask that slid onto the next
+    structure of similar shape (a vertebra's mask crossing the disc into the next
+    vertebra), which the shape rules above cannot see.
     """
 
     min_score: float = 0.5
@@ -33,6 +39,8 @@ class StopRule:
     min_area_ratio: float = 0.02
     max_growth: float = 2.5
     min_overlap: float = 0.7
+    max_intensity_jump: Optional[float] = 0.2
+    intensity_history: int = 3
 
 
 def _prompt_from(mask: np.ndarray) -> Tuple[List[int], List[List[int]]]:
@@ -105,8 +113,16 @@ def propagate(
     total = sum((Z - 1 - start_z) if s > 0 else start_z for s in steps)
     done = 0
     start_area = int(start.sum())
+    # A fixed window for the intensity rule: with window None the predictor windows each
+    # slice by its own percentiles, which would hide real changes between slices.
+    iwin = tuple(window) if window is not None else percentile_window(vol)
+
+    def mean_intensity(z: int, m: np.ndarray) -> float:
+        return float(apply_window(vol[z][m], iwin).mean())
+
     for step in steps:
         prev, prev_logits = start, start_logits
+        means = [mean_intensity(start_z, start)]
         z = start_z + step
         while 0 <= z < Z:
             if cancel is not None and cancel():
@@ -129,6 +145,10 @@ def propagate(
                 or area > rule.max_growth * prev_area
                 or np.logical_and(mask, prev).sum() < rule.min_overlap * area
             )
+            if not ended and rule.max_intensity_jump is not None:
+                mean = mean_intensity(z, mask)
+                ended = abs(mean - float(np.mean(means[-max(1, rule.intensity_history):]))) > rule.max_intensity_jump
+                means.append(mean)
             if ended:
                 break
             out[z] = mask

@@ -71,3 +71,22 @@ def test_propagation_rejects_unknown_prompt(box_threshold_model) -> None:
     vol, obj = _blob_volume()
     with pytest.raises(ValueError, match="prompt must be one of"):
         propagate(Predictor(box_threshold_model, torch.device("cpu")), vol, 10, obj[10], (-160, 240), prompt="mask")
+
+
+def test_propagation_stops_where_the_intensity_jumps(box_threshold_model) -> None:
+    """A column that changes from 200 HU to 80 HU at z=12 looks the same to the shape rules
+    (the threshold model segments both); the intensity rule stops there, and without it
+    propagation runs on."""
+    from hrmedsegsam.volume import StopRule
+
+    vol = np.zeros((20, 40, 40), np.int16)
+    vol[4:12, 10:30, 10:30] = 200
+    vol[12:18, 10:30, 10:30] = 80  # windowed 0.9 -> 0.6 under -160..240
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    start = vol[8] > 0
+    out = propagate(pred, vol, 8, start, (-160, 240))
+    assert np.array_equal(np.flatnonzero(out.any(axis=(1, 2))), np.arange(4, 12))
+    loose = propagate(pred, vol, 8, start, (-160, 240), rule=StopRule(max_intensity_jump=None))
+    assert np.array_equal(np.flatnonzero(loose.any(axis=(1, 2))), np.arange(4, 18))
+    # window None: a fixed percentile window of the volume, not each slice's own
+    assert np.array_equal(np.flatnonzero(propagate(pred, vol, 8, start, None).any(axis=(1, 2))), np.arange(4, 12))

@@ -184,7 +184,8 @@ def test_propagate_labels_more_slices_and_cancel(annotator, qtbot, wait_idle, ma
     labels = m.labels_layer.data
     # random weights score low: a permissive stop rule lets propagation run through
     m.propagate_rule = StopRule(
-        min_score=-1e9, min_area_px=0, min_area_ratio=0.0, max_growth=1e9, min_overlap=0.0
+        min_score=-1e9, min_area_px=0, min_area_ratio=0.0, max_growth=1e9, min_overlap=0.0,
+        max_intensity_jump=None,
     )
     with pytest.raises(HRMedSegSAMError):
         m.propagate()  # nothing prompted yet
