@@ -145,7 +145,7 @@ def propagate(
                 or area > rule.max_growth * prev_area
                 or np.logical_and(mask, prev).sum() < rule.min_overlap * area
             )
-            if not ended and rule.max_intensity_jump is not None:
+            if not ended and rule.max_intensity_jump is not None and area > 0:
                 mean = mean_intensity(z, mask)
                 ended = abs(mean - float(np.mean(means[-max(1, rule.intensity_history):]))) > rule.max_intensity_jump
                 means.append(mean)
