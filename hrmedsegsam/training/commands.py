@@ -10,6 +10,7 @@ Pipeline (each stage resumable; rerun the same command to continue)::
     hrmedsegsam train distill  --cache cache/main --run runs/distill --steps 1500
     hrmedsegsam train decoder  --cache cache/main --run runs/decoder --init runs/distill/checkpoint.pt \\
                                --teacher-init --steps 3000
+    hrmedsegsam train validate --models weights/hrmedsegsam.pt,runs/new.pt  # choose (never on held-out data)
     hrmedsegsam train export   --checkpoint runs/decoder/checkpoint.pt -o weights/hrmedsegsam.pt
 """
 
@@ -33,7 +34,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register_train(subparsers: Any) -> None:
-    """Add ``train {cache,distill,decoder,export}``."""
+    """Add ``train {cache,distill,decoder,validate,export}``."""
     p = subparsers.add_parser("train", help="train HRMedSegSAM (cache, distill, decoder, export)")
     stages = p.add_subparsers(dest="stage", metavar="STAGE")
     stages.required = True
@@ -87,6 +88,15 @@ def register_train(subparsers: Any) -> None:
     s.add_argument("--region-prob", type=float, default=0.3,
                    help="share of steps on label-free homogeneous-intensity regions")
     s.set_defaults(func=cmd_decoder)
+
+    s = stages.add_parser("validate", help="compare weights on validation data (never the held-out volume)")
+    s.add_argument("--models", required=True, help="comma-separated model names or weights files, earlier round first")
+    s.add_argument("--data", default=None, help="development data folder (default ../shared/data or $HRMEDSEGSAM_DATA)")
+    s.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--seed", type=int, default=0, help="seed of the label-free region boxes")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_validate)
 
     s = stages.add_parser("export", help="write a checkpoint's model as a float16 weights file")
     s.add_argument("--checkpoint", type=Path, required=True)
@@ -205,6 +215,31 @@ def cmd_decoder(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from exc
     print(json.dumps(out))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from hrmedsegsam.training.data import require_data_dir
+    from hrmedsegsam.training.validate import format_validation, selection_rule, validate
+
+    _threads(args.threads)
+    models = [m for m in args.models.split(",") if m]
+    if not models:
+        raise InputError("--models needs at least one model name or weights file")
+    for m in models:
+        if m not in ("hrmedsegsam", "litemedsam") and not Path(m).is_file():
+            raise InputError(f"weights file not found: {m}")
+    result = validate(models, require_data_dir(args.data), seed=args.seed, progress=not args.no_progress)
+    print(format_validation(result))
+    names = list(result["models"])
+    for earlier, later in zip(names, names[1:]):
+        ok = selection_rule(result["models"][earlier], result["models"][later])
+        print(f"selection rule: {later} {'may replace' if ok else 'may NOT replace'} {earlier}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        tmp.replace(args.json)
     return 0
 
 

@@ -111,8 +111,12 @@ def _summary(d: Sequence[float], sizes: Sequence[int]) -> Dict[str, Any]:
 def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", "litemedsam"),
              prompts: Sequence[str] = ("box", "point"), every: int = 1, window: Tuple[float, float] = (-160.0, 240.0),
              propagate3d: bool = False, organs: Sequence[str] = DEFAULT_ORGANS, min_size: int = 100,
-             device: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
-    """Run the protocol; returns a JSON-able dict with per-model, per-prompt summaries."""
+             device: Optional[str] = None, progress: bool = True,
+             slices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """Run the protocol; returns a JSON-able dict with per-model, per-prompt summaries.
+
+    ``slices``: axial slice indices to evaluate instead of every ``every``-th one.
+    """
     import torch
     from tqdm import tqdm
 
@@ -129,7 +133,12 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
     ref = load_reference(Path(labels), vol)
     if not ref.masks:
         raise InputError(f"the labels {labels} contain no labelled voxel on the image grid")
-    slices = list(range(0, vol.array.shape[0], every))
+    depth = vol.array.shape[0]
+    if slices is None:
+        slices = list(range(0, depth, every))
+    elif any(not 0 <= z < depth for z in slices):
+        raise InputError(f"slice indices must lie in 0..{depth - 1}")
+    slices = list(slices)
     objs = collect_objects(ref, slices, min_size)
     result: Dict[str, Any] = {
         "image": str(image), "labels": str(labels), "window": list(window), "every": every,
