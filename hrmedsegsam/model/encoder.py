@@ -51,7 +51,8 @@ class Rope2D(nn.Module):
     """2D rotary position embedding for per-head features of tokens on an ``H x W`` grid.
 
     The first half of each head's channels is rotated by the token's row, the second half
-    by its column. Tables are cached per grid size, device and dtype.
+    by its column. Tables are cached per grid size, device, dtype and inference mode (a
+    table made under ``torch.inference_mode`` cannot take part in a training step's graph).
     """
 
     def __init__(self, head_dim: int, base: float = 100.0) -> None:
@@ -61,10 +62,10 @@ class Rope2D(nn.Module):
         quarter = head_dim // 4
         freqs = base ** (-torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))
         self.register_buffer("freqs", freqs, persistent=False)
-        self._cache: Dict[Tuple[int, int, str, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: Dict[Tuple[int, int, str, torch.dtype, bool], Tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
-        key = (h, w, str(device), dtype)
+        key = (h, w, str(device), dtype, torch.is_inference_mode_enabled())
         if key not in self._cache:
             rows = torch.arange(h, device=device, dtype=torch.float32)
             cols = torch.arange(w, device=device, dtype=torch.float32)

@@ -85,6 +85,11 @@ def register_train(subparsers: Any) -> None:
                         "(needs the teacher embeddings of `train cache`)")
     s.add_argument("--teacher-min-frac", type=float, default=0.0,
                    help="teacher boxes only around regions covering at least this fraction of the slice")
+    s.add_argument("--encoder-lr", type=float, default=0.0,
+                   help="> 0: train the image encoder end to end too, at this learning rate (embeddings computed "
+                        "on the fly; needs the teacher embeddings of `train cache`)")
+    s.add_argument("--distill-weight", type=float, default=20.0,
+                   help="weight of the MSE to the teacher's embedding in end-to-end steps")
     s.add_argument("--region-prob", type=float, default=0.3,
                    help="share of steps on label-free homogeneous-intensity regions")
     s.set_defaults(func=cmd_decoder)
@@ -189,9 +194,13 @@ def cmd_decoder(args: argparse.Namespace) -> int:
     for name in ("teacher_prob", "teacher_min_frac", "point_whole_prob", "region_prob", "full_prob"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    if args.encoder_lr < 0 or args.distill_weight < 0:
+        raise InputError("--encoder-lr and --distill-weight must not be negative")
     _threads(args.threads)
     model = prepare_decoder_model(args.init, args.teacher_init, args.run)
-    if args.embeddings == "student":
+    if args.encoder_lr > 0:  # embeddings are computed on the fly; samples with a teacher embedding
+        emb_dir = args.cache / "teacher"
+    elif args.embeddings == "student":
         emb_dir = args.run / "embeddings"
         ck = args.run / "checkpoint.pt"
         if ck.exists():  # embeddings come from the encoder of the checkpoint (frozen: unchanged)
@@ -207,8 +216,8 @@ def cmd_decoder(args: argparse.Namespace) -> int:
                         refiner_lr=args.refiner_lr, prompt_weights=tuple(args.prompt_weights),
                         point_max_frac=args.point_max_frac if args.point_max_frac > 0 else None,
                         point_whole_prob=args.point_whole_prob, teacher_prob=args.teacher_prob,
-                        teacher_min_frac=args.teacher_min_frac,
-                        max_minutes=args.max_minutes,
+                        teacher_min_frac=args.teacher_min_frac, encoder_lr=args.encoder_lr,
+                        distill_weight=args.distill_weight, max_minutes=args.max_minutes,
                         seed=args.seed, threads=args.threads, progress=not args.no_progress)
     try:
         out = train_decoder(cfg, model=model)

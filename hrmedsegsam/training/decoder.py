@@ -1,9 +1,10 @@
 """Stage 2: decoder training with simulated prompts (DESIGN §3.2).
 
-The image encoder is frozen: image embeddings come from the cache (``student`` after
-distillation; ``teacher`` embeddings work too, e.g. to check the teacher initialisation),
-so a step costs only the prompt encoder, the coarse decoder and the native-resolution
-refiner. Each step takes one cached sample, up to ``batch`` of its objects and one prompt
+By default the image encoder is frozen: image embeddings come from the cache (``student``
+after distillation; ``teacher`` embeddings work too, e.g. to check the teacher
+initialisation), so a step costs only the prompt encoder, the coarse decoder and the
+native-resolution refiner. With ``encoder_lr > 0`` the encoder is trained end to end as
+well, on embeddings computed on the fly, with the distillation MSE as a regulariser. Each step takes one cached sample, up to ``batch`` of its objects and one prompt
 type for all of them (box, single positive point, positive + negative points), then
 ``0-rounds`` correction rounds: a click at the centre of the largest error region (positive
 if missed, negative if leaked) with the previous low-res logits fed back as ``mask_input``.
@@ -74,6 +75,13 @@ class DecoderConfig:
     # labels already teach small structures better than the teacher's answers do (a 0.3
     # share on all sizes cost 0.03 small-object box Dice), large organs are what they lack.
     teacher_min_frac: float = 0.0
+    # End-to-end: > 0 trains the image encoder too, at this learning rate, on embeddings
+    # computed on the fly (on the token window of a cropped step: the encoder is isotropic
+    # with a relative position code, as in distillation). Its BatchNorm statistics stay
+    # frozen. ``distill_weight`` keeps the embedding near the teacher's (MSE on the same
+    # window) so the prompt path and the teacher-box targets stay meaningful.
+    encoder_lr: float = 0.0
+    distill_weight: float = 20.0
 
 
 def prompt_tensors(prompts: Sequence[Prompt], native_hw: Tuple[int, int], input_hw: Tuple[int, int]):  # type: ignore[no-untyped-def]
@@ -247,6 +255,39 @@ def _center(m: np.ndarray) -> Tuple[int, int]:
     return farthest_from_border(m)
 
 
+class WindowEncoder:
+    """On-the-fly embeddings for end-to-end steps: ``(r0, r1, c0, c1)`` token window ->
+    ``(1, 256, r1 - r0, c1 - c0)`` embedding of that window of the sample's model frame
+    (graph attached), and the MSE against the teacher's embedding of the same window in
+    :attr:`distill_loss` (None when the teacher's grid does not match the model's)."""
+
+    def __init__(self, model, sample: Sample, teacher_path: Optional[Path]) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        self.model = model
+        self.frame, _ = to_frame(sample.image, model.image_size)
+        self.tok = model.image_size // (model.lowres_size // 4)
+        self.teacher = None
+        if teacher_path is not None and Path(teacher_path).exists():
+            t = torch.from_numpy(np.load(teacher_path).astype(np.float32))
+            if t.shape[-1] == model.lowres_size // 4:
+                self.teacher = t[None]
+        self.distill_loss = None
+
+    def __call__(self, r0: int, r1: int, c0: int, c1: int):  # type: ignore[no-untyped-def]
+        import torch.nn.functional as F
+
+        k = self.tok
+        e = self.model.image_encoder(self.frame[..., r0 * k : r1 * k, c0 * k : c1 * k].contiguous())
+        if self.teacher is not None:
+            self.distill_loss = F.mse_loss(e, self.teacher[..., r0:r1, c0:c1])
+        return e
+
+    def whole(self):  # type: ignore[no-untyped-def]
+        g = self.model.lowres_size // 4
+        return self(0, g, 0, g)
+
+
 class DecoderData:
     """Cached samples that have objects and a cached embedding in ``embeddings``."""
 
@@ -293,9 +334,12 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
     # The refiner learns at native resolution; its pixel budget is an inference-time bound.
     model.mask_decoder.refine_budget = None
     rest, ref = trainable_parameters(model)
-    opt = torch.optim.AdamW([{"params": rest, "lr": cfg.lr, "base": cfg.lr},
-                             {"params": ref, "lr": cfg.refiner_lr, "base": cfg.refiner_lr}],
-                            weight_decay=cfg.weight_decay)
+    enc_params = list(model.image_encoder.parameters()) if cfg.encoder_lr > 0 else []
+    groups = [{"params": rest, "lr": cfg.lr, "base": cfg.lr},
+              {"params": ref, "lr": cfg.refiner_lr, "base": cfg.refiner_lr}]
+    if enc_params:
+        groups.append({"params": enc_params, "lr": cfg.encoder_lr, "base": cfg.encoder_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     step = 0
     ck = load_checkpoint(ckpt_path)
     if ck is not None:
@@ -318,10 +362,11 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
     rng = np.random.default_rng(cfg.seed + 7919 * step)
     model.eval()  # encoder BN stays frozen; the decoder has no BN/dropout
     for p in model.image_encoder.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(bool(enc_params))
     budget = Budget(cfg.max_minutes)
     t0 = time.time()
     hist: List[float] = []
+    distill_hist: List[float] = []
     dices: Dict[int, List[float]] = {0: [], 1: [], 2: [], 3: []}
     bar = tqdm(total=cfg.steps, initial=step, desc="decoder", disable=not cfg.progress)
 
@@ -330,8 +375,20 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
             g["lr"] = cosine_lr(step, cfg.steps, g["base"], cfg.warmup, time_fraction=budget.fraction())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(rest + ref, 1.0)
+        torch.nn.utils.clip_grad_norm_(rest + ref + enc_params, 1.0)
         opt.step()
+
+    def source(i: int):  # type: ignore[no-untyped-def]
+        """The step's image embedding: cached tensor, or a :class:`WindowEncoder`."""
+        if not enc_params:
+            return data.embedding(i)
+        return WindowEncoder(model, data.items[i][1], t_dir / data.items[i][0].name)
+
+    def with_distill(loss, emb):  # type: ignore[no-untyped-def]
+        if isinstance(emb, WindowEncoder) and emb.distill_loss is not None:
+            distill_hist.append(float(emb.distill_loss.detach()))
+            return loss + cfg.distill_weight * emb.distill_loss
+        return loss
 
     def record(loss, st: Dict[str, float]) -> None:  # type: ignore[no-untyped-def]
         nonlocal step
@@ -341,10 +398,11 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(hist[-50:]):.3f}")
         if step % 50 == 0:
-            log.info("decoder step %d loss %.4f dice box %.3f point %.3f points %.3f teacher-box %.3f (%.2f s/step)",
+            log.info("decoder step %d loss %.4f dice box %.3f point %.3f points %.3f teacher-box %.3f (%.2f s/step)%s",
                      step, np.mean(hist[-50:]),
                      *(np.mean(dices[k][-30:]) if dices[k] else float("nan") for k in range(4)),
-                     (time.time() - t0) / max(1, len(hist)))
+                     (time.time() - t0) / max(1, len(hist)),
+                     f" encoder mse {np.mean(distill_hist[-50:]):.5f}" if distill_hist else "")
         if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
                             stage="decoder")
@@ -357,8 +415,9 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
             boxes = teacher_boxes(sample, rng, cfg.batch, cfg.teacher_min_frac)
             t_prompts, t_masks = teacher_masks(teacher, temb, sample, boxes, cfg.teacher_min_iou)
             if t_masks:
-                loss, st = train_step_crop(model, data.embedding(i), sample, t_masks, rng, 0, 0, prompts=t_prompts)
-                opt_step(loss)
+                emb = source(i)
+                loss, st = train_step_crop(model, emb, sample, t_masks, rng, 0, 0, prompts=t_prompts)
+                opt_step(with_distill(loss, emb))
                 st["kind"] = 3
                 record(loss, st)
                 continue
@@ -369,19 +428,23 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
             objs = point_candidates(objs, cfg.point_max_frac)
         pick = rng.permutation(len(objs))[: cfg.batch]
         chosen = [objs[j] for j in pick]
+        emb = source(i)
         if rng.random() < cfg.full_prob:
-            loss, st = train_step(model, data.embedding(i), sample, chosen, rng, cfg.rounds, kind)
+            full_emb = emb.whole() if isinstance(emb, WindowEncoder) else emb
+            loss, st = train_step(model, full_emb, sample, chosen, rng, cfg.rounds, kind)
         else:
             whole = kind != 0 and rng.random() < cfg.point_whole_prob
-            loss, st = train_step_crop(model, data.embedding(i), sample, chosen, rng, cfg.rounds, kind,
+            loss, st = train_step_crop(model, emb, sample, chosen, rng, cfg.rounds, kind,
                                        min_tokens=10**6 if whole else 24)
-        opt_step(loss)
+        opt_step(with_distill(loss, emb))
         record(loss, st)
     bar.close()
     if hist and step % cfg.ckpt_every:
         save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="decoder")
     out = {"step": step, "loss": float(np.mean(hist[-50:])) if hist else float("nan"), "seconds": time.time() - t0,
            "steps_by_kind": {k: len(dices[i]) for i, k in enumerate(("box", "point", "points", "teacher_box"))}}
+    if distill_hist:
+        out["encoder_mse"] = float(np.mean(distill_hist[-50:]))
     log.info("decoder training stopped at step %d: %s", step, out)
     return out
 
@@ -409,12 +472,14 @@ def train_step_crop(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.
     at the grid) around the objects (any grid size works in the two-way transformer), and
     the loss is taken on the low-res logits in that window (outside it the objects are
     absent). Prompts stay in whole-frame coordinates; ``kind`` as :func:`choose_kind`, or
-    ``prompts`` given (one per object)."""
+    ``prompts`` given (one per object). ``emb``: the whole ``(1, 256, G, G)`` embedding, or
+    a callable ``(r0, r1, c0, c1) -> (1, 256, r1 - r0, c1 - c0)`` that computes the window
+    (end-to-end steps, :class:`WindowEncoder`)."""
     import torch
 
     H, W = sample.image.shape
     S, L = model.image_size, model.lowres_size
-    G = emb.shape[-1]
+    G = L // 4 if callable(emb) else emb.shape[-1]
     tok = S // G  # frame pixels per token
     up = L // G  # low-res pixels per token
     scale = S / max(H, W)
@@ -438,7 +503,7 @@ def train_step_crop(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.
     tbin = target > 0.5
     B = len(objs)
     pe = model.prompt_encoder.get_dense_pe()[..., r0:r1, c0:c1]
-    e = emb[..., r0:r1, c0:c1].expand(B, -1, -1, -1)
+    e = (emb(r0, r1, c0, c1) if callable(emb) else emb[..., r0:r1, c0:c1]).expand(B, -1, -1, -1)
     coarse = model.mask_decoder.coarse
     n_rounds = 1 + int(rng.integers(0, rounds + 1))
     mask_input = None

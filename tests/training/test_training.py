@@ -196,3 +196,39 @@ def test_teacher_boxes_min_frac() -> None:
             assert (x1 - x0) * (y1 - y0) >= 0.2 * 100 * 120 * 0.8  # jitter may shrink a box a little
     any_small = any((b[2] - b[0]) * (b[3] - b[1]) < 200 for _ in range(10) for b in teacher_boxes(s, rng, 3))
     assert any_small  # without the bound, the small region is asked about too
+
+
+def test_end_to_end_steps_train_the_encoder(small_cache, tmp_path: Path) -> None:
+    """Frozen by default; with ``encoder_lr`` the encoder learns too, pulled towards the
+    teacher's embedding by the distillation term, and the run reports that MSE."""
+    import copy
+
+    from hrmedsegsam.training.decoder import DecoderConfig, train_decoder
+
+    cache, model = small_cache
+
+    def enc_state(m):  # type: ignore[no-untyped-def]
+        return {k: v.clone() for k, v in m.image_encoder.state_dict().items()}
+
+    def teacher_mse(m) -> float:  # type: ignore[no-untyped-def]
+        tot = 0.0
+        for i in range(4):
+            s = load_sample(cache / "samples" / f"{i:05d}.npz")
+            t = torch.from_numpy(np.load(cache / "teacher" / f"{i:05d}.npy").astype(np.float32))
+            with torch.no_grad():
+                tot += float(torch.nn.functional.mse_loss(m.eval().encode(to_frame(s.image, 256)[0]), t[None]))
+        return tot
+
+    common = dict(cache=cache, embeddings=cache / "student", batch=1, threads=1, rounds=1, warmup=0, min_size=20,
+                  progress=False, region_prob=0.0)
+    frozen = copy.deepcopy(model)
+    before = enc_state(frozen)
+    train_decoder(DecoderConfig(run_dir=tmp_path / "frozen", steps=4, **common), model=frozen)
+    assert all(torch.equal(before[k], v) for k, v in frozen.image_encoder.state_dict().items())
+
+    mse0 = teacher_mse(model)
+    out = train_decoder(DecoderConfig(run_dir=tmp_path / "e2e", steps=25, encoder_lr=2e-3, distill_weight=100.0,
+                                      **common), model=model)
+    assert out["step"] == 25 and np.isfinite(out["encoder_mse"])
+    assert any(not torch.equal(before[k], v) for k, v in model.image_encoder.state_dict().items())
+    assert teacher_mse(model) < mse0
