@@ -10,8 +10,10 @@ Pipeline (each stage resumable; rerun the same command to continue)::
     hrmedsegsam train distill  --cache cache/main --run runs/distill --steps 1500
     hrmedsegsam train decoder  --cache cache/main --run runs/decoder --init runs/distill/checkpoint.pt \\
                                --teacher-init --steps 3000
+    hrmedsegsam train decoder  ... --encoder-lr 5e-5             # end to end: the encoder learns too
+    hrmedsegsam train export   --checkpoint runs/decoder/checkpoint.pt -o runs/new.pt
     hrmedsegsam train validate --models weights/hrmedsegsam.pt,runs/new.pt  # choose (never on held-out data)
-    hrmedsegsam train export   --checkpoint runs/decoder/checkpoint.pt -o weights/hrmedsegsam.pt
+    cp runs/new.pt weights/hrmedsegsam.pt                                  # if the selection rule allows
 """
 
 from __future__ import annotations
