@@ -32,6 +32,17 @@ def _disk_sample(rng: np.random.Generator, size: int = 48) -> Sample:
     return Sample(img, disk[None], "synthetic")
 
 
+def teacher_mse(model, cache: Path) -> float:  # type: ignore[no-untyped-def]
+    """Summed MSE between the model's embeddings of the 4 cached samples and their teacher targets."""
+    tot = 0.0
+    for i in range(4):
+        s = load_sample(cache / "samples" / f"{i:05d}.npz")
+        t = torch.from_numpy(np.load(cache / "teacher" / f"{i:05d}.npy").astype(np.float32))
+        with torch.no_grad():
+            tot += float(torch.nn.functional.mse_loss(model.eval().encode(to_frame(s.image, 256)[0]), t[None]))
+    return tot
+
+
 @pytest.fixture()
 def small_cache(tmp_path: Path):
     """A cache with synthetic disk samples, fake teacher targets and encoder embeddings."""
@@ -111,15 +122,7 @@ def test_distill_lowers_loss_and_resumes(small_cache, tmp_path: Path) -> None:
     ck = load_checkpoint(run / "checkpoint.pt")
     model2.load_state_dict(ck["model"])
     fresh = build_model("hrmedsegsam", SMALL)
-    def mse(m):  # noqa: E306
-        tot = 0.0
-        for i in range(4):
-            s = load_sample(cache / "samples" / f"{i:05d}.npz")
-            t = torch.from_numpy(np.load(cache / "teacher" / f"{i:05d}.npy").astype(np.float32))
-            with torch.no_grad():
-                tot += float(torch.nn.functional.mse_loss(m.eval().encode(to_frame(s.image, 256)[0]), t[None]))
-        return tot
-    assert mse(model2) < mse(fresh)
+    assert teacher_mse(model2, cache) < teacher_mse(fresh, cache)
 
 
 def test_decoder_training_lowers_loss(small_cache, tmp_path: Path) -> None:
@@ -210,15 +213,6 @@ def test_end_to_end_steps_train_the_encoder(small_cache, tmp_path: Path) -> None
     def enc_state(m):  # type: ignore[no-untyped-def]
         return {k: v.clone() for k, v in m.image_encoder.state_dict().items()}
 
-    def teacher_mse(m) -> float:  # type: ignore[no-untyped-def]
-        tot = 0.0
-        for i in range(4):
-            s = load_sample(cache / "samples" / f"{i:05d}.npz")
-            t = torch.from_numpy(np.load(cache / "teacher" / f"{i:05d}.npy").astype(np.float32))
-            with torch.no_grad():
-                tot += float(torch.nn.functional.mse_loss(m.eval().encode(to_frame(s.image, 256)[0]), t[None]))
-        return tot
-
     common = dict(cache=cache, embeddings=cache / "student", batch=1, threads=1, rounds=1, warmup=0, min_size=20,
                   progress=False, region_prob=0.0)
     frozen = copy.deepcopy(model)
@@ -226,9 +220,9 @@ def test_end_to_end_steps_train_the_encoder(small_cache, tmp_path: Path) -> None
     train_decoder(DecoderConfig(run_dir=tmp_path / "frozen", steps=4, **common), model=frozen)
     assert all(torch.equal(before[k], v) for k, v in frozen.image_encoder.state_dict().items())
 
-    mse0 = teacher_mse(model)
+    mse0 = teacher_mse(model, cache)
     out = train_decoder(DecoderConfig(run_dir=tmp_path / "e2e", steps=25, encoder_lr=2e-3, distill_weight=100.0,
                                       **common), model=model)
     assert out["step"] == 25 and np.isfinite(out["encoder_mse"])
     assert any(not torch.equal(before[k], v) for k, v in model.image_encoder.state_dict().items())
-    assert teacher_mse(model) < mse0
+    assert teacher_mse(model, cache) < mse0
