@@ -4,8 +4,10 @@ By default the image encoder is frozen: image embeddings come from the cache (``
 after distillation; ``teacher`` embeddings work too, e.g. to check the teacher
 initialisation), so a step costs only the prompt encoder, the coarse decoder and the
 native-resolution refiner. With ``encoder_lr > 0`` the encoder is trained end to end as
-well, on embeddings computed on the fly, with the distillation MSE as a regulariser. Each step takes one cached sample, up to ``batch`` of its objects and one prompt
-type for all of them (box, single positive point, positive + negative points), then
+well, on embeddings computed on the fly, with the distillation MSE as a regulariser.
+
+Each step takes one cached sample, up to ``batch`` of its objects and one prompt type for
+all of them (box, single positive point, positive + negative points), then
 ``0-rounds`` correction rounds: a click at the centre of the largest error region (positive
 if missed, negative if leaked) with the previous low-res logits fed back as ``mask_input``.
 Loss per round at native resolution: Dice + BCE on the refined logits, half of that on the
@@ -28,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from hrmedsegsam.errors import InputError
 from hrmedsegsam.training.cache import sample_paths
 from hrmedsegsam.training.data import Sample, load_sample, region_objects, to_frame
 from hrmedsegsam.training.loop import Budget, cosine_lr, load_checkpoint, save_checkpoint, setup_logging
@@ -344,7 +347,11 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
     ck = load_checkpoint(ckpt_path)
     if ck is not None:
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        try:
+            opt.load_state_dict(ck["optimizer"])
+        except ValueError as exc:  # parameter groups differ: encoder trained in one run, not the other
+            raise InputError(f"{ckpt_path} was written with{'out' if enc_params else ''} end-to-end steps; "
+                             "resume with the same --encoder-lr setting, or use a new --run folder") from exc
         step = int(ck["step"])
         log.info("resumed decoder training at step %d", step)
     elif cfg.init is not None:

@@ -226,3 +226,8 @@ def test_end_to_end_steps_train_the_encoder(small_cache, tmp_path: Path) -> None
     assert out["step"] == 25 and np.isfinite(out["encoder_mse"])
     assert any(not torch.equal(before[k], v) for k, v in model.image_encoder.state_dict().items())
     assert teacher_mse(model, cache) < mse0
+    # resuming that run without end-to-end steps is refused with a clear message
+    from hrmedsegsam.errors import InputError
+
+    with pytest.raises(InputError, match="encoder-lr"):
+        train_decoder(DecoderConfig(run_dir=tmp_path / "e2e", steps=30, **common), model=model)
