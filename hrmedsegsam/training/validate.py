@@ -20,7 +20,7 @@ All models see the same objects and prompts in one run. Boxes are native pixel
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
