@@ -1,0 +1,28 @@
+"""Reading medical volumes and writing label maps, with their geometry (SimpleITK).
+
+One job a module: :mod:`~hrmedsegsam.io.volume` (the :class:`Volume` and its geometry
+conventions, read them there), :mod:`~hrmedsegsam.io.dicom` (series discovery and reading),
+:mod:`~hrmedsegsam.io.read` (any format, validated), :mod:`~hrmedsegsam.io.labels` (writing,
+atomic, no clobber) and :mod:`~hrmedsegsam.io.resample` (labels onto an image by physical
+space). The public names are all importable from here.
+
+Importing this package needs only numpy and SimpleITK (never torch or napari).
+"""
+
+from hrmedsegsam.io.dicom import DicomSeries, list_dicom_series
+from hrmedsegsam.io.labels import check_label_output, write_labels
+from hrmedsegsam.io.read import read_image, read_volume
+from hrmedsegsam.io.resample import resample_labels_to
+from hrmedsegsam.io.volume import Volume, describe
+
+__all__ = [
+    "Volume",
+    "DicomSeries",
+    "list_dicom_series",
+    "read_volume",
+    "read_image",
+    "write_labels",
+    "check_label_output",
+    "resample_labels_to",
+    "describe",
+]
