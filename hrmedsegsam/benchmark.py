@@ -11,7 +11,8 @@ import platform
 import resource
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,11 +43,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure_model(name: str, repeats: int = 5, device: Optional[str] = None) -> Dict[str, Any]:
+def measure_model(name: str, repeats: int = 5, device: str | None = None) -> dict[str, Any]:
     """Measurements of one model: parameters, encoder s/slice, s/prompt, peak memory."""
     import torch
 
-    from hrmedsegsam.model.build import build_model, default_device, default_weights_path, load_model
+    from hrmedsegsam.model.build import (
+        build_model,
+        default_device,
+        default_weights_path,
+        load_model,
+    )
     from hrmedsegsam.predictor import Predictor
 
     dev = torch.device(device) if device else default_device()
@@ -91,7 +97,7 @@ def measure_model(name: str, repeats: int = 5, device: Optional[str] = None) -> 
     big = _synthetic_slice(2048)
     pred.set_image(big, (-160, 240))
     big_s = _median_seconds(lambda: pred.predict(box=[4 * v for v in box]), max(2, repeats // 2))
-    out: Dict[str, Any] = {
+    out: dict[str, Any] = {
         "model": name,
         "weights": weights,
         "device": str(dev),
@@ -112,27 +118,27 @@ def measure_model(name: str, repeats: int = 5, device: Optional[str] = None) -> 
     return out
 
 
-def _child(name: str, repeats: int, device: Optional[str], queue: "mp.Queue[Any]") -> None:
+def _child(name: str, repeats: int, device: str | None, queue: mp.Queue[Any]) -> None:
     try:
         queue.put(measure_model(name, repeats, device))
     except Exception as exc:  # noqa: BLE001 - reported to the parent as a result
         queue.put({"model": name, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def run_benchmark(models: List[str], repeats: int = 5, device: Optional[str] = None,
-                  threads: Optional[int] = None) -> Dict[str, Any]:
+def run_benchmark(models: list[str], repeats: int = 5, device: str | None = None,
+                  threads: int | None = None) -> dict[str, Any]:
     """Measure each model in a child process; add ratios against LiteMedSAM when present."""
     import torch
 
     ctx = mp.get_context("spawn")
     results = []
     for name in models:
-        queue: "mp.Queue[Any]" = ctx.Queue()
+        queue: mp.Queue[Any] = ctx.Queue()
         proc = ctx.Process(target=_child, args=(name, repeats, device, queue))
         proc.start()
         results.append(queue.get())
         proc.join()
-    report: Dict[str, Any] = {
+    report: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
@@ -154,7 +160,7 @@ def run_benchmark(models: List[str], repeats: int = 5, device: Optional[str] = N
     return report
 
 
-def format_report(report: Dict[str, Any]) -> str:
+def format_report(report: dict[str, Any]) -> str:
     """Human-readable table of :func:`run_benchmark`'s result."""
     rows = [
         ("weights", "weights", "{}"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, List, Optional
+from collections.abc import Callable
 
 from hrmedsegsam import __version__
 from hrmedsegsam.errors import HRMedSegSAMError, InputError
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _training_registrars() -> List[Callable[[argparse._SubParsersAction], None]]:
+def _training_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     try:
         from hrmedsegsam.training import commands
     except ImportError:
@@ -146,7 +146,7 @@ def _training_registrars() -> List[Callable[[argparse._SubParsersAction], None]]
     return [getattr(commands, n) for n in ("register_train", "register_evaluate") if hasattr(commands, n)]
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hrmedsegsam`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     keep_freed_memory()

@@ -115,7 +115,8 @@ def _check_window(window: Sequence[float], what: str = "window") -> tuple[float,
 def looks_like_ct(array: np.ndarray) -> bool:
     """Whether voxel values look like CT Hounsfield units: signed values whose low
     percentile is air (about -1000) and whose high percentile stays below dense bone/metal.
-    Used only when no modality is known (NIfTI, NRRD, MHA files)."""
+    Used only when no modality is known (NIfTI, NRRD, MHA files).
+    """
     arr = np.asarray(array)
     if arr.dtype.kind not in "iuf" or arr.size == 0:
         return False

@@ -5,12 +5,10 @@ Coordinates returned are pixels: ``x`` = column, ``y`` = row.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numpy as np
 
 
-def bbox_xyxy(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+def bbox_xyxy(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Tight box ``(x0, y0, x1, y1)`` (inclusive pixel indices) of a 2D mask, None if empty."""
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
@@ -31,7 +29,7 @@ def erode(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def interior_point(mask: np.ndarray) -> Optional[Tuple[int, int]]:
+def interior_point(mask: np.ndarray) -> tuple[int, int] | None:
     """A pixel ``(x, y)`` deep inside the mask (approximately farthest from its border).
 
     Erodes until the next step would empty the mask, then takes the remaining pixel nearest

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Dict, Hashable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.model.base import PromptableModel
 from hrmedsegsam.runtime import keep_freed_memory
 
-Window = Tuple[float, float]
+Window = tuple[float, float]
 
 
 @dataclass
@@ -49,16 +49,17 @@ class Prediction:
 class Embedding:
     """A slice prepared for decoding: encoder output ``(1, 256, 64, 64)``, the windowed native
     slice ``(1, 3, H, W)`` in [0, 1], the resized image's size in the model frame, and the
-    model's per-image decoder cache (prompt-independent work, filled on first use)."""
+    model's per-image decoder cache (prompt-independent work, filled on first use).
+    """
 
     features: torch.Tensor
     image: torch.Tensor
-    input_hw: Tuple[int, int]
+    input_hw: tuple[int, int]
     window: Window
-    decoder_cache: Dict[str, torch.Tensor] = field(default_factory=dict)
+    decoder_cache: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
-    def native_hw(self) -> Tuple[int, int]:
+    def native_hw(self) -> tuple[int, int]:
         return int(self.image.shape[-2]), int(self.image.shape[-1])
 
 
@@ -74,14 +75,14 @@ def slice_identity(slice2d: np.ndarray) -> str:
 class Predictor:
     """Embed a slice once with :meth:`set_image`, then :meth:`predict` prompts against it."""
 
-    def __init__(self, model: PromptableModel, device: Optional[torch.device] = None, cache_size: int = 32) -> None:
+    def __init__(self, model: PromptableModel, device: torch.device | None = None, cache_size: int = 32) -> None:
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
         self.model.to(self.device)
         self.cache_size = cache_size
-        self._cache: "OrderedDict[Tuple[Hashable, Window], Embedding]" = OrderedDict()
+        self._cache: OrderedDict[tuple[Hashable, Window], Embedding] = OrderedDict()
         self._lock = threading.RLock()
-        self._current: Optional[Embedding] = None
+        self._current: Embedding | None = None
         if self.device.type == "cpu":
             keep_freed_memory()
 
@@ -100,12 +101,13 @@ class Predictor:
             raise InputError(f"the slice is too small to segment: {arr.shape}")
         return arr
 
-    def _key(self, slice2d: np.ndarray, window: Window, key: Optional[Hashable]) -> Tuple[Hashable, Window]:
+    def _key(self, slice2d: np.ndarray, window: Window, key: Hashable | None) -> tuple[Hashable, Window]:
         return (key if key is not None else slice_identity(slice2d), (float(window[0]), float(window[1])))
 
-    def preprocess(self, slice2d: np.ndarray, window: Window) -> Tuple[torch.Tensor, torch.Tensor, Tuple[int, int]]:
+    def preprocess(self, slice2d: np.ndarray, window: Window) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """Window and resize a slice: returns the model input ``(1, 3, S, S)``, the native
-        windowed slice ``(1, 3, H, W)``, and the resized size ``(h, w)`` in the frame."""
+        windowed slice ``(1, 3, H, W)``, and the resized size ``(h, w)`` in the frame.
+        """
         native = torch.from_numpy(apply_window(slice2d, window)).to(self.device)[None, None]
         H, W = native.shape[-2:]
         S = self.model.image_size
@@ -115,7 +117,7 @@ class Predictor:
         frame = F.pad(resized, (0, S - w, 0, S - h))
         return frame.expand(-1, 3, -1, -1), native.expand(-1, 3, -1, -1), (h, w)
 
-    def embed(self, slice2d: np.ndarray, window: Optional[Window] = None, key: Optional[Hashable] = None) -> Embedding:
+    def embed(self, slice2d: np.ndarray, window: Window | None = None, key: Hashable | None = None) -> Embedding:
         """Compute (or fetch from the cache) the embedding of ``slice2d`` under ``window``.
 
         Thread-safe; does not change the current image. ``key`` identifies the slice (e.g.
@@ -144,7 +146,7 @@ class Predictor:
         with self._lock:
             return (key, (float(window[0]), float(window[1]))) in self._cache
 
-    def set_image(self, slice2d: np.ndarray, window: Optional[Window] = None, key: Optional[Hashable] = None) -> None:
+    def set_image(self, slice2d: np.ndarray, window: Window | None = None, key: Hashable | None = None) -> None:
         """Make ``slice2d`` ``(H, W)`` the image that :meth:`predict` segments."""
         self.set_embedding(self.embed(slice2d, window, key))
 
@@ -160,7 +162,7 @@ class Predictor:
         self._current = embedding
 
     @property
-    def image_hw(self) -> Tuple[int, int]:
+    def image_hw(self) -> tuple[int, int]:
         """Native ``(H, W)`` of the current image."""
         if self._current is None:
             raise RuntimeError("call set_image() before predict()")
@@ -194,7 +196,7 @@ class Predictor:
                 f"{what} ({x:g}, {y:g}) is outside the image: x must be in [0, {W - 1}] and y in [0, {H - 1}]"
             )
 
-    def _frame_scale(self) -> Tuple[float, float]:
+    def _frame_scale(self) -> tuple[float, float]:
         assert self._current is not None
         H, W = self._current.native_hw
         h, w = self._current.input_hw
@@ -202,10 +204,10 @@ class Predictor:
 
     def predict(
         self,
-        box: Optional[Sequence[float]] = None,
-        points: Optional[Sequence[Sequence[float]]] = None,
-        labels: Optional[Sequence[int]] = None,
-        mask_input: Optional[np.ndarray] = None,
+        box: Sequence[float] | None = None,
+        points: Sequence[Sequence[float]] | None = None,
+        labels: Sequence[int] | None = None,
+        mask_input: np.ndarray | None = None,
         multimask: bool = False,
     ) -> Prediction:
         """Segment the current image from prompts.

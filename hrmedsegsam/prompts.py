@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from hrmedsegsam.errors import InputError, PromptError
 
@@ -27,9 +28,9 @@ class ObjectPrompt:
 
     label: int
     slice: int
-    box: Optional[Tuple[float, float, float, float]] = None
-    points: Tuple[Tuple[float, float], ...] = ()
-    point_labels: Tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    points: tuple[tuple[float, float], ...] = ()
+    point_labels: tuple[int, ...] = ()
 
     def check_against(self, shape_zyx: Sequence[int]) -> None:
         """Raise PromptError if the slice index or any coordinate lies outside the volume."""
@@ -68,13 +69,13 @@ def _integer(value: Any, what: str) -> int:
     return int(value)
 
 
-def parse_prompts(data: Any, source: str = "prompts") -> List[ObjectPrompt]:
+def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
     """Validate decoded JSON ``data`` (see module docstring) into ObjectPrompts."""
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data:
         raise PromptError(f"{source}: expected a non-empty JSON list of prompt objects")
-    out: List[ObjectPrompt] = []
+    out: list[ObjectPrompt] = []
     for i, item in enumerate(data):
         where = f"{source}: object #{i}"
         if not isinstance(item, dict):
@@ -95,8 +96,8 @@ def parse_prompts(data: Any, source: str = "prompts") -> List[ObjectPrompt]:
             if not isinstance(b, list) or len(b) != 4:
                 raise PromptError(f"{where} 'box' must be [x0, y0, x1, y1]")
             box = tuple(_number(v, f"{where} box value") for v in b)
-        pts: List[Tuple[float, float]] = []
-        plabels: List[int] = []
+        pts: list[tuple[float, float]] = []
+        plabels: list[int] = []
         for p in item.get("points") or []:
             if not isinstance(p, list) or len(p) not in (2, 3):
                 raise PromptError(f"{where}: each point must be [x, y] or [x, y, 1|0], got {p!r}")
@@ -113,7 +114,7 @@ def parse_prompts(data: Any, source: str = "prompts") -> List[ObjectPrompt]:
     return out
 
 
-def load_prompts(path: Union[str, Path]) -> List[ObjectPrompt]:
+def load_prompts(path: str | Path) -> list[ObjectPrompt]:
     """Read and validate a prompts JSON file."""
     p = Path(path)
     if not p.is_file():

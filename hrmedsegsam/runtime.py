@@ -18,7 +18,6 @@ import ctypes.util
 import os
 import sys
 import threading
-from typing import Dict
 
 ENV = "HRMEDSEGSAM_MALLOC_TUNING"
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
@@ -27,7 +26,7 @@ _MMAP_BYTES = 64 << 20
 _TRIM_BYTES = 256 << 20
 
 _lock = threading.Lock()
-_state: Dict[str, bool] = {}
+_state: dict[str, bool] = {}
 
 
 def keep_freed_memory() -> bool:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,18 +16,18 @@ class ObjectResult:
 
     label: int
     voxels: int
-    slices: Tuple[int, int]
+    slices: tuple[int, int]
     score: float
 
 
 def segment_volume(
-    predictor: "Predictor",  # noqa: F821
+    predictor: Predictor,  # noqa: F821
     volume_zyx: np.ndarray,
     prompts: Sequence[ObjectPrompt],
-    window: Optional[Tuple[float, float]],
+    window: tuple[float, float] | None,
     propagate_3d: bool = False,
-    log: Optional[Callable[[str], None]] = None,
-) -> Tuple[np.ndarray, List[ObjectResult]]:
+    log: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, list[ObjectResult]]:
     """Labels ``(z, y, x)`` (uint16) with each prompt's object painted with its label.
 
     Objects are painted in the given order; where two overlap, the later one wins. With
@@ -39,7 +39,7 @@ def segment_volume(
     for p in prompts:
         p.check_against(vol.shape)
     labels = np.zeros(vol.shape, dtype=np.uint16)
-    results: List[ObjectResult] = []
+    results: list[ObjectResult] = []
     for p in prompts:
         predictor.set_image(vol[p.slice], window, key=("segment", p.slice))
         pred = predictor.predict(

@@ -197,19 +197,15 @@ class HistoryEntry:
 class AnnotationSession:
     """Objects, prompts and undo history over one labels array edited in place.
 
-    Parameters
-    ----------
-    labels:
-        Integer array ``(z, y, x)`` or ``(y, x)``. It is *not* copied: the session edits it
-        in place (give it the array a viewer shows, so both stay one).
-    spacing_zyx:
-        Voxel size in millimetres, ``(z, y, x)`` order (or ``(y, x)`` for a 2D array; the
-        slice thickness is then taken as 1 mm). Used for volumes in mL.
-    names:
-        Optional initial names, id -> name.
-    max_history_bytes, max_history_steps:
-        Caps on the undo history; the oldest steps are dropped first (the newest step is
-        always kept, even when it alone is over the byte cap).
+    Args:
+        labels: Integer array ``(z, y, x)`` or ``(y, x)``. It is *not* copied: the session edits
+            it in place (give it the array a viewer shows, so both stay one).
+        spacing_zyx: Voxel size in millimetres, ``(z, y, x)`` order (or ``(y, x)`` for a 2D
+            array; the slice thickness is then taken as 1 mm). Used for volumes in mL.
+        names: Optional initial names, id -> name.
+        max_history_bytes, max_history_steps: Caps on the undo history; the oldest steps are
+            dropped first (the newest step is always kept, even when it alone is over the byte
+            cap).
     """
 
     def __init__(
@@ -307,7 +303,7 @@ class AnnotationSession:
             per_slice = {}
             for z in range(lab.shape[0]):
                 u, c = np.unique(lab[z], return_counts=True)
-                for i, n in zip(u.tolist(), c.tolist()):
+                for i, n in zip(u.tolist(), c.tolist(), strict=True):
                     if i > 0:
                         per_slice.setdefault(i, np.zeros(lab.shape[0], np.int64))[z] = n
         out = []
@@ -376,27 +372,20 @@ class AnnotationSession:
     ) -> int:
         """Writes ``mask`` into the labels as one object; returns its id.
 
-        Parameters
-        ----------
-        mask:
-            Bool ``(y, x)`` mask of slice ``z``, or bool mask shaped like the 3D labels.
-        z:
-            The slice of a 2D mask (ignored for 3D masks).
-        label_id:
-            Target id. Default: the reopened object (:attr:`current_id`), else
-            :meth:`next_free_id`.
-        name:
-            Name for the object (default: the one it has, or ``"object <id>"``).
-        overwrite:
-            ``True``: the mask's pixels take the id even where another object is.
-            ``False`` (keep existing): only background pixels (and the object's own) change.
-        slices:
-            For a 3D mask, the slices the commit replaces the object on (default: the slices
-            where ``mask`` has pixels). Inside them, pixels of this object outside ``mask``
-            go back to background; elsewhere the object is untouched.
-        next_state:
-            The prompts after the commit (default: empty, i.e. go on to the next object);
-            ``None`` keeps the current prompts.
+        Args:
+            mask: Bool ``(y, x)`` mask of slice ``z``, or bool mask shaped like the 3D labels.
+            z: The slice of a 2D mask (ignored for 3D masks).
+            label_id: Target id. Default: the reopened object (:attr:`current_id`), else
+                :meth:`next_free_id`.
+            name: Name for the object (default: the one it has, or ``"object <id>"``).
+            overwrite: ``True``: the mask's pixels take the id even where another object is.
+                ``False`` (keep existing): only background pixels (and the object's own) change.
+            slices: For a 3D mask, the slices the commit replaces the object on (default: the
+                slices where ``mask`` has pixels). Inside them, pixels of this object outside
+                ``mask`` go back to background; elsewhere the object is untouched.
+            next_state: The prompts after the commit (default: empty, i.e. go on to the next
+                object); ``None`` keeps the current prompts.
+            description: The undo step's name (default ``"accept <name>"``).
 
         Only the voxels that change are touched, so edits made directly in the labels
         array elsewhere survive. The commit (and the prompt change) is one undo step.

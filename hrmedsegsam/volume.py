@@ -6,8 +6,8 @@ Volumes are ``(z, y, x)`` arrays as :func:`hrmedsegsam.read_volume` gives them; 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable, List, Optional, Tuple
 
 import numpy as np
 
@@ -39,11 +39,11 @@ class StopRule:
     min_area_ratio: float = 0.02
     max_growth: float = 2.5
     min_overlap: float = 0.7
-    max_intensity_jump: Optional[float] = 0.2
+    max_intensity_jump: float | None = 0.2
     intensity_history: int = 3
 
 
-def _prompt_from(mask: np.ndarray) -> Tuple[List[int], List[List[int]]]:
+def _prompt_from(mask: np.ndarray) -> tuple[list[int], list[list[int]]]:
     """Box ``[x0, y0, x1, y1]`` (with a 1-pixel margin, clipped) and one interior point."""
     H, W = mask.shape
     bb = bbox_xyxy(mask)
@@ -63,17 +63,17 @@ PROMPTS = ("box", "box+point", "box+point+mask")
 
 
 def propagate(
-    predictor: "Predictor",  # noqa: F821 - imported lazily to keep this module light
+    predictor: Predictor,  # noqa: F821 - imported lazily to keep this module light
     volume_zyx: np.ndarray,
     start_z: int,
     start_mask: np.ndarray,
-    window: Optional[Tuple[float, float]],
+    window: tuple[float, float] | None,
     *,
-    start_logits: Optional[np.ndarray] = None,
-    key_prefix: Optional[Hashable] = None,
+    start_logits: np.ndarray | None = None,
+    key_prefix: Hashable | None = None,
     direction: str = "both",
-    progress: Optional[ProgressFn] = None,
-    cancel: Optional[CancelFn] = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
     rule: StopRule = StopRule(),
     prompt: str = "box+point",
 ) -> np.ndarray:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,18 +52,13 @@ def _main_thread_deliver() -> Callable[[Callable, Any], None]:
 class AnnotatorModel:
     """State and actions of the annotation widget for one napari viewer.
 
-    Parameters
-    ----------
-    viewer:
-        The napari viewer.
-    predictor:
-        A ready :class:`~hrmedsegsam.predictor.Predictor` (tests pass one over a randomly
-        initialised model); otherwise call :meth:`load_model`.
-    prefetch_radius:
-        While idle, embed up to this many slices on each side of the shown one.
-    deliver:
-        ``deliver(callback, value)`` running ``callback(value)`` on the UI thread; default
-        superqt's ``ensure_main_thread``.
+    Args:
+        viewer: The napari viewer.
+        predictor: A ready :class:`~hrmedsegsam.predictor.Predictor` (tests pass one over a
+            randomly initialised model); otherwise call :meth:`load_model`.
+        prefetch_radius: While idle, embed up to this many slices on each side of the shown one.
+        deliver: ``deliver(callback, value)`` running ``callback(value)`` on the UI thread;
+            default superqt's ``ensure_main_thread``.
     """
 
     def __init__(
@@ -267,7 +263,8 @@ class AnnotatorModel:
 
     def load_model(self, name: str) -> None:
         """Loads model ``name`` (see ``hrmedsegsam.model.build.available_models``) in the
-        compute thread; errors (e.g. missing weights) go to the status line."""
+        compute thread; errors (e.g. missing weights) go to the status line.
+        """
 
         def work() -> str:
             from hrmedsegsam.model.build import load_model
@@ -316,7 +313,8 @@ class AnnotatorModel:
 
     def on_layer_inserted(self, layer: Any) -> None:
         """A label map opened onto the annotated image (see the reader) becomes the target,
-        so it can be corrected and exported with the image's geometry."""
+        so it can be corrected and exported with the image's geometry.
+        """
         from napari.layers import Labels
 
         if (
@@ -335,7 +333,8 @@ class AnnotatorModel:
     def sync_with_layers(self) -> None:
         """After layers were removed: if the image, the labels or a helper layer is gone,
         let go of the image (and remove the remaining helpers). Never adds layers, so a
-        viewer that closes (removing every layer) is left alone."""
+        viewer that closes (removing every layer) is left alone.
+        """
         if self._rebuilding or self.image_layer is None:
             return
         mine = (self.image_layer, self.labels_layer, self.preview_layer, self.points_layer, self.box_layer)
@@ -532,10 +531,11 @@ class AnnotatorModel:
         predictor, image = self.predictor, self.image3d
         jobs = []
         for z in order:
-            if 0 <= z < nz and not predictor.is_cached(self._key(z), window):
+            key = self._key(z)
+            if 0 <= z < nz and not predictor.is_cached(key, window):
                 jobs.append(
                     Job(
-                        lambda z=z, k=self._key(z): predictor.embed(np.asarray(image[z]), window, key=k),
+                        lambda z=z, k=key: predictor.embed(np.asarray(image[z]), window, key=k),
                         f"Prefetching the embedding of slice {z}…",
                     )
                 )
@@ -648,7 +648,8 @@ class AnnotatorModel:
     def propagate(self) -> None:
         """Segments the current object through the volume from the shown slice, in the
         compute thread, with a napari progress bar; the result is committed (one undo
-        step). :meth:`cancel` stops it and keeps the slices done so far."""
+        step). :meth:`cancel` stops it and keeps the slices done so far.
+        """
         if self.session is None:
             raise HRMedSegSAMError("Open an image first.")
         if self.ndim != 3:
@@ -765,7 +766,8 @@ class AnnotatorModel:
 
     def export(self, path: str, overwrite: bool = False) -> str:
         """Writes the labels to NIfTI with the source geometry; never overwrites unless
-        ``overwrite`` (the user confirmed). Returns the path written."""
+        ``overwrite`` (the user confirmed). Returns the path written.
+        """
         from napari_plugin._writer import write_layer
 
         if self.labels_layer is None:

@@ -109,7 +109,7 @@ def state_from_layers(
     points: list[Point] = []
     data = np.asarray(points_layer.data, dtype=float)
     positive = np.asarray(points_layer.features["positive"], dtype=bool) if len(data) else []
-    for row, pos in zip(data, positive):
+    for row, pos in zip(data, positive, strict=True):
         z = int(round(row[0])) if data.shape[1] == 3 else 0
         y, x = float(row[-2]), float(row[-1])
         if not (0 <= z < nz and -0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
@@ -117,7 +117,7 @@ def state_from_layers(
             continue
         points.append(Point(z, x, y, bool(pos)))
     boxes: list[Box] = []
-    for verts, kind in zip(box_layer.data, box_layer.shape_type):
+    for verts, kind in zip(box_layer.data, box_layer.shape_type, strict=True):
         verts = np.asarray(verts, dtype=float)
         if kind != "rectangle" or verts.size == 0:
             continue

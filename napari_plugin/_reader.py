@@ -14,8 +14,9 @@ to be unreadable, rather than raising.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,6 @@ def labels_layer_data(vol: Any, onto: Any = None, name: str | None = None) -> La
         data = np.asarray(layer_array(vol)).astype(np.int32, copy=False)
         return (data, layer_kwargs(vol, name), "labels")
     from hrmedsegsam.io import resample_labels_to
-
     from napari_plugin._geometry import volume_from_layer
 
     target = volume_from_layer(onto, _as_3d(onto.data))

@@ -75,7 +75,7 @@ def make_ct_volume(shape: tuple[int, int, int] = (40, 192, 192), seed: int = 0):
         hu[gas] = -900.0
     hu += rng.normal(0.0, 12.0, size=shape).astype(np.float32)
     spacing = (0.8, 0.8, 2.5)
-    origin = tuple(-0.5 * n * s for n, s in zip((nx, ny, nz), spacing))
+    origin = tuple(-0.5 * n * s for n, s in zip((nx, ny, nz), spacing, strict=True))
     vol = Volume(
         array=np.clip(np.round(hu), -1024, 3071).astype(np.int16),
         spacing=spacing,
@@ -132,7 +132,7 @@ def make_radiograph(size: int = 2048, seed: int = 1):
 
 
 def ct_sample() -> list[tuple]:
-    """napari sample data: the synthetic abdominal CT (an Image layer in mm)."""
+    """Sample data for napari: the synthetic abdominal CT (an Image layer in mm)."""
     from napari_plugin._reader import image_layer_data
 
     vol, _ = make_ct_volume()
@@ -140,7 +140,7 @@ def ct_sample() -> list[tuple]:
 
 
 def radiograph_sample() -> list[tuple]:
-    """napari sample data: the 2048 x 2048 synthetic chest radiograph."""
+    """Sample data for napari: the 2048 x 2048 synthetic chest radiograph."""
     from napari_plugin._reader import image_layer_data
 
     return [image_layer_data(make_radiograph(), name="synthetic radiograph")]

@@ -7,7 +7,8 @@ refresh the view. No segmentation, geometry or history logic lives here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QKeySequence
@@ -41,7 +42,8 @@ OVERWRITE, KEEP = "overwrite", "keep existing"
 
 class AnnotatorWidget(QWidget):
     """Dock widget: model, window, prompts, accept / next / undo / redo, propagate, objects,
-    export, status line. ``predictor`` (optional) skips loading a model (tests, scripts)."""
+    export, status line. ``predictor`` (optional) skips loading a model (tests, scripts).
+    """
 
     def __init__(
         self,

@@ -43,7 +43,6 @@ def write_labels(path: str, data: Any, meta: dict, overwrite: bool = False) -> l
     ``InputError`` for a wrong suffix, a missing folder or labels that do not fit the grid.
     """
     from hrmedsegsam.io import write_labels as io_write_labels
-
     from napari_plugin._geometry import volume_from_layer
 
     labels = np.asarray(data)

@@ -16,8 +16,8 @@ against the MSE of the per-position mean teacher embedding.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,13 +30,13 @@ from hrmedsegsam.training.evaluate import SMALL_PX, collect_objects, load_refere
 from hrmedsegsam.training.prompts import tight_box
 from hrmedsegsam.training.validate import AGREEMENT_SLICES, WINDOW, agreement_objects
 
-Box = Tuple[float, float, float, float]
+Box = tuple[float, float, float, float]
 
 
-def three_ways(ours: Predictor, lite: Predictor, vol: np.ndarray, objs: Sequence[Tuple[int, Box, np.ndarray]],
+def three_ways(ours: Predictor, lite: Predictor, vol: np.ndarray, objs: Sequence[tuple[int, Box, np.ndarray]],
                tag: str) -> np.ndarray:
     """Rows ``(size, own, swapped, litemedsam)`` Dice per object ``(z, box, mask)``."""
-    rows: List[Tuple[int, float, float, float]] = []
+    rows: list[tuple[int, float, float, float]] = []
     for z, box, ref in objs:
         own = ours.embed(vol[z], WINDOW, key=(tag, "own", z))
         teacher = lite.embed(vol[z], WINDOW, key=(tag, "teacher", z))

@@ -1,5 +1,6 @@
 """SimpleITK plumbing shared by the ``hrmedsegsam.io`` modules: short error reasons,
-silenced ITK warnings, and the existence/permission check every reader starts with."""
+silenced ITK warnings, and the existence/permission check every reader starts with.
+"""
 
 from __future__ import annotations
 

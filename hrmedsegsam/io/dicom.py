@@ -94,7 +94,7 @@ def list_dicom_series(directory: PathLike) -> list[DicomSeries]:
         try:
             uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
         except RuntimeError as exc:  # pragma: no cover - GDCM scanning failures are rare
-            raise InputError(f"{folder} could not be scanned for DICOM ({sitk_reason(exc)}).")
+            raise InputError(f"{folder} could not be scanned for DICOM ({sitk_reason(exc)}).") from None
         for uid in uids:
             files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
             if not files:

@@ -60,7 +60,8 @@ def _shape_problem(source: str, dim: int, size: tuple[int, ...], ncomp: int) -> 
 
 def _to_grayscale(image: sitk.Image) -> sitk.Image:
     """Luminance (ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B) of a colour image, same pixel type
-    as the components; grey + alpha keeps the grey; alpha is ignored."""
+    as the components; grey + alpha keeps the grey; alpha is ignored.
+    """
     n = image.GetNumberOfComponentsPerPixel()
     channels = [sitk.VectorIndexSelectionCast(image, i, sitk.sitkFloat32) for i in range(n)]
     if n >= 3:

@@ -9,7 +9,6 @@ logits are ``(B, M, 256, 256)`` over the padded frame.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -29,18 +28,18 @@ class PromptableModel(nn.Module):
         """``(B, 3, image_size, image_size)`` in [0, 1] -> ``(B, 256, 64, 64)``."""
         raise NotImplementedError
 
-    def lowres_valid_hw(self, input_hw: Tuple[int, int]) -> Tuple[int, int]:
+    def lowres_valid_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
         """Rows/cols of the low-res frame covered by an image of ``input_hw`` frame pixels."""
         f = self.lowres_size / self.image_size
         return math.ceil(input_hw[0] * f), math.ceil(input_hw[1] * f)
 
     def embed_prompts(
         self,
-        coords: Optional[torch.Tensor],
-        labels: Optional[torch.Tensor],
-        boxes: Optional[torch.Tensor],
-        mask_input: Optional[torch.Tensor],
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sparse ``(B, T, 256)`` and dense ``(B, 256, 64, 64)`` prompt embeddings.
 
         coords ``(B, N, 2)`` frame pixels (x, y); labels ``(B, N)`` 1 positive / 0 negative
@@ -54,14 +53,14 @@ class PromptableModel(nn.Module):
         self,
         embedding: torch.Tensor,
         image: torch.Tensor,
-        input_hw: Tuple[int, int],
-        coords: Optional[torch.Tensor] = None,
-        labels: Optional[torch.Tensor] = None,
-        boxes: Optional[torch.Tensor] = None,
-        mask_input: Optional[torch.Tensor] = None,
+        input_hw: tuple[int, int],
+        coords: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
         multimask: bool = False,
-        box_native: Optional[Tuple[float, float, float, float]] = None,
-        cache: Optional[Dict[str, torch.Tensor]] = None,
+        box_native: tuple[float, float, float, float] | None = None,
+        cache: dict[str, torch.Tensor] | None = None,
     ) -> DecoderOutput:
         """Masks for prompts on an embedded image.
 

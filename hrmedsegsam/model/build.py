@@ -10,8 +10,9 @@ Weights file format (``weights/hrmedsegsam.pt``): a plain dict readable with
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any
 
 import torch
 
@@ -24,23 +25,23 @@ FORMAT = "hrmedsegsam"
 FORMAT_VERSION = 1
 
 
-def _build_hrmedsegsam(config: Optional[Dict[str, Any]] = None) -> PromptableModel:
+def _build_hrmedsegsam(config: dict[str, Any] | None = None) -> PromptableModel:
     return HRMedSegSAM(config)
 
 
-def _build_litemedsam(config: Optional[Dict[str, Any]] = None) -> PromptableModel:
+def _build_litemedsam(config: dict[str, Any] | None = None) -> PromptableModel:
     from hrmedsegsam.teacher import LiteMedSAM
 
     return LiteMedSAM()
 
 
-MODEL_REGISTRY: Dict[str, Callable[..., PromptableModel]] = {
+MODEL_REGISTRY: dict[str, Callable[..., PromptableModel]] = {
     "hrmedsegsam": _build_hrmedsegsam,
     "litemedsam": _build_litemedsam,
 }
 
 
-def available_models() -> List[str]:
+def available_models() -> list[str]:
     """Names that :func:`load_model` can load on this machine."""
     from hrmedsegsam import teacher
 
@@ -50,7 +51,7 @@ def available_models() -> List[str]:
     return names
 
 
-def build_model(name: str = "hrmedsegsam", config: Optional[Dict[str, Any]] = None) -> PromptableModel:
+def build_model(name: str = "hrmedsegsam", config: dict[str, Any] | None = None) -> PromptableModel:
     """A randomly initialised model of the registered architecture ``name`` (eval mode)."""
     if name not in MODEL_REGISTRY:
         raise WeightsError(f"unknown model {name!r}; choose one of {', '.join(MODEL_REGISTRY)}")
@@ -70,7 +71,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def save_weights(model: HRMedSegSAM, path: Union[str, Path], meta: Optional[Dict[str, Any]] = None,
+def save_weights(model: HRMedSegSAM, path: str | Path, meta: dict[str, Any] | None = None,
                  half: bool = True) -> Path:
     """Write ``model``'s weights (float16 by default) atomically to ``path``."""
     path = Path(path)
@@ -89,7 +90,7 @@ def save_weights(model: HRMedSegSAM, path: Union[str, Path], meta: Optional[Dict
     return path
 
 
-def read_weights(path: Union[str, Path]) -> Dict[str, Any]:
+def read_weights(path: str | Path) -> dict[str, Any]:
     """Read a weights file (``weights_only``); WeightsError naming the file if unusable."""
     path = Path(path)
     if not path.is_file():
@@ -105,8 +106,8 @@ def read_weights(path: Union[str, Path]) -> Dict[str, Any]:
     return payload
 
 
-def load_model(name_or_path: Optional[Union[str, Path]] = None,
-               device: Optional[Union[str, torch.device]] = None) -> PromptableModel:
+def load_model(name_or_path: str | Path | None = None,
+               device: str | torch.device | None = None) -> PromptableModel:
     """Load a model ready for inference.
 
     ``None`` or ``"hrmedsegsam"``: the bundled weights (:func:`default_weights_path`);

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +32,8 @@ from hrmedsegsam.model._sam import sam_modeling
 from hrmedsegsam.model.factored import ScrambledFeatures, factored_coarse, supports_factored
 
 # (row0, col0, row1, col1), half-open, in native pixels.
-Roi = Tuple[int, int, int, int]
-Upscaled = Union[torch.Tensor, ScrambledFeatures]
+Roi = tuple[int, int, int, int]
+Upscaled = torch.Tensor | ScrambledFeatures
 
 
 def _attend(mod: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -51,10 +50,11 @@ def _attend(mod: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
 
 
 def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor,
-             tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+             tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's ``TwoWayTransformer.forward`` on flattened ``(B, N, C)`` image tokens (the
     plain path, used in training and with mask prompts; see :mod:`factored` for the per-image
-    cached one)."""
+    cached one).
+    """
     queries = tokens
     for layer in transformer.layers:
         if layer.skip_first_layer_pe:
@@ -77,7 +77,8 @@ def _coarse_decoder_class() -> type:
 
     class CoarseMaskDecoder(base):  # type: ignore[misc, valid-type]
         """SAM's mask decoder, also returning the per-mask hypernetwork vectors and the
-        upscaled embedding the refiner needs."""
+        upscaled embedding the refiner needs.
+        """
 
         def predict_all(
             self,
@@ -85,9 +86,9 @@ def _coarse_decoder_class() -> type:
             image_pe: torch.Tensor,
             sparse_prompt_embeddings: torch.Tensor,
             dense_prompt_embeddings: torch.Tensor,
-            cache: Optional[Dict[str, torch.Tensor]] = None,
+            cache: dict[str, torch.Tensor] | None = None,
             select: slice = slice(None),
-        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Upscaled]:
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Upscaled]:
             """Return ``masks (B, m, 256, 256)``, ``iou (B, m)``, ``hyper (B, m, C/8)`` for
             the output masks ``select`` picks (default all 4: single, then 3 multimask), and
             the upscaled image features ``(B, C/8, 256, 256)`` (a tensor, or
@@ -190,13 +191,14 @@ class CrossScaleRefiner(nn.Module):
 def _sample_rows(start: int, stop: int, count: int, native: int, valid: int, dev: torch.device,
                  dt: torch.dtype) -> torch.Tensor:
     """Low-res map coordinates (pixel units, pixel centres at integers) of ``count`` evenly
-    spaced native pixel centres spanning ``[start, stop)`` along one axis."""
+    spaced native pixel centres spanning ``[start, stop)`` along one axis.
+    """
     xs = start + (torch.arange(count, device=dev, dtype=dt) + 0.5) * ((stop - start) / count)
     return xs * (valid / native) - 0.5
 
 
-def sample_frame(lowres: Union[torch.Tensor, ScrambledFeatures], valid_hw: Tuple[int, int],
-                 native_hw: Tuple[int, int], roi: Roi, out_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+def sample_frame(lowres: torch.Tensor | ScrambledFeatures, valid_hw: tuple[int, int],
+                 native_hw: tuple[int, int], roi: Roi, out_hw: tuple[int, int] | None = None) -> torch.Tensor:
     """Bilinearly sample a padded-frame map at native pixel centres of ``roi``.
 
     lowres: ``(B, C, S, S)`` map over the padded model frame (or the factored path's
@@ -227,12 +229,13 @@ def sample_frame(lowres: Union[torch.Tensor, ScrambledFeatures], valid_hw: Tuple
 @dataclass
 class DecoderOutput:
     """Native-resolution logits ``(B, M, H, W)``, IoU predictions ``(B, M)``, low-res logits
-    ``(B, M, 256, 256)`` in the padded model frame, and the refined ROI ``(r0, c0, r1, c1)``."""
+    ``(B, M, 256, 256)`` in the padded model frame, and the refined ROI ``(r0, c0, r1, c1)``.
+    """
 
     logits: torch.Tensor
     iou: torch.Tensor
     lowres: torch.Tensor
-    roi: Optional[Roi]
+    roi: Roi | None
 
 
 class ECMDecoder(nn.Module):
@@ -241,7 +244,7 @@ class ECMDecoder(nn.Module):
     def __init__(
         self, transformer_dim: int = 256, mlp_dim: int = 256, depth: int = 2, num_heads: int = 8,
         num_multimask_outputs: int = 3, roi_margin: float = 0.15, roi_min_margin: int = 8,
-        refine_budget: Optional[int] = 160 * 160,
+        refine_budget: int | None = 160 * 160,
     ) -> None:
         super().__init__()
         modeling = sam_modeling()
@@ -259,11 +262,12 @@ class ECMDecoder(nn.Module):
         self.roi_min_margin = roi_min_margin
         self.refine_budget = refine_budget  # refiner pixels per prompt; None: always native
 
-    def roi_for(self, lowres: torch.Tensor, valid_hw: Tuple[int, int], native_hw: Tuple[int, int],
-                box: Optional[Tuple[float, float, float, float]] = None) -> Optional[Roi]:
+    def roi_for(self, lowres: torch.Tensor, valid_hw: tuple[int, int], native_hw: tuple[int, int],
+                box: tuple[float, float, float, float] | None = None) -> Roi | None:
         """Native-pixel ROI around all positive low-res logits (and the prompt box, native
         x0, y0, x1, y1), grown by the margin and rounded out to multiples of 4; None if
-        nothing is positive."""
+        nothing is positive.
+        """
         H, W = native_hw
         vh, vw = valid_hw
         pos = (lowres[..., :vh, :vw] > 0).flatten(0, -3).any(0)
@@ -295,12 +299,12 @@ class ECMDecoder(nn.Module):
         sparse: torch.Tensor,
         dense: torch.Tensor,
         image: torch.Tensor,
-        valid_hw: Tuple[int, int],
+        valid_hw: tuple[int, int],
         multimask: bool = False,
-        roi: Optional[Roi] = None,
-        box: Optional[Tuple[float, float, float, float]] = None,
+        roi: Roi | None = None,
+        box: tuple[float, float, float, float] | None = None,
         refine: bool = True,
-        cache: Optional[Dict[str, torch.Tensor]] = None,
+        cache: dict[str, torch.Tensor] | None = None,
     ) -> DecoderOutput:
         """Decode masks.
 
@@ -349,4 +353,4 @@ class ECMDecoder(nn.Module):
         return DecoderOutput(logits, iou, masks, roi)
 
 
-__all__: List[str] = ["ECMDecoder", "CrossScaleRefiner", "DecoderOutput", "sample_frame"]
+__all__: list[str] = ["ECMDecoder", "CrossScaleRefiner", "DecoderOutput", "sample_frame"]

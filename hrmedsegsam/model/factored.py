@@ -33,8 +33,8 @@ tokens ``(T, C)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -62,10 +62,10 @@ class Projected:
     """
 
     base: torch.Tensor
-    rho: Optional[torch.Tensor] = None
-    left: Optional[torch.Tensor] = None
-    right: Optional[torch.Tensor] = None
-    const: Optional[torch.Tensor] = None
+    rho: torch.Tensor | None = None
+    left: torch.Tensor | None = None
+    right: torch.Tensor | None = None
+    const: torch.Tensor | None = None
 
     def dense(self) -> torch.Tensor:
         if self.rho is None:
@@ -91,7 +91,8 @@ class Projected:
 
     def weighted(self, probs: torch.Tensor) -> torch.Tensor:
         """Per-head ``probs_h @ value_h`` ``(H, T, d_h)`` for attention weights ``probs
-        (H, T, N)`` whose rows sum to one."""
+        (H, T, N)`` whose rows sum to one.
+        """
         h, t, n = probs.shape
         if self.rho is None:
             return torch.bmm(probs, _heads_t(self.base, h).transpose(1, 2))
@@ -108,7 +109,8 @@ class Projected:
 
 def _tokens_to_image(mod: nn.Module, queries: torch.Tensor, kp: Projected, vp: Projected) -> torch.Tensor:
     """SAM ``Attention`` of prompt tokens ``(1, T, C)`` (the query input, before ``q_proj``)
-    over image keys/values already projected, ``(N, C_int)`` each. Returns ``(1, T, C)``."""
+    over image keys/values already projected, ``(N, C_int)`` each. Returns ``(1, T, C)``.
+    """
     h = mod.num_heads
     qp = mod.q_proj(queries[0])
     t, c = qp.shape
@@ -118,7 +120,7 @@ def _tokens_to_image(mod: nn.Module, queries: torch.Tensor, kp: Projected, vp: P
     return mod.out_proj(out.transpose(0, 1).reshape(t, c))[None]
 
 
-Offset = Union[None, torch.Tensor, Callable[[], torch.Tensor]]
+Offset = torch.Tensor | Callable[[], torch.Tensor] | None
 
 
 class _ImageStream:
@@ -127,15 +129,15 @@ class _ImageStream:
     Level ``i`` is the input of block ``i`` (level ``depth`` is the transformer's output).
     """
 
-    def __init__(self, x0: torch.Tensor, cache: Dict[str, torch.Tensor], norms: List[nn.LayerNorm]) -> None:
+    def __init__(self, x0: torch.Tensor, cache: dict[str, torch.Tensor], norms: list[nn.LayerNorm]) -> None:
         self.x0 = x0
         self.cache = cache
         self.norms = norms  # norms[i] turns level i into level i+1
-        self.L: List[torch.Tensor] = []  # (H*T + 2, N): rows A^T, ones, -mu
-        self.M: List[torch.Tensor] = []  # (H*T, C)
-        self.b: List[torch.Tensor] = []  # (C,) bias of the update
-        self.r: List[torch.Tensor] = []  # (N, 1) inverse std of the pre-norm sum
-        self._lefts: Dict[int, torch.Tensor] = {}
+        self.L: list[torch.Tensor] = []  # (H*T + 2, N): rows A^T, ones, -mu
+        self.M: list[torch.Tensor] = []  # (H*T, C)
+        self.b: list[torch.Tensor] = []  # (C,) bias of the update
+        self.r: list[torch.Tensor] = []  # (N, 1) inverse std of the pre-norm sum
+        self._lefts: dict[int, torch.Tensor] = {}
         self.x = x0  # the latest level, materialised (needed for the next level's statistics)
 
     def _rho(self, k: int, level: int) -> torch.Tensor:
@@ -147,7 +149,8 @@ class _ImageStream:
 
     def _left(self, level: int) -> torch.Tensor:
         """Transposed left factor ``(K, N)`` of all prompt-dependent terms of level ``level``
-        (see :meth:`project`), built once per prompt and level."""
+        (see :meth:`project`), built once per prompt and level.
+        """
         hit = self._lefts.get(level)
         if hit is None:
             rows = []
@@ -199,7 +202,8 @@ class _ImageStream:
 
     def advance(self, A_t: torch.Tensor, M: torch.Tensor, b: torch.Tensor) -> None:
         """Record block ``len(self.L)``'s update ``A @ M + b`` (``A_t`` = ``A`` transposed,
-        ``(H*T, N)``) and the statistics of its layer norm; materialise the next level."""
+        ``(H*T, N)``) and the statistics of its layer norm; materialise the next level.
+        """
         norm = self.norms[len(self.L)]
         ones = A_t.new_ones(1, A_t.shape[1])
         y = torch.addmm(self.x, torch.cat([A_t, ones]).t(), torch.cat([M, b[None]]))
@@ -212,11 +216,12 @@ class _ImageStream:
 
 
 def _image_to_tokens(mod: nn.Module, q_img: Projected, queries: torch.Tensor,
-                     tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                     tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors of SAM ``Attention(q=image, k=queries + tokens, v=queries)``: returns
     ``A_t (H*T, N)`` (the softmax weights, transposed; row ``h*T + t``) and ``M (H*T, C)``
     with ``A_t.T @ M + out_proj.bias`` equal to the attention's output ``(N, C)``.
-    q_img: the projected image queries ``(N, C_int)``; queries, tokens ``(1, T, C)``."""
+    q_img: the projected image queries ``(N, C_int)``; queries, tokens ``(1, T, C)``.
+    """
     h = mod.num_heads
     kp = mod.k_proj((queries + tokens)[0])
     vp = mod.v_proj(queries[0])
@@ -234,8 +239,8 @@ def factored_coarse(
     keys: torch.Tensor,
     key_pe: torch.Tensor,
     tokens: torch.Tensor,
-    cache: Dict[str, torch.Tensor],
-) -> Tuple[torch.Tensor, "ScrambledFeatures"]:
+    cache: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, ScrambledFeatures]:
     """SAM's ``TwoWayTransformer`` followed by the decoder's ``output_upscaling``, for one
     prompt set.
 
@@ -303,12 +308,12 @@ class ScrambledFeatures:
         self.upscaling = upscaling
         self.size = size
         self.channels = upscaling[3].out_channels
-        self.data: Optional[torch.Tensor] = None
+        self.data: torch.Tensor | None = None
 
     def _order(self) -> torch.Tensor:
         return _pixel_order(self.size // 4, self.u.device).view(self.size, self.size)
 
-    def _compute(self, blocks: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    def _compute(self, blocks: torch.Tensor | None) -> torch.Tensor | None:
         """Fill ``data``; with ``blocks`` (see :meth:`dot`) also return ``data @ blocks``."""
         _, ln, act1, up2, act2 = self.upscaling
         c1, c2 = up2.in_channels, up2.out_channels
@@ -333,13 +338,14 @@ class ScrambledFeatures:
         """Bilinear samples ``(1, C, len(ys), len(xs))`` at map coordinates ``ys``, ``xs``
         (pixel units, pixel centres at integers), clamped to the border: the values
         ``grid_sample(..., align_corners=False, padding_mode="border")`` gives, reading only
-        the pixels it needs."""
+        the pixels it needs.
+        """
         if self.data is None:
             self._compute(None)
         assert self.data is not None
         S = self.size
 
-        def axis(p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def axis(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             p = p.clamp(0, S - 1)
             i0 = p.floor().long()
             return i0, (i0 + 1).clamp(max=S - 1), (p - i0).to(self.data.dtype)
@@ -359,13 +365,14 @@ class ScrambledFeatures:
         return out[None]
 
 
-_ORDER: Dict[Tuple[int, str], torch.Tensor] = {}
+_ORDER: dict[tuple[int, str], torch.Tensor] = {}
 
 
 def _pixel_order(side: int, device: torch.device) -> torch.Tensor:
     """For each pixel (Y, X) of the ``4*side`` square upscaled map, row-major, its index
     ``(token*4 + ab)*4 + a'b'`` in :class:`ScrambledFeatures`' layout, where
-    ``Y = 4y + 2a + a'`` and ``X = 4x + 2b + b'`` for token ``(y, x)``."""
+    ``Y = 4y + 2a + a'`` and ``X = 4x + 2b + b'`` for token ``(y, x)``.
+    """
     key = (side, str(device))
     hit = _ORDER.get(key)
     if hit is None:
@@ -392,4 +399,4 @@ def supports_factored(transformer: nn.Module, upscaling: nn.Module) -> bool:
             and all(isinstance(layer.norm4, nn.LayerNorm) for layer in transformer.layers))
 
 
-__all__: List[str] = ["ScrambledFeatures", "factored_coarse", "supports_factored"]
+__all__: list[str] = ["ScrambledFeatures", "factored_coarse", "supports_factored"]

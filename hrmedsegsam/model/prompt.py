@@ -7,15 +7,13 @@ frame of 256 (LiteMedSAM) and one of 1024 (ours) share the same learned weights.
 
 from __future__ import annotations
 
-from typing import Tuple
-
 from torch import nn
 
 from hrmedsegsam.model._sam import sam_modeling
 
 
 def build_prompt_encoder(
-    image_size: int = 1024, embedding_hw: Tuple[int, int] = (64, 64), embed_dim: int = 256
+    image_size: int = 1024, embedding_hw: tuple[int, int] = (64, 64), embed_dim: int = 256
 ) -> nn.Module:
     """Return a ``segment_anything`` ``PromptEncoder`` for an ``image_size`` square frame."""
     return sam_modeling().PromptEncoder(

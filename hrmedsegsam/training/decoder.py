@@ -24,16 +24,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from hrmedsegsam.errors import InputError
 from hrmedsegsam.training.cache import sample_paths
 from hrmedsegsam.training.data import Sample, load_sample, region_objects, to_frame
-from hrmedsegsam.training.loop import Budget, cosine_lr, load_checkpoint, save_checkpoint, setup_logging
+from hrmedsegsam.training.loop import (
+    Budget,
+    cosine_lr,
+    load_checkpoint,
+    save_checkpoint,
+    setup_logging,
+)
 from hrmedsegsam.training.prompts import Prompt, correction_point, objects, simulate
 
 log = logging.getLogger("hrmedsegsam.training")
@@ -53,17 +59,17 @@ class DecoderConfig:
     warmup: int = 50
     min_size: int = 40
     ckpt_every: int = 200
-    max_minutes: Optional[float] = None
+    max_minutes: float | None = None
     seed: int = 0
     threads: int = 2
-    init: Optional[Path] = None
+    init: Path | None = None
     progress: bool = True
-    prompt_weights: Tuple[float, float, float] = (0.4, 0.35, 0.25)
+    prompt_weights: tuple[float, float, float] = (0.4, 0.35, 0.25)
     region_prob: float = 0.3  # share of steps on label-free intensity regions (data.region_objects)
     full_prob: float = 0.05  # share of full steps (whole embedding, refiner, native loss); others: cropped coarse
     # A lone click should select the smallest sensible structure: single-point steps draw
     # their objects from those covering at most this fraction of the slice (when it has any).
-    point_max_frac: Optional[float] = 0.1
+    point_max_frac: float | None = 0.1
     # Share of cropped point steps whose token window is the whole grid, so that a mask
     # leaking far outside the object is penalised (a window only sees leaks near the object).
     point_whole_prob: float = 0.5
@@ -72,7 +78,7 @@ class DecoderConfig:
     # random boxes, and its mask is the target. Our training volumes label few structures;
     # this passes on what the teacher knows about the others (e.g. liver, kidneys).
     teacher_prob: float = 0.0
-    teacher_embeddings: Optional[Path] = None  # default: cache/teacher
+    teacher_embeddings: Path | None = None  # default: cache/teacher
     teacher_min_iou: float = 0.75  # the teacher's own predicted IoU below this: box skipped
     # Teacher boxes only around regions covering at least this fraction of the slice: the
     # labels already teach small structures better than the teacher's answers do (a 0.3
@@ -87,9 +93,10 @@ class DecoderConfig:
     distill_weight: float = 20.0
 
 
-def prompt_tensors(prompts: Sequence[Prompt], native_hw: Tuple[int, int], input_hw: Tuple[int, int]):  # type: ignore[no-untyped-def]
+def prompt_tensors(prompts: Sequence[Prompt], native_hw: tuple[int, int], input_hw: tuple[int, int]):  # type: ignore[no-untyped-def]
     """Batch native-pixel prompts into frame tensors (coords, labels, boxes); points padded
-    with label -1 (SAM's "not a point")."""
+    with label -1 (SAM's "not a point").
+    """
     import torch
 
     H, W = native_hw
@@ -133,7 +140,7 @@ def mask_losses(logits, target):  # type: ignore[no-untyped-def]
     return dice + bce
 
 
-def _union_box(ms: Sequence[np.ndarray]) -> Tuple[float, float, float, float]:
+def _union_box(ms: Sequence[np.ndarray]) -> tuple[float, float, float, float]:
     u = np.logical_or.reduce(list(ms))
     rows, cols = np.flatnonzero(u.any(1)), np.flatnonzero(u.any(0))
     return float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])
@@ -144,22 +151,23 @@ def choose_kind(rng: np.random.Generator, weights: Sequence[float]) -> int:
     return int(rng.choice(3, p=np.asarray(weights, float) / np.sum(weights)))
 
 
-def one_hot(kind: int) -> Tuple[float, float, float]:
+def one_hot(kind: int) -> tuple[float, float, float]:
     w = [0.0, 0.0, 0.0]
     w[kind] = 1.0
     return w[0], w[1], w[2]
 
 
-def point_candidates(objs: List[np.ndarray], max_frac: Optional[float]) -> List[np.ndarray]:
+def point_candidates(objs: list[np.ndarray], max_frac: float | None) -> list[np.ndarray]:
     """Objects for a single-point step: those covering at most ``max_frac`` of the slice
-    (all of them when none does, or when ``max_frac`` is None)."""
+    (all of them when none does, or when ``max_frac`` is None).
+    """
     if max_frac is None:
         return objs
     small = [m for m in objs if m.sum() <= max_frac * m.size]
     return small or objs
 
 
-def train_step(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
+def train_step(model, emb, sample: Sample, objs: list[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
                rounds: int, kind: int):
     """Loss of one step (graph attached) and diagnostics; ``kind`` as :func:`choose_kind`."""
     import torch
@@ -176,7 +184,7 @@ def train_step(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.rando
     n_rounds = 1 + int(rng.integers(0, rounds + 1))
     mask_input = None
     total = 0.0
-    stats: Dict[str, float] = {}
+    stats: dict[str, float] = {}
     valid = model.lowres_valid_hw(input_hw)
     for r in range(n_rounds):
         out = decode_prompts(model, emb, frame_native, input_hw, prompts, mask_input, box_native)
@@ -196,7 +204,7 @@ def train_step(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.rando
         if r + 1 < n_rounds:
             pred_np = pred[:, 0].numpy()
             new = []
-            for p, pm, m in zip(prompts, pred_np, objs):
+            for p, pm, m in zip(prompts, pred_np, objs, strict=True):
                 c = correction_point(pm, m)
                 if c is None:
                     c = ((float(p.points[0][0]), float(p.points[0][1])), 1) if p.points is not None else (
@@ -209,11 +217,12 @@ def train_step(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.rando
 
 
 def teacher_boxes(sample: Sample, rng: np.random.Generator, n: int,
-                  min_frac: float = 0.0) -> List[Tuple[float, float, float, float]]:
+                  min_frac: float = 0.0) -> list[tuple[float, float, float, float]]:
     """Native-pixel boxes ``(x0, y0, x1, y1)`` to ask the teacher about: jittered boxes
     around label-free regions (:func:`region_objects`) covering at least ``min_frac`` of the
     slice or, when there are too few, random boxes of 5-60 % of each side (at least
-    ``sqrt(min_frac)``)."""
+    ``sqrt(min_frac)``).
+    """
     from hrmedsegsam.training.prompts import jitter_box, tight_box
 
     H, W = sample.image.shape
@@ -221,7 +230,7 @@ def teacher_boxes(sample: Sample, rng: np.random.Generator, n: int,
         regions = [m for m in region_objects(sample.image, rng, max_objects=64) if m.sum() >= min_frac * H * W]
     else:
         regions = region_objects(sample.image, rng, max_objects=n)
-    out: List[Tuple[float, float, float, float]] = []
+    out: list[tuple[float, float, float, float]] = []
     for m in regions[:n]:
         out.append(jitter_box(tight_box(m), (H, W), rng))
     lo = max(0.05, float(np.sqrt(min_frac)))
@@ -232,11 +241,12 @@ def teacher_boxes(sample: Sample, rng: np.random.Generator, n: int,
     return out
 
 
-def teacher_masks(teacher, temb, sample: Sample, boxes: Sequence[Tuple[float, float, float, float]],  # type: ignore[no-untyped-def]
-                  min_iou: float) -> Tuple[List[Prompt], List[np.ndarray]]:
+def teacher_masks(teacher, temb, sample: Sample, boxes: Sequence[tuple[float, float, float, float]],  # type: ignore[no-untyped-def]
+                  min_iou: float) -> tuple[list[Prompt], list[np.ndarray]]:
     """The teacher's single-mask answers to box prompts on its cached embedding ``temb``
     ``(1, 256, 64, 64)``: native-resolution bool masks; boxes whose answer is empty, covers
-    most of the slice, or has a predicted IoU under ``min_iou`` are dropped."""
+    most of the slice, or has a predicted IoU under ``min_iou`` are dropped.
+    """
     import torch
 
     H, W = sample.image.shape
@@ -252,7 +262,7 @@ def teacher_masks(teacher, temb, sample: Sample, boxes: Sequence[Tuple[float, fl
     return [prompts[i] for i in keep], [masks[i] for i in keep]
 
 
-def _center(m: np.ndarray) -> Tuple[int, int]:
+def _center(m: np.ndarray) -> tuple[int, int]:
     from hrmedsegsam.training.prompts import farthest_from_border
 
     return farthest_from_border(m)
@@ -262,9 +272,10 @@ class WindowEncoder:
     """On-the-fly embeddings for end-to-end steps: ``(r0, r1, c0, c1)`` token window ->
     ``(1, 256, r1 - r0, c1 - c0)`` embedding of that window of the sample's model frame
     (graph attached), and the MSE against the teacher's embedding of the same window in
-    :attr:`distill_loss` (None when the teacher's grid does not match the model's)."""
+    :attr:`distill_loss` (None when the teacher's grid does not match the model's).
+    """
 
-    def __init__(self, model, sample: Sample, teacher_path: Optional[Path]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model, sample: Sample, teacher_path: Path | None) -> None:  # type: ignore[no-untyped-def]
         import torch
 
         self.model = model
@@ -296,7 +307,7 @@ class DecoderData:
 
     def __init__(self, cache: Path, embeddings: Path, min_size: int) -> None:
         self.cache = Path(cache)
-        self.items: List[Tuple[Path, Sample, List[np.ndarray]]] = []
+        self.items: list[tuple[Path, Sample, list[np.ndarray]]] = []
         for p in sample_paths(cache):
             e = Path(embeddings) / (p.stem + ".npy")
             if not e.exists():
@@ -322,7 +333,7 @@ def trainable_parameters(model):  # type: ignore[no-untyped-def]
     return rest, ref
 
 
-def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: ignore[no-untyped-def]
+def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Run (or resume from ``run_dir/checkpoint.pt``) decoder training."""
     import torch
     from tqdm import tqdm
@@ -372,9 +383,9 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
         p.requires_grad_(bool(enc_params))
     budget = Budget(cfg.max_minutes)
     t0 = time.time()
-    hist: List[float] = []
-    distill_hist: List[float] = []
-    dices: Dict[int, List[float]] = {0: [], 1: [], 2: [], 3: []}
+    hist: list[float] = []
+    distill_hist: list[float] = []
+    dices: dict[int, list[float]] = {0: [], 1: [], 2: [], 3: []}
     bar = tqdm(total=cfg.steps, initial=step, desc="decoder", disable=not cfg.progress)
 
     def opt_step(loss) -> None:  # type: ignore[no-untyped-def]
@@ -397,7 +408,7 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
             return loss + cfg.distill_weight * emb.distill_loss
         return loss
 
-    def record(loss, st: Dict[str, float]) -> None:  # type: ignore[no-untyped-def]
+    def record(loss, st: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
         nonlocal step
         step += 1
         hist.append(float(loss.detach()))
@@ -459,7 +470,7 @@ def train_decoder(cfg: DecoderConfig, model=None) -> Dict[str, float]:  # type: 
 # --------------------------------------------------------------------------- cropped coarse steps
 
 
-def _lowres_targets(objs: Sequence[np.ndarray], native_hw: Tuple[int, int], input_hw: Tuple[int, int],
+def _lowres_targets(objs: Sequence[np.ndarray], native_hw: tuple[int, int], input_hw: tuple[int, int],
                     S: int, L: int):  # type: ignore[no-untyped-def]
     """Object masks as soft targets on the ``(L, L)`` low-res padded frame ``(B, 1, L, L)``."""
     import torch
@@ -471,9 +482,9 @@ def _lowres_targets(objs: Sequence[np.ndarray], native_hw: Tuple[int, int], inpu
     return F.pad(t, (0, L - lw, 0, L - lh))
 
 
-def train_step_crop(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
+def train_step_crop(model, emb, sample: Sample, objs: list[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
                     rounds: int, kind: int, min_tokens: int = 24, margin_tokens: int = 4,
-                    prompts: Optional[List[Prompt]] = None):
+                    prompts: list[Prompt] | None = None):
     """A cheaper step on the coarse decoder only: the image embedding, its position code and
     the dense prompt are cropped to a token window (at least ``min_tokens`` a side, capped
     at the grid) around the objects (any grid size works in the two-way transformer), and
@@ -481,7 +492,8 @@ def train_step_crop(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.
     absent). Prompts stay in whole-frame coordinates; ``kind`` as :func:`choose_kind`, or
     ``prompts`` given (one per object). ``emb``: the whole ``(1, 256, G, G)`` embedding, or
     a callable ``(r0, r1, c0, c1) -> (1, 256, r1 - r0, c1 - c0)`` that computes the window
-    (end-to-end steps, :class:`WindowEncoder`)."""
+    (end-to-end steps, :class:`WindowEncoder`).
+    """
     import torch
 
     H, W = sample.image.shape
@@ -495,7 +507,7 @@ def train_step_crop(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.
     ty0, tx0 = int(y0 * scale // tok), int(x0 * scale // tok)
     ty1, tx1 = int(y1 * scale // tok) + 1, int(x1 * scale // tok) + 1
 
-    def window(a0: int, a1: int) -> Tuple[int, int]:
+    def window(a0: int, a1: int) -> tuple[int, int]:
         size = min(G, max(min_tokens, a1 - a0 + 2 * margin_tokens))
         lo, hi = max(0, a1 - size), min(a0, G - size)
         s0 = int(rng.integers(lo, hi + 1)) if hi >= lo else max(0, min(a0, G - size))
@@ -515,7 +527,7 @@ def train_step_crop(model, emb, sample: Sample, objs: List[np.ndarray], rng: np.
     n_rounds = 1 + int(rng.integers(0, rounds + 1))
     mask_input = None
     total = 0.0
-    stats: Dict[str, float] = {"kind": kind}
+    stats: dict[str, float] = {"kind": kind}
     for r in range(n_rounds):
         coords, labels, boxes = prompt_tensors(prompts, (H, W), input_hw)
         sparse, dense = model.embed_prompts(coords, labels, boxes, mask_input)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -20,7 +19,7 @@ from torch import nn
 log = logging.getLogger("hrmedsegsam.training")
 
 
-def _prune_mlp(src: nn.Module, dst: nn.Module, mean_hidden: Optional[torch.Tensor] = None) -> None:
+def _prune_mlp(src: nn.Module, dst: nn.Module, mean_hidden: torch.Tensor | None = None) -> None:
     w1, b1 = src.lin1.weight.data, src.lin1.bias.data  # (H, C), (H,)
     w2, b2 = src.lin2.weight.data, src.lin2.bias.data  # (C, H), (C,)
     k = dst.lin1.weight.shape[0]
@@ -39,7 +38,7 @@ def _prune_mlp(src: nn.Module, dst: nn.Module, mean_hidden: Optional[torch.Tenso
     dst.lin2.bias.data.copy_(bias)
 
 
-def init_from_teacher(model, teacher, sample_inputs: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, int]:  # type: ignore[no-untyped-def]
+def init_from_teacher(model, teacher, sample_inputs: dict[str, torch.Tensor] | None = None) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Copy LiteMedSAM's prompt encoder and mask decoder into ``model`` (in place).
 
     sample_inputs: optional ``{"embedding", "sparse", "dense"}`` teacher tensors used to
@@ -55,7 +54,7 @@ def init_from_teacher(model, teacher, sample_inputs: Optional[Dict[str, torch.Te
             dst[k] = src[k].clone()
             copied += 1
     model.mask_decoder.coarse.load_state_dict(dst, strict=True)
-    means: Dict[str, torch.Tensor] = {}
+    means: dict[str, torch.Tensor] = {}
     if sample_inputs is not None:
         hooks = []
         tmlps = {n: m for n, m in teacher.mask_decoder.transformer.named_modules() if n.endswith("mlp")}

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 log = logging.getLogger("hrmedsegsam.training")
 
@@ -30,7 +30,8 @@ def setup_logging(run_dir: Path) -> Path:
 def cosine_lr(step: int, total: int, base: float, warmup: int = 0, floor: float = 0.05,
               time_fraction: float = 0.0) -> float:
     """Linear warm-up then cosine decay to ``floor * base`` at ``total`` steps, or earlier
-    when ``time_fraction`` (share of a wall-time budget used) is further along."""
+    when ``time_fraction`` (share of a wall-time budget used) is further along.
+    """
     if warmup and step < warmup:
         return base * (step + 1) / warmup
     t = min(1.0, max((step - warmup) / max(1, total - warmup), time_fraction))
@@ -47,7 +48,7 @@ def save_checkpoint(path: Path, **state: Any) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> Optional[Dict[str, Any]]:
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
     import torch
 
     if not Path(path).is_file():
@@ -58,7 +59,7 @@ def load_checkpoint(path: Path) -> Optional[Dict[str, Any]]:
 class Budget:
     """Stops a loop after ``minutes`` of wall time (None: never)."""
 
-    def __init__(self, minutes: Optional[float]) -> None:
+    def __init__(self, minutes: float | None) -> None:
         self.start = time.time()
         self.deadline = None if not minutes else self.start + 60.0 * minutes
 

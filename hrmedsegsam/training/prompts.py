@@ -7,7 +7,6 @@ component's border.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -17,14 +16,15 @@ from hrmedsegsam.masks import bbox_xyxy
 @dataclass
 class Prompt:
     """Native-pixel prompt: ``box`` (x0, y0, x1, y1) inclusive and/or points ``(N, 2)`` with
-    ``labels`` (1 positive, 0 negative)."""
+    ``labels`` (1 positive, 0 negative).
+    """
 
-    box: Optional[Tuple[float, float, float, float]] = None
-    points: Optional[np.ndarray] = None
-    labels: Optional[np.ndarray] = None
+    box: tuple[float, float, float, float] | None = None
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
     kind: str = ""
 
-    def add_point(self, xy: Tuple[float, float], label: int) -> "Prompt":
+    def add_point(self, xy: tuple[float, float], label: int) -> Prompt:
         pts = np.array([xy], dtype=np.float32)
         lab = np.array([label], dtype=np.int64)
         if self.points is not None:
@@ -33,7 +33,7 @@ class Prompt:
         return Prompt(self.box, pts, lab, self.kind + "+c")
 
 
-def tight_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
+def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """Tight ``(x0, y0, x1, y1)`` box of a non-empty mask (inclusive pixel indices)."""
     box = bbox_xyxy(mask)
     if box is None:
@@ -41,10 +41,11 @@ def tight_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
     return box
 
 
-def farthest_from_border(mask: np.ndarray) -> Tuple[int, int]:
+def farthest_from_border(mask: np.ndarray) -> tuple[int, int]:
     """The mask pixel ``(x, y)`` farthest from the mask's border (Euclidean distance
     transform; pixels outside the image count as background). First in row-major order on
-    ties."""
+    ties.
+    """
     from scipy import ndimage
 
     dist = ndimage.distance_transform_edt(np.pad(mask.astype(bool), 1))[1:-1, 1:-1]
@@ -53,8 +54,8 @@ def farthest_from_border(mask: np.ndarray) -> Tuple[int, int]:
     return x, y
 
 
-def jitter_box(box: Tuple[int, int, int, int], shape: Tuple[int, int], rng: np.random.Generator,
-               frac: float = 0.1, px: float = 2.0) -> Tuple[float, float, float, float]:
+def jitter_box(box: tuple[int, int, int, int], shape: tuple[int, int], rng: np.random.Generator,
+               frac: float = 0.1, px: float = 2.0) -> tuple[float, float, float, float]:
     H, W = shape
     x0, y0, x1, y1 = box
     w, h = x1 - x0 + 1, y1 - y0 + 1
@@ -68,7 +69,7 @@ def jitter_box(box: Tuple[int, int, int, int], shape: Tuple[int, int], rng: np.r
     return float(nx0), float(ny0), float(nx1), float(ny1)
 
 
-def random_pixel(mask: np.ndarray, rng: np.random.Generator, interior_bias: float = 0.5) -> Tuple[int, int]:
+def random_pixel(mask: np.ndarray, rng: np.random.Generator, interior_bias: float = 0.5) -> tuple[int, int]:
     """A random mask pixel; with ``interior_bias`` probability weighted by distance to the border."""
     ys, xs = np.nonzero(mask)
     if rng.random() < interior_bias:
@@ -84,7 +85,8 @@ def random_pixel(mask: np.ndarray, rng: np.random.Generator, interior_bias: floa
 
 def simulate(mask: np.ndarray, rng: np.random.Generator, weights=(0.4, 0.3, 0.3)) -> Prompt:  # type: ignore[no-untyped-def]
     """A random training prompt for one object: a (jittered) box, a single positive point
-    (the farthest-from-border pixel or a random interior one), or a positive+negative set."""
+    (the farthest-from-border pixel or a random interior one), or a positive+negative set.
+    """
     mask = mask.astype(bool)
     kind = rng.choice(3, p=np.asarray(weights) / np.sum(weights))
     if kind == 0:
@@ -113,9 +115,10 @@ def simulate(mask: np.ndarray, rng: np.random.Generator, weights=(0.4, 0.3, 0.3)
     return Prompt(points=np.array(pts, np.float32), labels=np.array(lab), kind="points")
 
 
-def correction_point(pred: np.ndarray, mask: np.ndarray) -> Optional[Tuple[Tuple[int, int], int]]:
+def correction_point(pred: np.ndarray, mask: np.ndarray) -> tuple[tuple[int, int], int] | None:
     """Next click: the pixel farthest from the border of the largest error region; label 1
-    where the object was missed, 0 where the prediction leaks. None if there is no error."""
+    where the object was missed, 0 where the prediction leaks. None if there is no error.
+    """
     from scipy import ndimage
 
     err = pred.astype(bool) ^ mask.astype(bool)
@@ -129,6 +132,6 @@ def correction_point(pred: np.ndarray, mask: np.ndarray) -> Optional[Tuple[Tuple
     return (x, y), int(mask[y, x])
 
 
-def objects(masks: np.ndarray, min_size: int = 40) -> List[np.ndarray]:
+def objects(masks: np.ndarray, min_size: int = 40) -> list[np.ndarray]:
     """Every object mask with at least ``min_size`` pixels (masks are components already)."""
     return [m for m in masks if m.sum() >= min_size]

@@ -126,7 +126,13 @@ def test_distill_lowers_loss_and_resumes(small_cache, tmp_path: Path) -> None:
 
 
 def test_decoder_training_lowers_loss(small_cache, tmp_path: Path) -> None:
-    from hrmedsegsam.training.decoder import DecoderConfig, DecoderData, decode_prompts, mask_losses, train_decoder
+    from hrmedsegsam.training.decoder import (
+        DecoderConfig,
+        DecoderData,
+        decode_prompts,
+        mask_losses,
+        train_decoder,
+    )
     from hrmedsegsam.training.prompts import Prompt, tight_box
 
     cache, model = small_cache
@@ -157,7 +163,12 @@ def test_teacher_box_steps(small_cache, tmp_path: Path) -> None:
     from such answers run and are logged as teacher-box steps."""
     from hrmedsegsam import teacher
     from hrmedsegsam.masks import dice
-    from hrmedsegsam.training.decoder import DecoderConfig, DecoderData, teacher_masks, train_decoder
+    from hrmedsegsam.training.decoder import (
+        DecoderConfig,
+        DecoderData,
+        teacher_masks,
+        train_decoder,
+    )
     from hrmedsegsam.training.prompts import tight_box
 
     if not teacher.is_available():
