@@ -5,6 +5,19 @@ and zero-padded bottom/right). Output ``(B, 256, 64, 64)``: a SAM-compatible ima
 embedding on a 64x64 token grid (one token per 16x16 input pixels). Cost is linear in the
 number of tokens: attention is computed as ``phi(q) (phi(k)^T v)`` and never forms an
 N x N matrix.
+
+Two layouts share this module (the weights file's config says which):
+
+- ``stem="patch"``, ``mid_dim=None`` (the first design, DESIGN §2): one 16x16 patch
+  convolution, two MBConv blocks, 2 + 6 + 2 gated linear-attention blocks all at 64x64
+  tokens and 96 channels, neck;
+- ``stem="conv"``, ``mid_dim=128`` (hierarchical, second design): a convolutional stem
+  (4x4 patchify to 1/4, then two 3x3 stride-2 convolutions to 1/16, so each token sees
+  its neighbourhood through real convolutions instead of one linear projection of its own
+  patch), the first 2 blocks at 64x64 x 96, the middle 6 blocks at 32x32 x ``mid_dim``
+  (a quarter of the tokens: more channels for global context at less memory traffic), then
+  back to 64x64 (upsampled and added to the 64x64 features) for the last 2 blocks and the
+  neck. Measured in the model card: faster than the first design and a better student.
 """
 
 from __future__ import annotations
@@ -141,10 +154,30 @@ class LGViTBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class ConvStem(nn.Module):
+    """``(B, 3, S, S)`` -> ``(B, dim, S/16, S/16)``: 4x4 patchify conv to S/4 (the slices are
+    grey and at most 512 px native, so the 1024 frame holds no finer detail), then two 3x3
+    stride-2 convolutions with BatchNorm and GELU."""
+
+    def __init__(self, dim: int, widths: Tuple[int, int] = (32, 64)) -> None:
+        super().__init__()
+        a, b = widths
+        self.layers = nn.Sequential(
+            nn.Conv2d(3, a, 4, stride=4), nn.BatchNorm2d(a), nn.GELU(),
+            nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.GELU(),
+            nn.Conv2d(b, dim, 3, stride=2, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
 class LGViT(nn.Module):
     """Image encoder: ``(B, 3, S, S)`` in [0, 1] -> ``(B, out_chans, S/16, S/16)``.
 
-    S = 1024 gives the 64x64 grid the prompt encoder and decoder expect.
+    S = 1024 gives the 64x64 grid the prompt encoder and decoder expect. ``depths`` are the
+    block counts of the three attention stages; with ``mid_dim`` the middle stage runs at
+    half the token grid with ``mid_dim`` channels (see the module docstring).
     """
 
     def __init__(
@@ -157,14 +190,26 @@ class LGViT(nn.Module):
         heads: Tuple[int, ...] = (6, 12, 24),
         mlp_ratio: float = 2.0,
         out_chans: int = 256,
+        stem: str = "patch",
+        mid_dim: int | None = None,
     ) -> None:
         super().__init__()
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
+        if len(depths) != 3 or len(heads) != 3:
+            raise ValueError("depths and heads need three stages")
         self.img_size = img_size
-        self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size)
+        self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size) if stem == "patch" else ConvStem(dim)
         self.mbconv = nn.Sequential(*[MBConv(dim) for _ in range(mbconv_depth)])
+        self.mid_dim = mid_dim
+        stage_dims = (dim, mid_dim or dim, dim)
+        self.stage_sizes = tuple(depths)
         self.blocks = nn.ModuleList(
-            LGViTBlock(dim, h, mlp_ratio) for depth, h in zip(depths, heads) for _ in range(depth)
+            LGViTBlock(d, h, mlp_ratio) for depth, h, d in zip(depths, heads, stage_dims) for _ in range(depth)
         )
+        if mid_dim is not None:
+            self.down = nn.Sequential(nn.Conv2d(dim, mid_dim, 2, stride=2), LayerNorm2d(mid_dim))
+            self.up = nn.Conv2d(mid_dim, dim, 1)
         self.norm = nn.LayerNorm(dim)
         self.neck = nn.Sequential(
             nn.Conv2d(dim, out_chans, 1, bias=False),
@@ -184,9 +229,25 @@ class LGViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.mbconv(self.patch_embed(x))
         b, c, h, w = x.shape
-        t = x.flatten(2).transpose(1, 2)
-        for block in self.blocks:
-            t = block(t, (h, w))
+        t = x.flatten(2).transpose(1, 2)  # (B, N, C), row-major on the h x w grid
+        if self.mid_dim is None:
+            for block in self.blocks:
+                t = block(t, (h, w))
+        else:
+            n1, n2, _ = self.stage_sizes
+            for block in self.blocks[:n1]:
+                t = block(t, (h, w))
+            fine = t.reshape(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, h, w) channels-last view
+            coarse = self.down(fine)  # (B, mid, h/2, w/2)
+            h2, w2 = coarse.shape[-2:]
+            u = coarse.flatten(2).transpose(1, 2)
+            for block in self.blocks[n1 : n1 + n2]:
+                u = block(u, (h2, w2))
+            u = self.up(u.reshape(b, h2, w2, -1).permute(0, 3, 1, 2))
+            fine = fine + F.interpolate(u, size=(h, w), mode="bilinear", align_corners=False)
+            t = fine.permute(0, 2, 3, 1).reshape(b, h * w, c)
+            for block in self.blocks[n1 + n2 :]:
+                t = block(t, (h, w))
         t = self.norm(t)
         # Tokens (B, N, C) viewed as a channels-last image; the neck's 1x1 conv and layer
         # norms work on that layout directly. The embedding is returned contiguous.
@@ -198,4 +259,4 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["LGViT", "LGViTBlock", "GatedLinearAttention", "Rope2D", "MBConv", "LayerNorm2d", "count_parameters"]
+__all__ = ["LGViT", "ConvStem", "LGViTBlock", "GatedLinearAttention", "Rope2D", "MBConv", "LayerNorm2d", "count_parameters"]

@@ -17,7 +17,14 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "encoder_depths": (2, 6, 2),
     "encoder_heads": (6, 12, 24),
     "decoder_mlp_dim": 256,
+    # First design (the defaults, so older weights files load): 16x16 patch stem, all
+    # stages at 64x64. New training runs use NEW_ENCODER (model card, "encoder").
+    "encoder_stem": "patch",
+    "encoder_mid_dim": None,
 }
+
+#: The hierarchical encoder with a convolutional stem (see :mod:`hrmedsegsam.model.encoder`).
+NEW_ENCODER: Dict[str, Any] = {"encoder_stem": "conv", "encoder_mid_dim": 128, "encoder_heads": (6, 8, 24)}
 
 
 class HRMedSegSAM(PromptableModel):
@@ -35,6 +42,8 @@ class HRMedSegSAM(PromptableModel):
             dim=int(cfg["encoder_dim"]),
             depths=tuple(cfg["encoder_depths"]),
             heads=tuple(cfg["encoder_heads"]),
+            stem=str(cfg["encoder_stem"]),
+            mid_dim=None if cfg["encoder_mid_dim"] is None else int(cfg["encoder_mid_dim"]),
         )
         grid = self.image_size // 16
         self.prompt_encoder = build_prompt_encoder(self.image_size, (grid, grid))

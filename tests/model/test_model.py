@@ -22,12 +22,29 @@ def test_parameter_budget(model) -> None:
     assert 1_400_000 <= count_parameters(model.image_encoder) <= 1_800_000
 
 
-def test_encoder_output_shape() -> None:
-    enc = LGViT().eval()
+def test_hierarchical_encoder_within_the_budget() -> None:
+    from hrmedsegsam.model.hrmedsegsam import NEW_ENCODER
+
+    model = build_model("hrmedsegsam", NEW_ENCODER)
+    assert count_parameters(model) <= 4_500_000
+    enc = model.image_encoder
+    assert enc.mid_dim == 128 and [b.norm1.normalized_shape[0] for b in enc.blocks] == [96] * 2 + [128] * 6 + [96] * 2
+
+
+@pytest.mark.parametrize("layout", [{}, {"stem": "conv", "mid_dim": 128, "heads": (6, 8, 24)}])
+def test_encoder_output_shape(layout) -> None:
+    enc = LGViT(**layout).eval()
     with torch.inference_mode():
         out = enc(torch.rand(1, 3, 1024, 1024))
     assert out.shape == (1, 256, 64, 64)
     assert torch.isfinite(out).all()
+
+
+def test_hierarchical_encoder_learns_through_both_scales() -> None:
+    enc = LGViT(img_size=256, stem="conv", mid_dim=128, heads=(6, 8, 24))
+    enc(torch.rand(1, 3, 256, 256)).pow(2).mean().backward()
+    for part in (enc.patch_embed, enc.blocks[0], enc.down, enc.blocks[4], enc.up, enc.blocks[-1]):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
 
 
 def test_encoder_is_position_aware() -> None:
