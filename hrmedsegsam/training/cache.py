@@ -6,7 +6,11 @@ Layout of a cache folder::
     teacher/00000.npy     LiteMedSAM embedding (256, 64, 64) float16
     student/00000.npy     our encoder's embedding after distillation, float16
 
-Building is resumable: existing files are kept.
+    plan.json             the frame plan the samples were made from (data.frame_plan)
+
+Building is resumable: existing files are kept, and samples are made and teacher-embedded
+one at a time in plan order, so a distillation run can start on the first ones while the
+cache grows. A cache made from another plan is refused (its indices would mean other frames).
 """
 
 from __future__ import annotations
@@ -18,13 +22,66 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from hrmedsegsam.training.data import Sample, load_sample, save_sample, to_frame
+from hrmedsegsam.errors import InputError
+from hrmedsegsam.training.data import FrameSpec, Sample, VolumeCache, load_sample, make_sample, save_sample, to_frame
 
 log = logging.getLogger("hrmedsegsam.training")
 
 
 def sample_paths(cache: Path) -> List[Path]:
     return sorted((Path(cache) / "samples").glob("*.npz"))
+
+
+def write_plan(cache: Path, specs: List[FrameSpec]) -> None:
+    """Record ``specs`` in ``cache/plan.json``; refuse a cache that was made from another plan."""
+    import dataclasses
+    import json
+
+    path = Path(cache) / "plan.json"
+    text = json.dumps([dataclasses.asdict(s) for s in specs])
+    if path.is_file():
+        if path.read_text(encoding="utf-8") != text:
+            raise InputError(f"{cache} was built from another frame plan (other data or seed): use a new --cache folder")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("plan.json.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def build_cache(cache: Path, specs: List[FrameSpec], volumes: VolumeCache, teacher=None,  # type: ignore[no-untyped-def]
+                limit: Optional[int] = None, progress: bool = True) -> int:
+    """Make each planned sample that is missing and, with a ``teacher``, its embedding, one
+    index at a time (so the cache is usable while it grows); ``limit``: first N only.
+    Returns the number of teacher embeddings present."""
+    import torch
+    from tqdm import tqdm
+
+    write_plan(cache, specs)
+    sd, td = Path(cache) / "samples", Path(cache) / "teacher"
+    sd.mkdir(parents=True, exist_ok=True)
+    td.mkdir(parents=True, exist_ok=True)
+    if teacher is not None:
+        teacher.eval()
+    done = 0
+    for i, spec in enumerate(tqdm(specs[:limit], desc="cache", disable=not progress)):
+        sp, tp = sd / f"{i:05d}.npz", td / f"{i:05d}.npy"
+        sample = None
+        if not sp.exists():
+            sample = make_sample(spec, volumes)
+            tmp = sd / f"{i:05d}.tmp.npz"
+            save_sample(tmp, sample)
+            tmp.replace(sp)
+        if teacher is not None and not tp.exists():
+            sample = sample if sample is not None else load_sample(sp)
+            frame, _ = to_frame(sample.image, teacher.image_size)
+            with torch.inference_mode():
+                emb = teacher.encode(frame.contiguous())[0].float().cpu().numpy().astype(np.float16)
+            tmp = td / f"{i:05d}.tmp.npy"
+            np.save(tmp, emb)
+            tmp.replace(tp)
+        done += int(tp.exists())
+    return done
 
 
 def write_samples(cache: Path, samples: List[Sample]) -> int:

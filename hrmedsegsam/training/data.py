@@ -9,8 +9,15 @@ inference agree.
 
 Sources (DESIGN §3): the CT/MR volumes of the development data folder (labels brought onto
 the image grid by physical space with :func:`hrmedsegsam.io.resample_labels_to`) and
-unlabeled 2D images (pydicom-data, scikit-image). The split is by whole volume: see
-:data:`HOLDOUT` and :data:`EXCLUDED`.
+unlabeled 2D images (pydicom-data, scikit-image). The split is by patient: see
+:data:`HOLDOUT` (never trained on), :data:`DUPLICATES` and :data:`VALIDATION_SLICES` (round
+selection, carved from a training patient).
+
+Training frames are *scale-faithful* (DESIGN §3.3, :mod:`hrmedsegsam.training.scale`):
+low-resolution volumes and crops are resampled to clinical pixel sizes and placed in a
+clinical field of view, so objects take the sizes in the 1024 frame that full-size clinical
+slices give them. :func:`frame_plan` lists every frame as a small :class:`FrameSpec`
+(cheap, deterministic for a seed); :func:`make_sample` materialises one.
 """
 
 from __future__ import annotations
@@ -27,12 +34,21 @@ from hrmedsegsam.intensity import PRESETS, apply_window, percentile_window
 
 DATA_ENV = "HRMEDSEGSAM_DATA"
 
-# Held out for the model card (never trained on, not even for distillation).
-HOLDOUT = ("ct_thorax_small",)
-# ct_body_3mm is the same patient and scan as ct_thorax_small: its slices 82..111 are
-# pixel-identical to ct_thorax_small's 0..29 (checked when this split was made), so the
-# whole volume is excluded from all training.
-EXCLUDED = ("ct_body_3mm",)
+# Held out for the model card (never trained on, not even for distillation): manual labels
+# at clinical resolution, patients seen nowhere else.
+HOLDOUT = ("ct_abdomen_amos", "ct_liver_3slice")
+# Volumes that repeat another one: ct_thorax_small is slices 82..111 of ct_body_3mm
+# (pixel-identical), so only ct_body_3mm is used.
+DUPLICATES = {"ct_thorax_small": "ct_body_3mm"}
+# Round selection (``train validate``): a slab of a training patient that no stage trains
+# on (liver, spleen, kidneys, stomach, pancreas in TotalSegmentator's labels), plus the
+# clinical-size 2D slices of png_slices_sammed2d (other patients, not trained on either).
+VALIDATION_VOLUME = "ct_body_3mm"
+VALIDATION_SLICES = range(100, 112)
+VALIDATION_MARGIN = 2  # 3 mm neighbours of the slab are nearly the same image: not trained on
+VALIDATION_2D = "png_slices_sammed2d"
+# Kept for readers of older model cards; nothing is excluded any more.
+EXCLUDED: tuple[str, ...] = ()
 
 CT_WINDOWS: Tuple[Tuple[float, float], ...] = (
     PRESETS["abdomen"], PRESETS["lung"], PRESETS["bone"], (-1000.0, 1000.0),
@@ -153,6 +169,7 @@ class LabelledVolume:
     array: np.ndarray  # (z, y, x) raw intensities
     masks: Dict[str, np.ndarray]  # name -> (z, y, x) bool, on the image grid
     kind: str  # "ct" or "mr"
+    spacing_zyx: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # mm
 
 
 def load_volume(data_dir: Path, name: str) -> LabelledVolume:
@@ -167,7 +184,7 @@ def load_volume(data_dir: Path, name: str) -> LabelledVolume:
             p = d / f"{tissue}_probability.nii.gz"
             if p.is_file():
                 masks[tissue] = resample_labels_to(p, vol) > 127
-        return LabelledVolume(name, vol.array, masks, "mr")
+        return LabelledVolume(name, vol.array, masks, "mr", vol.spacing_zyx)
     vol = read_volume(d / "image.nii.gz")
     masks: Dict[str, np.ndarray] = {}
     if (d / "masks").is_dir():
@@ -180,13 +197,25 @@ def load_volume(data_dir: Path, name: str) -> LabelledVolume:
         for v in np.unique(lab):
             if v:
                 masks[f"{lp.name}:{int(v)}"] = lab == v
-    return LabelledVolume(name, vol.array, masks, "ct")
+    return LabelledVolume(name, vol.array, masks, "ct", vol.spacing_zyx)
 
 
 def training_volume_names(data_dir: Path) -> List[str]:
-    """Development volumes used for training: all but :data:`HOLDOUT` and :data:`EXCLUDED`."""
-    names = sorted(p.name for p in Path(data_dir).iterdir() if p.is_dir())
-    return [n for n in names if n not in HOLDOUT and n not in EXCLUDED]
+    """Development volumes used for training: every volume folder (with ``image.nii.gz`` or
+    ``t1.nii.gz``) but :data:`HOLDOUT` and :data:`DUPLICATES`."""
+    names = sorted(p.name for p in Path(data_dir).iterdir()
+                   if p.is_dir() and ((p / "image.nii.gz").is_file() or (p / "t1.nii.gz").is_file()))
+    return [n for n in names if n not in HOLDOUT and n not in DUPLICATES and n not in EXCLUDED]
+
+
+def training_slices(vol: LabelledVolume, axis: int) -> range:
+    """Indices along ``axis`` that may be trained on; axial slices of the validation slab
+    (and its margin) are not. For reformats (axis 1, 2) see :func:`make_sample` (the slab's
+    rows are cut off)."""
+    n = vol.array.shape[axis]
+    if vol.name == VALIDATION_VOLUME and axis == 0:
+        return range(0, min(n, VALIDATION_SLICES.start - VALIDATION_MARGIN))
+    return range(0, n)
 
 
 def slice_sample(vol: LabelledVolume, z: int, window: Optional[Tuple[float, float]] = None,
@@ -304,39 +333,186 @@ def augment(sample: Sample, rng: np.random.Generator, geometric: bool = True, in
 # --------------------------------------------------------------------------- data sets
 
 
-def distillation_samples(data_dir: Optional[Path], seed: int = 0, ct_every: int = 2, mr_every: int = 6,
-                         aug_copies: int = 1) -> List[Sample]:
-    """The distillation / decoder-training set in priority order (most useful first):
-    axial CT slices under the abdomen window, then augmented copies under other CT windows,
-    MR slices in three orientations, and the unlabeled 2D images."""
+@dataclass(frozen=True)
+class FrameSpec:
+    """One training frame, before it is made: ``volume`` (a development volume's folder name,
+    or ``"2d"`` for :func:`unlabeled_images`), ``axis`` (0 axial, 1 coronal, 2 sagittal),
+    slice ``index`` along it, CT ``window`` (None: abdomen for CT, percentile for MR),
+    ``spacing`` (mm: resample to it; None: native), ``canvas_mm`` (field of view to place the
+    slice in; None: none), ``augment`` and the ``seed`` of its random choices."""
+
+    volume: str
+    axis: int
+    index: int
+    window: Optional[Tuple[float, float]] = None
+    spacing: Optional[float] = None
+    canvas_mm: Optional[float] = None
+    augment: bool = False
+    seed: int = 0
+
+
+WIDE = (-1000.0, 1000.0)
+BRAIN = PRESETS["brain"]
+
+
+def frame_plan(data_dir: Optional[Path], seed: int = 0) -> List[FrameSpec]:
+    """Every training frame (over 2,000), shuffled so any prefix mixes all sources.
+
+    - ``ct_thorax_512`` (clinical 512 slices): every axial slice under the abdomen, lung,
+      bone and wide windows; coronal and sagittal reformats (every 4th, resampled to
+      isotropic pixels) under abdomen and lung windows;
+    - ``ct_body_3mm`` (3 mm, a whole body section): axial slices outside the validation slab,
+      three copies each, resampled to 0.6-1.0 mm in a 360-480 mm field of view; reformats;
+    - ``ct_aorta_1p5mm``, ``ct_pulmonary_1p5mm`` (180 mm crops): resampled to 0.6-1.0 mm and
+      placed in a 300-450 mm field of view (air around), so vessels and the heart take
+      clinical in-frame sizes; reformats;
+    - ``ct_head_atlas``: brain and bone windows at 0.45-0.6 mm; ``mr_brain_mni152``: native
+      1 mm, three orientations; the unlabeled 2D images at their own size.
+    """
     rng = np.random.default_rng(seed)
-    first: List[Sample] = []
-    later: List[Sample] = []
+    plan: List[FrameSpec] = []
+
+    def add(volume: str, axis: int, index: int, window: Optional[Tuple[float, float]] = None,
+            spacing: Optional[Tuple[float, float]] = None, canvas: Optional[Tuple[float, float]] = None,
+            augment: float = 0.3) -> None:
+        plan.append(FrameSpec(
+            volume, axis, index, window,
+            None if spacing is None else round(float(rng.uniform(*spacing)), 3),
+            None if canvas is None else round(float(rng.uniform(*canvas)), 1),
+            bool(rng.random() < augment), int(rng.integers(2**31)),
+        ))
+
     if data_dir is not None:
-        for name in training_volume_names(data_dir):
-            vol = load_volume(data_dir, name)
-            if vol.kind == "ct":
-                nz = vol.array.shape[0]
-                for z in range(int(rng.integers(ct_every)), nz, ct_every):
-                    first.append(slice_sample(vol, z))
-                    for _ in range(aug_copies):
-                        w = CT_WINDOWS[int(rng.integers(len(CT_WINDOWS)))]
-                        zz = int(np.clip(z + rng.integers(-1, 2), 0, nz - 1))
-                        later.append(augment(slice_sample(vol, zz, w), rng))
-                for axis in (1, 2):
-                    for z in range(vol.array.shape[axis] // 5, 4 * vol.array.shape[axis] // 5, 12):
-                        later.append(augment(slice_sample(vol, z, PRESETS["abdomen"], axis=axis), rng))
-            else:
-                for axis in (0, 1, 2):
-                    n = vol.array.shape[axis]
-                    for z in range(n // 6, 5 * n // 6, mr_every * (1 + axis)):
-                        s = slice_sample(vol, z, axis=axis)
-                        later.append(augment(s, rng) if rng.random() < 0.5 else s)
-    extra = list(unlabeled_images())
-    for s in list(extra):
-        extra.append(augment(s, rng, zoom=(0.3, 0.8)))
-    order = rng.permutation(len(later))
-    return first + [later[i] for i in order] + extra
+        names = set(training_volume_names(data_dir))
+        shapes = {n: _volume_shape(Path(data_dir), n) for n in names}
+        if "ct_thorax_512" in names:
+            z, y, x = shapes["ct_thorax_512"]
+            for i in range(z):
+                for w in CT_WINDOWS:
+                    add("ct_thorax_512", 0, i, w)
+            for axis, n in ((1, y), (2, x)):
+                for i in range(n // 12, n - n // 12, 4):
+                    for w in (PRESETS["abdomen"], PRESETS["lung"]):
+                        add("ct_thorax_512", axis, i, w, spacing=(0.9, 1.0))
+        if "ct_body_3mm" in names:
+            z, y, x = shapes["ct_body_3mm"]
+            for i in range(0, VALIDATION_SLICES.start - VALIDATION_MARGIN):
+                for w in (PRESETS["abdomen"], PRESETS["abdomen"], CT_WINDOWS[int(rng.integers(1, 4))]):
+                    add("ct_body_3mm", 0, i, w, spacing=(0.6, 1.0), canvas=(360, 480))
+            for axis, n in ((1, y), (2, x)):
+                for i in range(n // 8, n - n // 8, 4):
+                    add("ct_body_3mm", axis, i, PRESETS["abdomen"], spacing=(0.6, 1.0), canvas=(360, 480))
+        for crop, every in (("ct_aorta_1p5mm", 1), ("ct_pulmonary_1p5mm", 1)):
+            if crop not in names:
+                continue
+            z, y, x = shapes[crop]
+            for i in range(0, z, every):
+                add(crop, 0, i, PRESETS["abdomen"], spacing=(0.6, 1.0), canvas=(300, 450))
+                if i % 2 == 0:
+                    add(crop, 0, i, CT_WINDOWS[int(rng.integers(1, 4))], spacing=(0.6, 1.0), canvas=(300, 450))
+            for axis, n in ((1, y), (2, x)):
+                for i in range(n // 8, n - n // 8, 8):
+                    add(crop, axis, i, PRESETS["abdomen"], spacing=(0.6, 1.0), canvas=(300, 450))
+        if "ct_head_atlas" in names:
+            z, _, _ = shapes["ct_head_atlas"]
+            for i in range(z // 10, z - z // 10):
+                add("ct_head_atlas", 0, i, BRAIN, spacing=(0.45, 0.6))
+                if i % 4 == 0:
+                    add("ct_head_atlas", 0, i, PRESETS["bone"], spacing=(0.45, 0.6))
+        if "mr_brain_mni152" in names:
+            for axis, n in enumerate(shapes["mr_brain_mni152"]):
+                for i in range(n // 8, n - n // 8, 4):
+                    add("mr_brain_mni152", axis, i, augment=0.5)
+    for k in range(len(_unlabeled_cache())):
+        add("2d", 0, k, augment=0.5)
+    return [plan[i] for i in rng.permutation(len(plan))]
+
+
+def _volume_shape(data_dir: Path, name: str) -> Tuple[int, int, int]:
+    import SimpleITK as sitk
+
+    d = data_dir / name
+    f = d / "image.nii.gz" if (d / "image.nii.gz").is_file() else d / "t1.nii.gz"
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(f))
+    reader.ReadImageInformation()
+    x, y, z = reader.GetSize()
+    return z, y, x
+
+
+_UNLABELED: List[Sample] = []
+
+
+def _unlabeled_cache() -> List[Sample]:
+    if not _UNLABELED:
+        _UNLABELED.extend(unlabeled_images())
+    return _UNLABELED
+
+
+class VolumeCache:
+    """Development volumes loaded once (with their masks on the image grid)."""
+
+    def __init__(self, data_dir: Optional[Path]) -> None:
+        self.data_dir = data_dir
+        self._vols: Dict[str, LabelledVolume] = {}
+
+    def get(self, name: str) -> LabelledVolume:
+        if name not in self._vols:
+            if self.data_dir is None:
+                raise InputError(f"no development data folder for volume {name}")
+            self._vols[name] = load_volume(self.data_dir, name)
+        return self._vols[name]
+
+
+def make_sample(spec: FrameSpec, volumes: VolumeCache) -> Sample:
+    """Materialise ``spec``: the slice with its objects, resampled, placed in its canvas,
+    windowed and (if asked) augmented without zoom (zoom would undo the scale)."""
+    from hrmedsegsam.training.scale import place_in_canvas, resample_slice
+
+    rng = np.random.default_rng(spec.seed)
+    if spec.volume == "2d":
+        s = _unlabeled_cache()[spec.index]
+        return augment(s, rng, zoom=(0.6, 1.0)) if spec.augment else s
+    vol = volumes.get(spec.volume)
+    arr = np.take(vol.array, spec.index, axis=spec.axis).astype(np.float32)
+    objs: List[np.ndarray] = []
+    for m in vol.masks.values():
+        objs += components(np.take(m, spec.index, axis=spec.axis), 1)
+    if vol.kind == "ct":
+        objs += ct_intensity_objects(arr, 30)
+    masks = np.stack(objs) if objs else np.zeros((0,) + arr.shape, bool)
+    sz, sy, sx = vol.spacing_zyx
+    spacing_rc = {0: (sy, sx), 1: (sz, sx), 2: (sz, sy)}[spec.axis]
+    if spec.axis and vol.name == VALIDATION_VOLUME:
+        # Reformats of the validation patient lose the validation slab's rows.
+        keep = VALIDATION_SLICES.start - VALIDATION_MARGIN
+        arr, masks = arr[:keep], masks[:, :keep]
+    if spec.spacing is not None:
+        arr, masks = resample_slice(arr, masks, spacing_rc, spec.spacing)
+        spacing_rc = (spec.spacing, spec.spacing)
+    if spec.canvas_mm is not None:
+        side = int(round(spec.canvas_mm / spacing_rc[0]))
+        fill = float(arr.min()) if vol.kind != "ct" else -1024.0
+        arr, masks = place_in_canvas(arr, masks, (side, side), rng, fill)
+    window = spec.window
+    if window is None:
+        window = PRESETS["abdomen"] if vol.kind == "ct" else percentile_window(arr)
+    # Components of at least 30 px at the final pixel size (a resampled 3 mm object grows).
+    sizes = masks.reshape(masks.shape[0], -1).sum(1) if masks.shape[0] else np.zeros(0)
+    masks = masks[sizes >= 30]
+    sample = Sample(apply_window(arr, window), masks,
+                    f"{spec.volume}:{spec.axis}:{spec.index}:{window[0]:g},{window[1]:g}:"
+                    f"{spec.spacing or 0:g}mm:{spec.canvas_mm or 0:g}")
+    if spec.augment:
+        sample = augment(sample, rng, zoom=(1.0, 1.0))
+    return sample
+
+
+def distillation_samples(data_dir: Optional[Path], seed: int = 0) -> Iterator[Sample]:
+    """Every sample of :func:`frame_plan`, in plan order (made one at a time)."""
+    volumes = VolumeCache(data_dir)
+    for spec in frame_plan(data_dir, seed):
+        yield make_sample(spec, volumes)
 
 
 def save_sample(path: Path, sample: Sample) -> None:
@@ -359,6 +535,7 @@ def require_data_dir(path: Optional[str]) -> Path:
 
 
 __all__: Sequence[str] = [
-    "Sample", "HOLDOUT", "EXCLUDED", "to_frame", "components", "augment", "distillation_samples",
+    "Sample", "HOLDOUT", "DUPLICATES", "VALIDATION_VOLUME", "VALIDATION_SLICES", "VALIDATION_2D", "to_frame",
+    "components", "augment", "distillation_samples", "frame_plan", "FrameSpec", "make_sample", "VolumeCache",
     "load_volume", "slice_sample", "unlabeled_images", "save_sample", "load_sample", "default_data_dir",
 ]
