@@ -55,7 +55,10 @@ def register_train(subparsers: Any) -> None:
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--crop", type=int, default=512, help="crop of the 1024 frame (multiple of 16)")
     s.add_argument("--full-frame-prob", type=float, default=0.15)
-    s.add_argument("--init", type=Path, default=None, help="weights file or checkpoint to start from")
+    s.add_argument("--init", type=Path, default=None,
+                   help="weights file or checkpoint to start from (tensors of the same name and shape)")
+    s.add_argument("--encoder", choices=("first", "hierarchical"), default="hierarchical",
+                   help="encoder layout of a new run: the first design or the hierarchical one (model card)")
     s.set_defaults(func=cmd_distill)
 
     s = stages.add_parser("decoder", help="train prompt encoder + ECM decoder on frozen encoder embeddings")
@@ -101,7 +104,7 @@ def register_train(subparsers: Any) -> None:
     s.add_argument("--data", default=None, help="development data folder (default ../shared/data or $HRMEDSEGSAM_DATA)")
     s.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     s.add_argument("--threads", type=int, default=2)
-    s.add_argument("--seed", type=int, default=0, help="seed of the label-free region boxes")
+    s.add_argument("--no-fidelity", action="store_true", help="skip the encoder fidelity (R^2) part")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_validate)
 
@@ -118,6 +121,8 @@ def register_evaluate(subparsers: Any) -> None:
     p.add_argument("image", type=Path)
     p.add_argument("labels", type=Path, help="label map file, or a folder of binary mask files")
     p.add_argument("--prompts", default="box,point", help="comma-separated: box, point")
+    p.add_argument("--clicks", type=int, default=0,
+                   help="interactive protocol: up to N corrective clicks after each prompt (DESIGN §6 uses 5)")
     p.add_argument("--models", default="hrmedsegsam,litemedsam", help="comma-separated model names or weight files")
     p.add_argument("--every", type=int, default=1, help="evaluate every N-th axial slice")
     p.add_argument("--window", type=float, nargs=2, default=(-160.0, 240.0), metavar=("LO", "HI"))
@@ -142,26 +147,30 @@ def _threads(n: int) -> None:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from hrmedsegsam.teacher import load_litemedsam
-    from hrmedsegsam.training.cache import embed_cache, write_samples
-    from hrmedsegsam.training.data import distillation_samples, require_data_dir
+    from hrmedsegsam.training.cache import build_cache
+    from hrmedsegsam.training.data import VolumeCache, frame_plan, require_data_dir
 
     _threads(args.threads)
     data = require_data_dir(args.data)
-    samples = distillation_samples(data, seed=args.seed)
-    n = write_samples(args.cache, samples)
-    print(f"{n} samples in {args.cache}/samples", file=sys.stderr)
-    embed_cache(args.cache, load_litemedsam(), "teacher", limit=args.limit, progress=not args.no_progress)
+    specs = frame_plan(data, seed=args.seed)
+    print(f"{len(specs)} frames planned for {args.cache}", file=sys.stderr)
+    n = build_cache(args.cache, specs, VolumeCache(data), teacher=load_litemedsam(), limit=args.limit,
+                    progress=not args.no_progress)
+    print(f"{n} teacher embeddings in {args.cache}/teacher", file=sys.stderr)
     return 0
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from hrmedsegsam.training.distill import DistillConfig, distill
 
-    if args.crop % 16:
-        raise InputError("--crop must be a multiple of 16")
+    from hrmedsegsam.model.hrmedsegsam import NEW_ENCODER
+
+    if args.crop % 32:
+        raise InputError("--crop must be a multiple of 32")
     cfg = DistillConfig(cache=args.cache, run_dir=args.run, steps=args.steps, batch=args.batch, lr=args.lr,
                         crop=args.crop, full_frame_prob=args.full_frame_prob, max_minutes=args.max_minutes,
-                        seed=args.seed, threads=args.threads, init=args.init, progress=not args.no_progress)
+                        seed=args.seed, threads=args.threads, init=args.init, progress=not args.no_progress,
+                        config=dict(NEW_ENCODER) if args.encoder == "hierarchical" else None)
     try:
         out = distill(cfg)
     except FileNotFoundError as exc:
@@ -240,7 +249,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for m in models:
         if m not in ("hrmedsegsam", "litemedsam") and not Path(m).is_file():
             raise InputError(f"weights file not found: {m}")
-    result = validate(models, require_data_dir(args.data), seed=args.seed, progress=not args.no_progress)
+    result = validate(models, require_data_dir(args.data), progress=not args.no_progress,
+                      fidelity=not args.no_fidelity)
     print(format_validation(result))
     names = list(result["models"])
     for earlier, later in zip(names, names[1:]):
@@ -283,10 +293,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.image, args.labels, models=[m for m in args.models.split(",") if m],
         prompts=[p for p in args.prompts.split(",") if p], every=args.every, window=tuple(args.window),
         propagate3d=args.propagate, organs=[o for o in args.organs.split(",") if o], min_size=args.min_size,
-        device=args.device, progress=not args.no_progress,
+        device=args.device, progress=not args.no_progress, clicks=args.clicks,
     )
     print(format_table(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        tmp.replace(args.json)
     return 0

@@ -2,7 +2,7 @@
 
 Student input: the sample at the 1024 frame; target: the teacher's cached ``(256, 64, 64)``
 embedding of the same native image at its 256 frame. Loss: MSE. To fit a CPU, most steps
-use a random ``crop``-pixel window of the 1024 frame (aligned to the 16-pixel token grid)
+use a random ``crop``-pixel window of the 1024 frame (aligned to a 32-pixel grid)
 against the matching window of the target (the encoder is isotropic and its position code
 is relative, so crops train the same weights at a fraction of the cost); a share of steps
 uses the whole frame so the global context is learnt too.
@@ -42,6 +42,8 @@ class DistillConfig:
     threads: int = 2
     init: Optional[Path] = None  # weights file or checkpoint to start the encoder from
     progress: bool = True
+    config: Optional[Dict[str, object]] = None  # model config (e.g. model.hrmedsegsam.NEW_ENCODER)
+    refresh_every: int = 200  # re-list the cache's teacher embeddings (it may still be growing)
 
 
 def _pairs(cache: Path) -> List[Path]:
@@ -62,7 +64,7 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
     torch.set_num_threads(cfg.threads)
     setup_logging(cfg.run_dir)
     ckpt_path = cfg.run_dir / "checkpoint.pt"
-    model = model if model is not None else build_model("hrmedsegsam")
+    model = model if model is not None else build_model("hrmedsegsam", cfg.config)
     enc = model.image_encoder
     opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
@@ -76,7 +78,7 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
     if not pairs:
         raise FileNotFoundError(f"no cached samples with teacher embeddings in {cfg.cache}")
     if ck is None and cfg.init is not None:
-        _load_init(model, cfg.init)
+        _load_init(model, cfg.init, partial=True)
     elif ck is None:
         calibrate_neck(enc, [Path(cfg.cache) / "teacher" / (p.stem + ".npy") for p in pairs[:32]])
     rng = np.random.default_rng(cfg.seed + step)
@@ -88,6 +90,8 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
     losses: List[float] = []
     bar = tqdm(total=cfg.steps, initial=step, desc="distill", disable=not cfg.progress)
     while step < cfg.steps and not budget.over():
+        if step % cfg.refresh_every == 0:
+            pairs = _pairs(cfg.cache)
         full = rng.random() < cfg.full_frame_prob or cfg.crop >= S
         xs, ys = [], []
         for _ in range(cfg.batch if not full else 1):
@@ -97,8 +101,9 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
             target = torch.from_numpy(np.load(Path(cfg.cache) / "teacher" / (p.stem + ".npy")).astype(np.float32))
             if not full:
                 c = cfg.crop
-                r0 = int(rng.integers(0, max(0, h - c // 2) // 16 + 1)) * 16
-                c0 = int(rng.integers(0, max(0, w - c // 2) // 16 + 1)) * 16
+                # Aligned to 32 px: the hierarchical encoder pairs tokens 2x2 as on the whole frame.
+                r0 = int(rng.integers(0, max(0, h - c // 2) // 32 + 1)) * 32
+                c0 = int(rng.integers(0, max(0, w - c // 2) // 32 + 1)) * 32
                 r0, c0 = min(r0, S - c), min(c0, S - c)
                 frame = frame[..., r0 : r0 + c, c0 : c0 + c]
                 target = target[:, r0 // 16 : (r0 + c) // 16, c0 // 16 : (c0 + c) // 16]
@@ -151,7 +156,9 @@ def calibrate_neck(enc, target_files: List[Path]) -> None:  # type: ignore[no-un
              float(std.mean()))
 
 
-def _load_init(model, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _load_init(model, path: Path, partial: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Load weights from a weights file or checkpoint; ``partial``: only the tensors whose
+    name and shape match (a new encoder layout keeps what it shares with the old one)."""
     import torch
 
     from hrmedsegsam.model.build import read_weights
@@ -161,5 +168,12 @@ def _load_init(model, path: Path) -> None:  # type: ignore[no-untyped-def]
         state = read_weights(path)["state_dict"]
     except Exception:  # noqa: BLE001 - fall back to a training checkpoint
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    if partial:
+        own = model.state_dict()
+        keep = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        model.load_state_dict(keep, strict=False)
+        log.info("initialised %d of %d tensors from %s", len(keep), len(own), path)
+        return
+    model.load_state_dict(state)
     log.info("initialised from %s", path)

@@ -8,6 +8,15 @@ the image edge counting as border). Window: CT -160..240 unless given. Dice of t
 predicted mask against the component; mean over objects, overall and by size (< 1000 px
 "small", >= 1000 px "large"). All models see exactly the same objects.
 
+Interactive refinement (``clicks`` > 0): from the box (and from the single point), up to
+``clicks`` corrective clicks, each at the pixel farthest from the border of the largest
+error region (positive in a missed region, negative in a false one; the box stays), with
+the previous low-res logits fed back as ``mask_input``; Dice after 0, 1, 3 and 5 clicks
+(an object without error keeps its Dice for the remaining clicks).
+
+Per structure: mean Dice of each prompt type per reference label name (label names from
+``label_names.json`` next to the labels, or TotalSegmentator's names file).
+
 3D: for each large organ (liver, spleen, kidneys by default), a box on its middle slice
 (the middle of its z extent; the nearest slice that contains it), the predicted mask
 propagated through the volume with :func:`hrmedsegsam.volume.propagate`, and the 3D Dice
@@ -26,9 +35,10 @@ import numpy as np
 
 from hrmedsegsam.errors import InputError
 from hrmedsegsam.masks import dice
-from hrmedsegsam.training.prompts import farthest_from_border, tight_box
+from hrmedsegsam.training.prompts import correction_point, farthest_from_border, tight_box
 
 SMALL_PX = 1000
+REPORTED_CLICKS = (0, 1, 3, 5)
 DEFAULT_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right")
 
 
@@ -51,6 +61,13 @@ class Reference:
 
 
 def _find_label_names(labels_path: Path) -> Dict[int, str]:
+    for d in [labels_path.parent, labels_path.parent.parent]:
+        f = d / "label_names.json"
+        if f.is_file():
+            try:
+                return {int(k): str(v) for k, v in json.loads(f.read_text(encoding="utf-8")).items()}
+            except (ValueError, TypeError, AttributeError):
+                return {}
     for d in [labels_path.parent, labels_path.parent.parent, labels_path.parent.parent.parent]:
         f = d / "totalsegmentator_label_names.json"
         if f.is_file():
@@ -112,10 +129,11 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
              prompts: Sequence[str] = ("box", "point"), every: int = 1, window: Tuple[float, float] = (-160.0, 240.0),
              propagate3d: bool = False, organs: Sequence[str] = DEFAULT_ORGANS, min_size: int = 100,
              device: Optional[str] = None, progress: bool = True,
-             slices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+             slices: Optional[Sequence[int]] = None, clicks: int = 0) -> Dict[str, Any]:
     """Run the protocol; returns a JSON-able dict with per-model, per-prompt summaries.
 
-    ``slices``: axial slice indices to evaluate instead of every ``every``-th one.
+    ``slices``: axial slice indices to evaluate instead of every ``every``-th one;
+    ``clicks``: corrective clicks of the interactive protocol after each prompt (0: none).
     """
     import torch
     from tqdm import tqdm
@@ -129,6 +147,8 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
             raise InputError(f"unknown prompt type {p!r}: use box and/or point")
     if every < 1:
         raise InputError("--every must be at least 1")
+    if not 0 <= clicks <= 20:
+        raise InputError("--clicks must be between 0 and 20")
     vol = read_volume(image)
     ref = load_reference(Path(labels), vol)
     if not ref.masks:
@@ -153,6 +173,7 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
         pred = Predictor(model)
         res: Dict[str, Any] = {}
         dices: Dict[str, List[float]] = {p: [] for p in prompts}
+        chains: Dict[str, List[List[float]]] = {p: [] for p in prompts}
         t_enc = 0.0
         for z in tqdm(sorted(by_z), desc=f"{name} slices", disable=not progress):
             t0 = time.perf_counter()
@@ -164,14 +185,23 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
                     x0, y0, x1, y1 = tight_box(m)
                     if x1 - x0 < 1 or y1 - y0 < 1:  # a 1-pixel-wide box: widen to the Predictor's minimum
                         x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-                    dices["box"].append(dice(pred.predict(box=[x0, y0, x1, y1]).mask, m))
+                    chain = refine_with_clicks(pred, m, clicks, box=[x0, y0, x1, y1])
+                    dices["box"].append(chain[0])
+                    chains["box"].append(chain)
                 if "point" in dices:
                     x, y = farthest_from_border(m)
-                    dices["point"].append(dice(pred.predict(points=[[x, y]], labels=[1]).mask, m))
+                    chain = refine_with_clicks(pred, m, clicks, points=[[x, y]], labels=[1])
+                    dices["point"].append(chain[0])
+                    chains["point"].append(chain)
         sizes = [o.size for o in objs]
         for p in prompts:
             res[p] = _summary(dices[p], sizes)
             res[p]["per_object"] = [round(v, 4) for v in dices[p]]
+            res[p]["per_structure"] = _per_structure(dices[p], [o.label for o in objs])
+            if clicks:
+                res[p]["clicks"] = {str(k): _summary([c[k] for c in chains[p]], sizes)
+                                    for k in REPORTED_CLICKS if k <= clicks}
+                res[p]["per_object_clicks"] = [[round(v, 4) for v in c] for c in chains[p]]
         res["encode_seconds_per_slice"] = round(t_enc / max(1, len(by_z)), 3)
         if propagate3d:
             res["propagate"] = _propagate(pred, vol, ref, organs, window)
@@ -181,6 +211,37 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
             torch.cuda.empty_cache()
     result["object_list"] = [{"z": o.z, "label": o.label, "size": o.size} for o in objs]
     return result
+
+
+def refine_with_clicks(pred, mask: np.ndarray, clicks: int, box: Optional[List[float]] = None,  # type: ignore[no-untyped-def]
+                       points: Optional[List[List[float]]] = None, labels: Optional[List[int]] = None) -> List[float]:
+    """Dice of ``pred`` (a Predictor with the slice set) against ``mask`` ``(H, W)`` for the
+    first prompt (``box`` native ``(x0, y0, x1, y1)`` and/or ``points`` ``[[x, y], ...]``) and
+    after each of ``clicks`` corrective clicks (:func:`correction_point`, the previous
+    low-res logits fed back). Returns ``clicks + 1`` values."""
+    pts = [list(map(float, p)) for p in (points or [])]
+    labs = list(labels or [])
+    out = pred.predict(box=box, points=pts or None, labels=labs or None)
+    chain = [dice(out.mask, mask)]
+    for _ in range(clicks):
+        nxt = correction_point(out.mask, mask)
+        if nxt is None:
+            chain.append(chain[-1])
+            continue
+        (x, y), lab = nxt
+        pts.append([float(x), float(y)])
+        labs.append(lab)
+        out = pred.predict(box=box, points=pts, labels=labs, mask_input=out.logits)
+        chain.append(dice(out.mask, mask))
+    return chain
+
+
+def _per_structure(values: Sequence[float], names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    out: Dict[str, Dict[str, Any]] = {}
+    for name in sorted(set(names)):
+        v = [d for d, n in zip(values, names) if n == name]
+        out[name] = {"dice": round(float(np.mean(v)), 4), "n": len(v)}
+    return out
 
 
 def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window) -> Dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -211,15 +272,33 @@ def format_table(result: Dict[str, Any]) -> str:
     """Plain-text summary of :func:`evaluate`'s result."""
     lines = [f"{result['objects']} objects ({result['objects_small']} small < {SMALL_PX} px) on "
              f"{result['slices']} slices, window {result['window'][0]:g}..{result['window'][1]:g}"]
-    lines.append(f"{'model':<12} {'prompt':<6} {'dice':>7} {'small':>7} {'large':>7}")
+    clicks = [k for k in REPORTED_CLICKS if k > 0]
+    lines.append(f"{'model':<12} {'prompt':<6} {'dice':>7} {'small':>7} {'large':>7}"
+                 + "".join(f" {'+' + str(k) + ' clk':>7}" for k in clicks))
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for name, res in result["models"].items():
         for p in ("box", "point"):
             if p in res:
                 r = res[p]
-                lines.append(f"{name:<12} {p:<6} {fmt(r['dice']):>7} {fmt(r['dice_small']):>7} {fmt(r['dice_large']):>7}")
+                ck = r.get("clicks", {})
+                lines.append(f"{name:<12} {p:<6} {fmt(r['dice']):>7} {fmt(r['dice_small']):>7} {fmt(r['dice_large']):>7}"
+                             + "".join(f" {fmt(ck[str(k)]['dice']) if str(k) in ck else '-':>7}" for k in clicks))
         if "propagate" in res:
             pr = res["propagate"]
             organs = ", ".join(f"{k} {v['dice3d']:.4f}" for k, v in pr.items() if isinstance(v, dict))
             lines.append(f"{name:<12} 3D     {fmt(pr.get('mean_dice3d')):>7}  ({organs})")
+    models = list(result["models"])
+    prompts = [p for p in ("box", "point") if models and p in result["models"][models[0]]]
+    structures = sorted({s for m in models for p in prompts for s in result["models"][m][p].get("per_structure", {})})
+    if structures:
+        lines.append("per structure (mean Dice, objects): " + ", ".join(f"{m} {p}" for m in models for p in prompts))
+        for st in structures:
+            cells = []
+            for m in models:
+                for p in prompts:
+                    v = result["models"][m][p].get("per_structure", {}).get(st)
+                    cells.append("-" if v is None else f"{v['dice']:.3f}")
+            n = next(result["models"][m][p]["per_structure"][st]["n"] for m in models for p in prompts
+                     if st in result["models"][m][p].get("per_structure", {}))
+            lines.append(f"  {st:<28} {n:>4}  " + " ".join(f"{c:>6}" for c in cells))
     return "\n".join(lines)

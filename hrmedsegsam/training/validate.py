@@ -1,124 +1,204 @@
-"""Model selection on data that is neither trained on nor held out (``train validate``).
+"""Model selection on validation data, and encoder fidelity (``train validate``).
 
-The held-out volume (``ct_thorax_small``) must never choose between training rounds, so
-rounds are compared here instead, on ``ct_body_3mm``, which no stage trains on. Its slices
-82..111 are the held-out slices (same patient and scan), so only slices ``0..81`` are used:
+The held-out cases (:data:`data.HOLDOUT`) never choose between training rounds. Rounds are
+compared on data carved from the training patients that no stage trains on:
 
-- **labelled part**: the vertebrae of ``labels_spine.nii.gz`` on slices ``30..81`` (every
-  second slice), box and single-point Dice exactly as :func:`evaluate.evaluate` computes
-  them (same prompts, window -160..240);
-- **agreement part**: boxes around label-free homogeneous regions
-  (:func:`data.region_objects`, seeded) on every third slice of ``0..81``; LiteMedSAM's
-  answer to the box is the pseudo-reference where its own predicted IoU is at least 0.75
-  and it covers 40 px .. 60 % of the slice. This reaches soft tissue (muscle, organs, fat)
-  that has no labels here, at the price of measuring agreement with the teacher, not truth.
+- **slab**: the axial slices :data:`data.VALIDATION_SLICES` of ``ct_body_3mm`` with its
+  TotalSegmentator labels (liver, spleen, kidneys, stomach, pancreas, vessels, muscles,
+  bones), resampled in-plane to :data:`SPACING` mm so the slices have clinical pixel counts
+  and in-frame object sizes (its 366 mm field of view is a clinical one); box and
+  single-point Dice as :func:`evaluate.evaluate` computes them, window -160..240;
+- **2D**: the clinical-size, already windowed slices of ``png_slices_sammed2d`` (other
+  patients, AMOS and TotalSegmentator CT/MR) and their structure masks (components of at
+  least 100 px), box and single-point Dice.
 
-All models see the same objects and prompts in one run. Boxes are native pixel
-``(x0, y0, x1, y1)`` inclusive indices; masks are ``(H, W)`` bool on the axial slice.
+The selection rule (:func:`selection_rule`) reads the object-weighted means of both parts.
+
+**Fidelity** (DESIGN §3.1): the share of the teacher's image-dependent variance that the
+student's embedding explains, ``R^2 = 1 - mean((s - t)^2) / mean((t - mean_frames(t))^2)``
+over all positions and channels of the ``(256, 64, 64)`` embeddings, on the validation
+frames and, reported only (it chooses nothing), on the held-out frames (every axial slice
+of the held-out cases, window -160..240).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
 from hrmedsegsam.errors import InputError
 from hrmedsegsam.masks import dice
 
-VOLUME = "ct_body_3mm"
-FIRST_HELDOUT_SLICE = 82  # ct_body_3mm slices 82.. are ct_thorax_small's slices 0..
-LABELLED_SLICES = range(30, FIRST_HELDOUT_SLICE, 2)
-AGREEMENT_SLICES = range(0, FIRST_HELDOUT_SLICE, 3)
+SPACING = 0.8  # mm, in-plane pixel size of the validation slab
 WINDOW = (-160.0, 240.0)
-MIN_TEACHER_IOU = 0.75
+MIN_OBJECT_PX = 100
 
 
-def agreement_objects(volume: np.ndarray, slices: Sequence[int], seed: int = 0,
-                      per_slice: int = 4) -> List[Tuple[int, Tuple[float, float, float, float], np.ndarray]]:
-    """``(z, box, pseudo_reference)`` triples from LiteMedSAM's answers to boxes around
-    label-free regions of ``volume`` ``(z, y, x)``; see the module docstring."""
-    from hrmedsegsam.intensity import apply_window
-    from hrmedsegsam.model.build import load_model
-    from hrmedsegsam.predictor import Predictor
-    from hrmedsegsam.training.data import region_objects
-    from hrmedsegsam.training.prompts import tight_box
+def clinical_copy(image: Path, labels: Path, out_dir: Path, spacing: float = SPACING) -> tuple[Path, Path]:
+    """``image`` and ``labels`` resampled in-plane to ``spacing`` mm (linear / nearest; same
+    origin, direction and slices), written to ``out_dir``; returns the two new paths."""
+    import SimpleITK as sitk
 
-    rng = np.random.default_rng(seed)
-    teacher = Predictor(load_model("litemedsam", device="cpu"))
-    out: List[Tuple[int, Tuple[float, float, float, float], np.ndarray]] = []
-    for z in slices:
-        img01 = apply_window(volume[z], WINDOW)
-        regions = region_objects(img01, rng, max_objects=per_slice)
-        if not regions:
-            continue
-        teacher.set_image(volume[z], window=WINDOW, key=("validate", z))
-        for m in regions:
-            x0, y0, x1, y1 = tight_box(m)
-            box = (float(x0), float(y0), float(max(x1, x0 + 1)), float(max(y1, y0 + 1)))
-            p = teacher.predict(box=list(box))
-            area = int(p.mask.sum())
-            if p.score >= MIN_TEACHER_IOU and 40 <= area <= 0.6 * p.mask.size:
-                out.append((int(z), box, p.mask))
+    img = sitk.ReadImage(str(image))
+    sx, sy, sz = img.GetSpacing()
+    nx, ny, nz = img.GetSize()
+    size = [int(round(nx * sx / spacing)), int(round(ny * sy / spacing)), nz]
+    # Keep the physical extent: the first pixel's centre moves by half the change of pixel size.
+    shift = [(spacing - sx) / 2, (spacing - sy) / 2, 0.0]
+    d = np.array(img.GetDirection()).reshape(3, 3)
+    origin = tuple(float(v) for v in np.array(img.GetOrigin()) + d @ np.array(shift))
+    out = []
+    for src, interp, name in ((img, sitk.sitkLinear, "image.nii.gz"),
+                              (sitk.ReadImage(str(labels)), sitk.sitkNearestNeighbor, "labels.nii.gz")):
+        res = sitk.Resample(src, size, sitk.Transform(), interp, origin, (spacing, spacing, sz), img.GetDirection(),
+                            -1024.0 if interp == sitk.sitkLinear else 0, src.GetPixelID())
+        path = Path(out_dir) / name
+        sitk.WriteImage(res, str(path))
+        out.append(path)
+    return out[0], out[1]
+
+
+def png_cases(folder: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]:
+    """``(image name, image (H, W) in [0, 1], [(structure, mask (H, W) bool), ...])`` for each
+    slice of ``png_slices_sammed2d`` (grey = mean of the RGB channels)."""
+    from PIL import Image
+
+    from hrmedsegsam.training.data import components
+
+    out = []
+    for img_path in sorted((Path(folder) / "images").glob("*.png")):
+        img = np.asarray(Image.open(img_path), dtype=np.float32)
+        img = (img[..., :3].mean(-1) if img.ndim == 3 else img) / 255.0
+        objs = []
+        for mp in sorted((Path(folder) / "masks").glob(img_path.stem + "_*.png")):
+            m = np.asarray(Image.open(mp))
+            m = (m[..., 0] if m.ndim == 3 else m) > 0
+            if m.shape != img.shape:
+                continue
+            name = mp.stem[len(img_path.stem) + 1 :].rsplit("_", 1)[0]
+            objs += [(name, c) for c in components(m, MIN_OBJECT_PX)]
+        out.append((img_path.stem, img, objs))
     return out
 
 
-def validate(models: Sequence[str], data: Path, seed: int = 0, progress: bool = True) -> Dict[str, Any]:
-    """Box/point Dice on the labelled part and box agreement with LiteMedSAM for each model
-    in ``models`` (names or weights files); a JSON-able dict."""
+def heldout_frames(data: Path) -> list[np.ndarray]:
+    """Every axial slice of the held-out cases, windowed -160..240, ``(H, W)`` in [0, 1]."""
+    from hrmedsegsam.intensity import apply_window
     from hrmedsegsam.io import read_volume
+
+    frames = []
+    for f in sorted(Path(data).glob("ct_abdomen_amos/*/image.nii.gz")) + [Path(data) / "ct_liver_3slice" / "image.nii.gz"]:
+        if f.is_file():
+            frames += [apply_window(s, WINDOW) for s in read_volume(f).array]
+    return frames
+
+
+def embeddings(model, frames: list[np.ndarray]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """``(N, 256, 64, 64)`` float32 embeddings of windowed ``(H, W)`` frames in [0, 1]."""
+    import torch
+
+    from hrmedsegsam.training.data import to_frame
+
+    out = []
+    model.eval()
+    with torch.inference_mode():
+        for f in frames:
+            out.append(model.encode(to_frame(f, model.image_size)[0].contiguous())[0].float().numpy())
+    return np.stack(out)
+
+
+def r_squared(student: np.ndarray, teacher: np.ndarray) -> float:
+    """Share of the teacher's variance across frames (per position and channel) explained by
+    the student: ``1 - mean((s - t)^2) / mean((t - t.mean(0))^2)`` for ``(N, C, H, W)`` arrays."""
+    resid = float(np.mean((student - teacher) ** 2))
+    var = float(np.mean((teacher - teacher.mean(0, keepdims=True)) ** 2))
+    return 1.0 - resid / var if var > 0 else float("nan")
+
+
+def validate(models: list[str], data: Path, progress: bool = True, fidelity: bool = True) -> dict[str, Any]:
+    """Box/point Dice on both validation parts for each model in ``models`` (names or weights
+    files) and, for HRMedSegSAM models, the encoder's fidelity; a JSON-able dict."""
     from hrmedsegsam.model.build import load_model
     from hrmedsegsam.predictor import Predictor
-    from hrmedsegsam.training.evaluate import SMALL_PX, evaluate
+    from hrmedsegsam.training.data import VALIDATION_2D, VALIDATION_SLICES, VALIDATION_VOLUME
+    from hrmedsegsam.training.evaluate import evaluate
+    from hrmedsegsam.training.prompts import farthest_from_border, tight_box
 
-    folder = Path(data) / VOLUME
-    image, labels = folder / "image.nii.gz", folder / "labels_spine.nii.gz"
-    for f in (image, labels):
-        if not f.is_file():
+    folder = Path(data) / VALIDATION_VOLUME
+    image, labels = folder / "image.nii.gz", folder / "labels_totalseg_fast.nii.gz"
+    for f in (image, labels, Path(data) / VALIDATION_2D / "images"):
+        if not f.exists():
             raise InputError(f"validation data not found: {f}")
-    labelled = evaluate(image, labels, models=models, prompts=("box", "point"), window=WINDOW,
-                        slices=list(LABELLED_SLICES), device="cpu", progress=progress)
-    vol = read_volume(image).array
-    pseudo = agreement_objects(vol, AGREEMENT_SLICES, seed)
-    sizes = np.array([int(m.sum()) for _, _, m in pseudo])
-    result: Dict[str, Any] = {"volume": str(image), "labelled_objects": labelled["objects"],
-                              "agreement_objects": len(pseudo), "agreement_small": int((sizes < SMALL_PX).sum()),
+    with tempfile.TemporaryDirectory() as tmp:
+        img_c, lab_c = clinical_copy(image, labels, Path(tmp))
+        slab = evaluate(img_c, lab_c, models=models, prompts=("box", "point"), window=WINDOW,
+                        slices=list(VALIDATION_SLICES), device="cpu", progress=progress, min_size=MIN_OBJECT_PX)
+        from hrmedsegsam.intensity import apply_window
+        from hrmedsegsam.io import read_volume
+
+        slab_frames = [apply_window(read_volume(img_c).array[z], WINDOW) for z in VALIDATION_SLICES]
+    cases = png_cases(Path(data) / VALIDATION_2D)
+    result: dict[str, Any] = {"slab": f"{image} slices {VALIDATION_SLICES.start}..{VALIDATION_SLICES.stop - 1}",
+                              "slab_objects": slab["objects"], "png_objects": sum(len(c[2]) for c in cases),
                               "models": {}}
+    val_frames = slab_frames + [c[1] for c in cases]
+    teacher_val = teacher_held = held = None
+    if fidelity and any(m != "litemedsam" for m in models):
+        teacher = load_model("litemedsam", device="cpu")
+        held = heldout_frames(Path(data))
+        teacher_val, teacher_held = embeddings(teacher, val_frames), embeddings(teacher, held)
+        del teacher
     for name in models:
-        pred = Predictor(load_model(name, device="cpu"))
-        d: List[float] = []
-        for z, box, ref in pseudo:
-            pred.set_image(vol[z], window=WINDOW, key=("validate", z))
-            d.append(dice(pred.predict(box=list(box)).mask, ref))
-        arr = np.asarray(d)
-        lab = labelled["models"][name]
-        result["models"][name] = {
-            "box": lab["box"]["dice"], "point": lab["point"]["dice"],
-            "agreement": round(float(arr.mean()), 4) if arr.size else None,
-            "agreement_small": round(float(arr[sizes < SMALL_PX].mean()), 4) if (sizes < SMALL_PX).any() else None,
-            "agreement_large": round(float(arr[sizes >= SMALL_PX].mean()), 4) if (sizes >= SMALL_PX).any() else None,
+        model = load_model(name, device="cpu")
+        pred = Predictor(model)
+        box_d, point_d = [], []
+        for stem, img, objs in cases:
+            pred.set_image(img, window=(0.0, 1.0), key=("validate-2d", stem))
+            for _, m in objs:
+                x0, y0, x1, y1 = tight_box(m)
+                box_d.append(dice(pred.predict(box=[x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)]).mask, m))
+                x, y = farthest_from_border(m)
+                point_d.append(dice(pred.predict(points=[[x, y]], labels=[1]).mask, m))
+        s = slab["models"][name]
+        n_slab, n_png = s["box"]["n"], len(box_d)
+        both = lambda a, b: round((a * n_slab + float(np.sum(b))) / max(1, n_slab + n_png), 4)  # noqa: E731
+        r: dict[str, Any] = {
+            "box": both(s["box"]["dice"] or 0.0, box_d), "point": both(s["point"]["dice"] or 0.0, point_d),
+            "slab_box": s["box"]["dice"], "slab_box_small": s["box"]["dice_small"],
+            "slab_box_large": s["box"]["dice_large"], "slab_point": s["point"]["dice"],
+            "png_box": round(float(np.mean(box_d)), 4) if box_d else None,
+            "png_point": round(float(np.mean(point_d)), 4) if point_d else None,
         }
+        if teacher_val is not None and name != "litemedsam":
+            r["r2_validation"] = round(r_squared(embeddings(model, val_frames), teacher_val), 4)
+            r["r2_heldout"] = round(r_squared(embeddings(model, held), teacher_held), 4) if held else None
+        result["models"][name] = r
+        del pred, model
     return result
 
 
-def format_validation(result: Dict[str, Any]) -> str:
+def format_validation(result: dict[str, Any]) -> str:
     """Plain-text table of :func:`validate`'s result."""
-    lines = [f"{result['labelled_objects']} labelled objects (vertebrae), {result['agreement_objects']} "
-             f"agreement objects ({result['agreement_small']} small)",
-             f"{'model':<28} {'box':>7} {'point':>7} {'agree':>7} {'small':>7} {'large':>7}"]
+    lines = [f"{result['slab_objects']} slab objects ({result['slab']}), {result['png_objects']} objects on the "
+             "clinical 2D slices",
+             f"{'model':<28} {'box':>7} {'point':>7} {'slabbox':>7} {'small':>7} {'large':>7} {'2Dbox':>7} "
+             f"{'2Dpoint':>7} {'R2 val':>7} {'R2 held':>7}"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for name, r in result["models"].items():
-        lines.append(f"{name:<28} {fmt(r['box']):>7} {fmt(r['point']):>7} {fmt(r['agreement']):>7} "
-                     f"{fmt(r['agreement_small']):>7} {fmt(r['agreement_large']):>7}")
+        lines.append(f"{name:<28} {fmt(r['box']):>7} {fmt(r['point']):>7} {fmt(r['slab_box']):>7} "
+                     f"{fmt(r['slab_box_small']):>7} {fmt(r['slab_box_large']):>7} {fmt(r['png_box']):>7} "
+                     f"{fmt(r['png_point']):>7} {fmt(r.get('r2_validation')):>7} {fmt(r.get('r2_heldout')):>7}")
     return "\n".join(lines)
 
 
-def selection_rule(earlier: Dict[str, Any], later: Dict[str, Any], tolerance: float = 0.01) -> bool:
+def selection_rule(earlier: dict[str, Any], later: dict[str, Any], tolerance: float = 0.01) -> bool:
     """The rule fixed before any held-out run: ship the later round unless its box or
     point Dice is more than ``tolerance`` below the earlier round's."""
     return later["box"] >= earlier["box"] - tolerance and later["point"] >= earlier["point"] - tolerance
 
 
-__all__ = ["validate", "format_validation", "selection_rule", "agreement_objects", "VOLUME",
-           "FIRST_HELDOUT_SLICE"]
+__all__ = ["validate", "format_validation", "selection_rule", "r_squared", "clinical_copy", "png_cases",
+           "heldout_frames", "embeddings", "SPACING"]

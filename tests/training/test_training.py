@@ -242,3 +242,35 @@ def test_end_to_end_steps_train_the_encoder(small_cache, tmp_path: Path) -> None
 
     with pytest.raises(InputError, match="encoder-lr"):
         train_decoder(DecoderConfig(run_dir=tmp_path / "e2e", steps=30, **common), model=model)
+
+
+def test_click_protocol_on_a_synthetic_case() -> None:
+    """DESIGN §6 interactive refinement: clicks land in the largest error region with the
+    right polarity, and the Dice chain has one value per click."""
+    from hrmedsegsam.model.build import default_weights_path, load_model
+    from hrmedsegsam.predictor import Predictor
+    from hrmedsegsam.training.evaluate import refine_with_clicks
+    from hrmedsegsam.training.prompts import correction_point
+
+    truth = np.zeros((40, 40), bool)
+    truth[10:30, 10:30] = True
+    pred = truth.copy()
+    pred[10:30, 10:14] = False  # missed strip (80 px) ...
+    pred[2:5, 2:5] = True  # ... larger than the false island (9 px)
+    (x, y), label = correction_point(pred, truth)
+    assert label == 1 and 10 <= y < 30 and 10 <= x < 14
+    pred[10:30, 10:14] = True
+    pred[30:38, 5:35] = True  # now a leak is the largest error
+    (x, y), label = correction_point(pred, truth)
+    assert label == 0 and 30 <= y < 38
+    assert correction_point(truth, truth) is None
+
+    if not default_weights_path().is_file():
+        pytest.skip("weights/hrmedsegsam.pt is absent")
+    yy, xx = np.mgrid[:256, :256]
+    obj = ((yy - 120) ** 2 + (xx - 130) ** 2 <= 30**2) | ((yy - 160) ** 2 + (xx - 170) ** 2 <= 15**2)
+    img = (np.where(obj, 120.0, 0.0) + np.random.default_rng(0).normal(0, 8, obj.shape)).astype(np.float32)
+    p = Predictor(load_model(device="cpu"))
+    p.set_image(img, window=(-160, 240))
+    chain = refine_with_clicks(p, obj, 3, points=[[130, 120]], labels=[1])
+    assert len(chain) == 4 and all(0.0 <= d <= 1.0 for d in chain)

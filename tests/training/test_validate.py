@@ -1,4 +1,4 @@
-"""``train validate``: the selection rule, the slice choice and the teacher pseudo-references."""
+"""``train validate`` and the split: selection rule, validation slab, fidelity (R^2)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,63 @@ def test_selection_rule() -> None:
     assert not selection_rule(earlier, {"box": 0.86, "point": 0.79})  # point more than 0.01 below
 
 
-def test_validation_never_touches_the_heldout_slices() -> None:
-    from hrmedsegsam.training.validate import AGREEMENT_SLICES, FIRST_HELDOUT_SLICE, LABELLED_SLICES
+def test_split_keeps_heldout_and_validation_out_of_training(shared_data: Path) -> None:
+    from hrmedsegsam.training.data import (HOLDOUT, VALIDATION_2D, VALIDATION_MARGIN, VALIDATION_SLICES,
+                                           VALIDATION_VOLUME, frame_plan)
 
-    assert max(LABELLED_SLICES) < FIRST_HELDOUT_SLICE
-    assert max(AGREEMENT_SLICES) < FIRST_HELDOUT_SLICE
+    plan = frame_plan(shared_data, seed=0)
+    assert len(plan) >= 2000
+    volumes = {s.volume for s in plan}
+    assert not volumes & set(HOLDOUT) and VALIDATION_2D not in volumes and "ct_thorax_small" not in volumes
+    slab = [s.index for s in plan if s.volume == VALIDATION_VOLUME and s.axis == 0]
+    assert slab and max(slab) < VALIDATION_SLICES.start - VALIDATION_MARGIN
+    # every full-size thorax slice is there, under several windows
+    thorax = [s for s in plan if s.volume == "ct_thorax_512" and s.axis == 0]
+    assert len({s.index for s in thorax}) == 141 and len({s.window for s in thorax}) >= 3
+    assert frame_plan(shared_data, seed=0) == plan  # deterministic: a cache can resume
+
+
+def test_validation_reformats_lose_the_slab(shared_data: Path) -> None:
+    from hrmedsegsam.training.data import (VALIDATION_MARGIN, VALIDATION_SLICES, VALIDATION_VOLUME, FrameSpec,
+                                           VolumeCache, make_sample)
+
+    s = make_sample(FrameSpec(VALIDATION_VOLUME, 1, 50, (-160.0, 240.0)), VolumeCache(shared_data))
+    assert s.image.shape[0] == VALIDATION_SLICES.start - VALIDATION_MARGIN
+
+
+def test_r_squared() -> None:
+    from hrmedsegsam.training.validate import r_squared
+
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(6, 4, 8, 8))
+    assert r_squared(t, t) == pytest.approx(1.0)
+    assert r_squared(np.broadcast_to(t.mean(0), t.shape), t) == pytest.approx(0.0)
+    noisy = t + rng.normal(scale=0.5, size=t.shape)
+    assert 0.6 < r_squared(noisy, t) < 0.9
+
+
+def test_clinical_copy_keeps_the_physical_extent(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    from hrmedsegsam.training.validate import clinical_copy
+
+    arr = np.zeros((3, 20, 30), np.int16)
+    arr[:, 5:10, 10:20] = 1
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((3.0, 3.0, 2.0))
+    img.SetOrigin((10.0, -5.0, 7.0))
+    img.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    sitk.WriteImage(img, str(tmp_path / "i.nii.gz"))
+    sitk.WriteImage(img, str(tmp_path / "l.nii.gz"))
+    out = tmp_path / "out"
+    out.mkdir()
+    ip, lp = clinical_copy(tmp_path / "i.nii.gz", tmp_path / "l.nii.gz", out, spacing=1.0)
+    res, lab = sitk.ReadImage(str(ip)), sitk.ReadImage(str(lp))
+    assert res.GetSize() == (90, 60, 3) and res.GetSpacing() == pytest.approx((1.0, 1.0, 2.0))
+    # the labelled block keeps its physical place: 3x the pixels, same corners in mm
+    la = sitk.GetArrayFromImage(lab)
+    ys, xs = np.nonzero(la[1])
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (15, 29, 30, 59)
 
 
 def test_evaluate_rejects_slices_outside_the_volume(shared_data: Path) -> None:
@@ -36,25 +88,6 @@ def test_evaluate_rejects_slices_outside_the_volume(shared_data: Path) -> None:
     with pytest.raises(InputError, match="slice indices"):
         evaluate(folder / "image.nii.gz", folder / "labels_spine.nii.gz", models=("hrmedsegsam",),
                  slices=[0, 500], progress=False)
-
-
-def test_agreement_objects_are_teacher_masks_inside_their_boxes(shared_data: Path) -> None:
-    from hrmedsegsam.io import read_volume
-    from hrmedsegsam.training.validate import agreement_objects
-
-    torch.set_num_threads(1)
-    vol = read_volume(shared_data / "ct_body_3mm" / "image.nii.gz").array
-    objs = agreement_objects(vol, [60], seed=0)
-    assert objs, "LiteMedSAM should accept some region boxes on an abdominal slice"
-    for z, (x0, y0, x1, y1), m in objs:
-        assert z == 60 and m.shape == vol.shape[1:] and m.dtype == bool
-        assert 40 <= m.sum() <= 0.6 * m.size
-        ys, xs = np.nonzero(m)
-        # SAM-family answers to a box stay (nearly) inside it.
-        inside = ((xs >= x0 - 2) & (xs <= x1 + 2) & (ys >= y0 - 2) & (ys <= y1 + 2)).mean()
-        assert inside > 0.95
-    again = agreement_objects(vol, [60], seed=0)
-    assert [o[1] for o in again] == [o[1] for o in objs]  # seeded: the same boxes every run
 
 
 def test_validate_cli_rejects_missing_weights(tmp_path: Path) -> None:
