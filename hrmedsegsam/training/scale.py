@@ -25,7 +25,8 @@ def resample_slice(image: np.ndarray, masks: np.ndarray, spacing_rc: tuple[float
                    new_spacing: float) -> tuple[np.ndarray, np.ndarray]:
     """Resample ``image`` ``(H, W)`` (bilinear, antialiased when shrinking) and ``masks``
     ``(K, H, W)`` (nearest) from ``spacing_rc`` mm to isotropic ``new_spacing`` mm pixels.
-    Returns the new image (float32) and masks (bool) on the same new grid."""
+    Returns the new image (float32) and masks (bool) on the same new grid.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -49,7 +50,8 @@ def place_in_canvas(image: np.ndarray, masks: np.ndarray, canvas_hw: tuple[int, 
                     rng: np.random.Generator, fill: float) -> tuple[np.ndarray, np.ndarray]:
     """Put ``image`` ``(H, W)`` and ``masks`` ``(K, H, W)`` at a random offset into a canvas of
     ``canvas_hw`` pixels filled with ``fill`` (masks: False); a side longer than the canvas is
-    cropped at a random offset instead. Masks left empty by a crop are dropped."""
+    cropped at a random offset instead. Masks left empty by a crop are dropped.
+    """
     h, w = image.shape
     ch, cw = canvas_hw
     # crop what does not fit

@@ -163,10 +163,10 @@ def validate(models: list[str], data: Path, progress: bool = True, fidelity: boo
                 x, y = farthest_from_border(m)
                 point_d.append(dice(pred.predict(points=[[x, y]], labels=[1]).mask, m))
         s = slab["models"][name]
-        n_slab, n_png = s["box"]["n"], len(box_d)
-        both = lambda a, b: round((a * n_slab + float(np.sum(b))) / max(1, n_slab + n_png), 4)  # noqa: E731
+        n_slab = s["box"]["n"]
         r: dict[str, Any] = {
-            "box": both(s["box"]["dice"] or 0.0, box_d), "point": both(s["point"]["dice"] or 0.0, point_d),
+            "box": _pooled(s["box"]["dice"] or 0.0, n_slab, box_d),
+            "point": _pooled(s["point"]["dice"] or 0.0, n_slab, point_d),
             "slab_box": s["box"]["dice"], "slab_box_small": s["box"]["dice_small"],
             "slab_box_large": s["box"]["dice_large"], "slab_point": s["point"]["dice"],
             "png_box": round(float(np.mean(box_d)), 4) if box_d else None,
@@ -178,6 +178,11 @@ def validate(models: list[str], data: Path, progress: bool = True, fidelity: boo
         result["models"][name] = r
         del pred, model
     return result
+
+
+def _pooled(mean_a: float, n_a: int, values_b: list[float]) -> float:
+    """Object-weighted mean of a part with mean ``mean_a`` over ``n_a`` objects and ``values_b``."""
+    return round((mean_a * n_a + float(np.sum(values_b))) / max(1, n_a + len(values_b)), 4)
 
 
 def format_validation(result: dict[str, Any]) -> str:

@@ -23,8 +23,14 @@ def test_selection_rule() -> None:
 
 
 def test_split_keeps_heldout_and_validation_out_of_training(shared_data: Path) -> None:
-    from hrmedsegsam.training.data import (HOLDOUT, VALIDATION_2D, VALIDATION_MARGIN, VALIDATION_SLICES,
-                                           VALIDATION_VOLUME, frame_plan)
+    from hrmedsegsam.training.data import (
+        HOLDOUT,
+        VALIDATION_2D,
+        VALIDATION_MARGIN,
+        VALIDATION_SLICES,
+        VALIDATION_VOLUME,
+        frame_plan,
+    )
 
     plan = frame_plan(shared_data, seed=0)
     assert len(plan) >= 2000
@@ -39,8 +45,14 @@ def test_split_keeps_heldout_and_validation_out_of_training(shared_data: Path) -
 
 
 def test_validation_reformats_lose_the_slab(shared_data: Path) -> None:
-    from hrmedsegsam.training.data import (VALIDATION_MARGIN, VALIDATION_SLICES, VALIDATION_VOLUME, FrameSpec,
-                                           VolumeCache, make_sample)
+    from hrmedsegsam.training.data import (
+        VALIDATION_MARGIN,
+        VALIDATION_SLICES,
+        VALIDATION_VOLUME,
+        FrameSpec,
+        VolumeCache,
+        make_sample,
+    )
 
     s = make_sample(FrameSpec(VALIDATION_VOLUME, 1, 50, (-160.0, 240.0)), VolumeCache(shared_data))
     assert s.image.shape[0] == VALIDATION_SLICES.start - VALIDATION_MARGIN
