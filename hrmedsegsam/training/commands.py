@@ -183,9 +183,10 @@ def prepare_decoder_model(init: Any, teacher_init: bool, run_dir: Path):  # type
     """Model for decoder training: ``init`` weights, then LiteMedSAM's decoder if asked
     (only when not resuming: a checkpoint in ``run_dir`` replaces all of this)."""
     from hrmedsegsam.model.build import build_model
-    from hrmedsegsam.training.distill import _load_init
+    from hrmedsegsam.training.distill import _load_init, init_config
 
-    model = build_model("hrmedsegsam")
+    # The run's own checkpoint decides the layout when resuming, else the init file.
+    model = build_model("hrmedsegsam", init_config(Path(run_dir) / "checkpoint.pt") or init_config(init))
     if init is not None:
         _load_init(model, Path(init))
     if teacher_init and not (Path(run_dir) / "checkpoint.pt").exists():
@@ -272,7 +273,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.checkpoint.is_file():
         raise InputError(f"checkpoint not found: {args.checkpoint}")
     ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    model = build_model("hrmedsegsam")
+    model = build_model("hrmedsegsam", ck.get("config"))
     model.load_state_dict(ck["model"])
     meta = json.loads(args.meta) if args.meta else {}
     meta.setdefault("stage", ck.get("stage"))

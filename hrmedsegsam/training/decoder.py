@@ -422,7 +422,8 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
                      (time.time() - t0) / max(1, len(hist)),
                      f" encoder mse {np.mean(distill_hist[-50:]):.5f}" if distill_hist else "")
         if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
-            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), config=dict(model.config),
+                            step=step,
                             stage="decoder")
     while step < cfg.steps and not budget.over():
         i = int(rng.integers(len(data.items)))
@@ -458,7 +459,8 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
         record(loss, st)
     bar.close()
     if hist and step % cfg.ckpt_every:
-        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="decoder")
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="decoder",
+                        config=dict(model.config))
     out = {"step": step, "loss": float(np.mean(hist[-50:])) if hist else float("nan"), "seconds": time.time() - t0,
            "steps_by_kind": {k: len(dices[i]) for i, k in enumerate(("box", "point", "points", "teacher_box"))}}
     if distill_hist:

@@ -128,10 +128,11 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
                      full, (time.time() - t0) / max(1, len(losses)))
         if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
-                            stage="distill")
+                            stage="distill", config=dict(model.config))
     bar.close()
     if losses and step % cfg.ckpt_every:
-        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="distill")
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="distill",
+                        config=dict(model.config))
     enc.eval()
     out = {"step": step, "loss": float(np.mean(losses[-20:])) if losses else float("nan"),
            "seconds": time.time() - t0}
@@ -154,6 +155,18 @@ def calibrate_neck(enc, target_files: List[Path]) -> None:  # type: ignore[no-un
         ln.weight.copy_(std)
     log.info("neck calibrated to the teacher: mean |bias| %.4f, mean weight %.4f", float(mean.abs().mean()),
              float(std.mean()))
+
+
+def init_config(path: Path | None) -> Dict[str, object] | None:
+    """The model config stored in a weights file or training checkpoint (None: none stored,
+    i.e. the default layout, or no file)."""
+    import torch
+
+    if path is None or not Path(path).is_file():
+        return None
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    cfg = payload.get("config") if isinstance(payload, dict) else None
+    return dict(cfg) if isinstance(cfg, dict) else None
 
 
 def _load_init(model, path: Path, partial: bool = False) -> None:  # type: ignore[no-untyped-def]

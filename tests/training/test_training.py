@@ -274,3 +274,29 @@ def test_click_protocol_on_a_synthetic_case() -> None:
     p.set_image(img, window=(-160, 240))
     chain = refine_with_clicks(p, obj, 3, points=[[130, 120]], labels=[1])
     assert len(chain) == 4 and all(0.0 <= d <= 1.0 for d in chain)
+
+
+def test_hierarchical_encoder_goes_from_distillation_to_a_weights_file(small_cache, tmp_path: Path) -> None:
+    """A run of the hierarchical layout keeps its layout through distillation (partial init
+    from a first-layout weights file), decoder preparation and export."""
+    from hrmedsegsam.cli import main
+    from hrmedsegsam.model.build import build_model, load_model, save_weights
+    from hrmedsegsam.model.hrmedsegsam import NEW_ENCODER
+    from hrmedsegsam.training.commands import prepare_decoder_model
+    from hrmedsegsam.training.distill import DistillConfig, distill
+
+    cache, _ = small_cache
+    first = build_model("hrmedsegsam", SMALL)
+    save_weights(first, tmp_path / "first.pt")
+    run = tmp_path / "distill"
+    cfg = DistillConfig(cache=cache, run_dir=run, steps=2, batch=1, crop=128, full_frame_prob=0.0, warmup=0,
+                        threads=1, progress=False, config={**SMALL, **NEW_ENCODER}, init=tmp_path / "first.pt")
+    distill(cfg)
+    model = prepare_decoder_model(run / "checkpoint.pt", False, tmp_path / "decoder")
+    assert model.image_encoder.mid_dim == 128
+    # the decoder came from the first-layout (float16) file, unchanged by distillation
+    for k, v in first.mask_decoder.state_dict().items():
+        assert torch.equal(model.mask_decoder.state_dict()[k], v.half().float() if v.is_floating_point() else v)
+    assert main(["train", "export", "--checkpoint", str(run / "checkpoint.pt"), "-o", str(tmp_path / "h.pt")]) == 0
+    loaded = load_model(tmp_path / "h.pt", device="cpu")
+    assert loaded.image_encoder.mid_dim == 128 and loaded.image_size == 256
