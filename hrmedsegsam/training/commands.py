@@ -57,6 +57,7 @@ def register_train(subparsers: Any) -> None:
     s.add_argument("--full-frame-prob", type=float, default=0.15)
     s.add_argument("--init", type=Path, default=None,
                    help="weights file or checkpoint to start from (tensors of the same name and shape)")
+    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     s.add_argument("--encoder", choices=("first", "hierarchical"), default="hierarchical",
                    help="encoder layout of a new run: the first design or the hierarchical one (model card)")
     s.set_defaults(func=cmd_distill)
@@ -139,6 +140,12 @@ def register_evaluate(subparsers: Any) -> None:
 # --------------------------------------------------------------------------- handlers
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _threads(n: int) -> None:
     import torch
 
@@ -167,10 +174,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     if args.crop % 32:
         raise InputError("--crop must be a multiple of 32")
+    if args.device not in (None, "cpu", "cuda") or (args.device == "cuda" and not _cuda()):
+        raise InputError(f"--device {args.device}: use cpu, or cuda on a machine with a CUDA GPU")
     cfg = DistillConfig(cache=args.cache, run_dir=args.run, steps=args.steps, batch=args.batch, lr=args.lr,
                         crop=args.crop, full_frame_prob=args.full_frame_prob, max_minutes=args.max_minutes,
                         seed=args.seed, threads=args.threads, init=args.init, progress=not args.no_progress,
-                        config=dict(NEW_ENCODER) if args.encoder == "hierarchical" else None)
+                        config=dict(NEW_ENCODER) if args.encoder == "hierarchical" else None, device=args.device)
     try:
         out = distill(cfg)
     except FileNotFoundError as exc:

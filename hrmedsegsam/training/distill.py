@@ -43,6 +43,7 @@ class DistillConfig:
     init: Optional[Path] = None  # weights file or checkpoint to start the encoder from
     progress: bool = True
     config: Optional[Dict[str, object]] = None  # model config (e.g. model.hrmedsegsam.NEW_ENCODER)
+    device: Optional[str] = None  # None: CUDA when available (bfloat16 autocast), else CPU
     refresh_every: int = 200  # re-list the cache's teacher embeddings (it may still be growing)
 
 
@@ -66,12 +67,11 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
     ckpt_path = cfg.run_dir / "checkpoint.pt"
     model = model if model is not None else build_model("hrmedsegsam", cfg.config)
     enc = model.image_encoder
-    opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
+    dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ck = load_checkpoint(ckpt_path)
     if ck is not None:
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
         step = int(ck["step"])
         log.info("resumed distillation at step %d", step)
     pairs = _pairs(cfg.cache)
@@ -81,6 +81,12 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
         _load_init(model, cfg.init, partial=True)
     elif ck is None:
         calibrate_neck(enc, [Path(cfg.cache) / "teacher" / (p.stem + ".npy") for p in pairs[:32]])
+    model.to(dev)
+    # The optimizer is made after the move so its state lives on the model's device.
+    opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if ck is not None:
+        opt.load_state_dict(ck["optimizer"])
+    log.info("distilling on %s", dev)
     rng = np.random.default_rng(cfg.seed + step)
     S = model.image_size
     grid = S // 64 if S >= 64 else 1
@@ -109,12 +115,13 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
                 target = target[:, r0 // 16 : (r0 + c) // 16, c0 // 16 : (c0 + c) // 16]
             xs.append(frame[0])
             ys.append(target)
-        x, y = torch.stack(xs).contiguous(), torch.stack(ys)
+        x, y = torch.stack(xs).contiguous().to(dev), torch.stack(ys).to(dev)
         lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, time_fraction=budget.fraction())
         for g in opt.param_groups:
             g["lr"] = lr
-        pred = enc(x)
-        loss = torch.nn.functional.mse_loss(pred, y)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            pred = enc(x)
+        loss = torch.nn.functional.mse_loss(pred.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
