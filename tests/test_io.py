@@ -74,6 +74,7 @@ def write_dicom_series(folder, image, series_uid, modality="CT", description="",
             "0008|103e": description,
             "0020|000d": "1.2.826.0.1.3680043.2.1125.99.1",
             "0020|000e": series_uid,
+            "0020|0052": series_uid + ".0",  # frame of reference
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{v:.6f}" for v in position),
             "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),

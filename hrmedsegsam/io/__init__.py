@@ -3,16 +3,18 @@
 One job a module: :mod:`~hrmedsegsam.io.volume` (the :class:`Volume` and its geometry
 conventions, read them there), :mod:`~hrmedsegsam.io.dicom` (series discovery and reading),
 :mod:`~hrmedsegsam.io.read` (any format, validated), :mod:`~hrmedsegsam.io.labels` (writing,
-atomic, no clobber) and :mod:`~hrmedsegsam.io.resample` (labels onto an image by physical
-space). The public names are all importable from here.
+atomic, no clobber), :mod:`~hrmedsegsam.io.resample` (labels onto an image by physical
+space) and :mod:`~hrmedsegsam.io.seg` (DICOM SEG out and in, highdicom). The public names
+are all importable from here.
 
-Importing this package needs only numpy and SimpleITK (never torch or napari).
+Importing this package needs only numpy and SimpleITK (never torch, napari or highdicom).
 """
 
 from hrmedsegsam.io.dicom import DicomSeries, list_dicom_series
 from hrmedsegsam.io.labels import check_label_output, write_labels
 from hrmedsegsam.io.read import read_image, read_volume
 from hrmedsegsam.io.resample import resample_labels_to
+from hrmedsegsam.io.seg import Segment, read_seg, write_seg
 from hrmedsegsam.io.volume import Volume, describe
 
 __all__ = [
@@ -25,4 +27,7 @@ __all__ = [
     "check_label_output",
     "resample_labels_to",
     "describe",
+    "Segment",
+    "write_seg",
+    "read_seg",
 ]
