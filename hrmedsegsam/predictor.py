@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from hrmedsegsam.errors import InputError, PromptError
 from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.model.base import PromptableModel
+from hrmedsegsam.model.frame import boxes_to_frame, points_to_frame, to_frame
+from hrmedsegsam.prompts import check_box, check_point
 from hrmedsegsam.runtime import keep_freed_memory
 
 Window = tuple[float, float]
@@ -109,13 +111,8 @@ class Predictor:
         windowed slice ``(1, 3, H, W)``, and the resized size ``(h, w)`` in the frame.
         """
         native = torch.from_numpy(apply_window(slice2d, window)).to(self.device)[None, None]
-        H, W = native.shape[-2:]
-        S = self.model.image_size
-        scale = S / max(H, W)
-        h, w = max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5))
-        resized = F.interpolate(native, size=(h, w), mode="bilinear", align_corners=False, antialias=scale < 1)
-        frame = F.pad(resized, (0, S - w, 0, S - h))
-        return frame.expand(-1, 3, -1, -1), native.expand(-1, 3, -1, -1), (h, w)
+        frame, input_hw = to_frame(native, self.model.image_size)
+        return frame, native.expand(-1, 3, -1, -1), input_hw
 
     def embed(self, slice2d: np.ndarray, window: Window | None = None, key: Hashable | None = None) -> Embedding:
         """Compute (or fetch from the cache) the embedding of ``slice2d`` under ``window``.
@@ -189,19 +186,6 @@ class Predictor:
         return out
 
     # -- prompts ---------------------------------------------------------------------
-    def _check_xy(self, x: float, y: float, what: str) -> None:
-        H, W = self.image_hw
-        if not (np.isfinite(x) and np.isfinite(y)) or not (-0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5):
-            raise PromptError(
-                f"{what} ({x:g}, {y:g}) is outside the image: x must be in [0, {W - 1}] and y in [0, {H - 1}]"
-            )
-
-    def _frame_scale(self) -> tuple[float, float]:
-        assert self._current is not None
-        H, W = self._current.native_hw
-        h, w = self._current.input_hw
-        return w / W, h / H
-
     def predict(
         self,
         box: Sequence[float] | None = None,
@@ -222,22 +206,13 @@ class Predictor:
             raise RuntimeError("call set_image() before predict()")
         if box is None and not points and mask_input is None:
             raise PromptError("give a box, at least one point, or a mask input")
-        sx, sy = self._frame_scale()
+        native_hw, input_hw = emb.native_hw, emb.input_hw
         dev = self.device
         boxes_t = None
         box_native = None
         if box is not None:
-            b = [float(v) for v in np.asarray(box, dtype=float).reshape(-1)]
-            if len(b) != 4:
-                raise PromptError(f"a box needs 4 numbers [x0, y0, x1, y1], got {len(b)}")
-            x0, x1 = sorted((b[0], b[2]))
-            y0, y1 = sorted((b[1], b[3]))
-            self._check_xy(x0, y0, "box corner")
-            self._check_xy(x1, y1, "box corner")
-            if x1 - x0 < 1 or y1 - y0 < 1:
-                raise PromptError(f"the box [{b[0]:g}, {b[1]:g}, {b[2]:g}, {b[3]:g}] is empty (less than one pixel wide or high)")
-            box_native = (x0, y0, x1, y1)
-            boxes_t = torch.tensor([[x0 * sx, y0 * sy, x1 * sx, y1 * sy]], dtype=torch.float32, device=dev)
+            box_native = check_box(box, native_hw)
+            boxes_t = torch.from_numpy(boxes_to_frame([box_native], native_hw, input_hw)).to(dev)
         coords_t = labels_t = None
         if points:
             pts = np.asarray(points, dtype=float)
@@ -249,9 +224,8 @@ class Predictor:
             if not np.isin(lab, (0, 1)).all():
                 raise PromptError("point labels must be 1 (positive) or 0 (negative)")
             for x, y in pts[:, :2]:
-                self._check_xy(float(x), float(y), "point")
-            frame_pts = pts[:, :2] * [sx, sy]
-            coords_t = torch.tensor(frame_pts[None], dtype=torch.float32, device=dev)
+                check_point(float(x), float(y), native_hw)
+            coords_t = torch.from_numpy(points_to_frame(pts[None], native_hw, input_hw)).to(dev)
             labels_t = torch.tensor(lab[None], dtype=torch.int64, device=dev)
         mask_t = None
         if mask_input is not None:

@@ -1,4 +1,11 @@
-"""Prompt files for ``hrmedsegsam segment``: parsing and validation.
+"""Prompts: the one bounds check every prompt goes through, and prompt files.
+
+Prompts are pixel positions on a slice of ``(H, W)`` pixels, ``x`` = column, ``y`` = row,
+continuous with pixel centres at integers: a position is on the slice when it lies in
+``[-0.5, W - 0.5] x [-0.5, H - 0.5]`` (:func:`inside_slice`). The Predictor, the annotation
+session, the interactive core and the napari layers all check prompts with these functions.
+
+Prompt files for ``hrmedsegsam segment``:
 
 A prompts file is a JSON list of objects::
 
@@ -19,7 +26,48 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hrmedsegsam.errors import InputError, PromptError
+
+
+def inside_slice(x: float, y: float, hw: tuple[int, int]) -> bool:
+    """Whether pixel position ``(x, y)`` lies on a slice of ``hw = (H, W)``; NaN never does."""
+    H, W = hw
+    return bool(-0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5)
+
+
+def check_point(x: float, y: float, hw: tuple[int, int], what: str = "point") -> None:
+    """Raise PromptError unless ``(x, y)`` (pixels) lies on a slice of ``hw = (H, W)``."""
+    if not inside_slice(x, y, hw):
+        H, W = hw
+        raise PromptError(
+            f"{what} ({x:g}, {y:g}) is outside the {W}x{H} slice: x must be in 0..{W - 1} and "
+            f"y in 0..{H - 1}"
+        )
+
+
+def check_box(
+    box: Sequence[float], hw: tuple[int, int], what: str = "box"
+) -> tuple[float, float, float, float]:
+    """A box ``[x0, y0, x1, y1]`` (pixels, corners in any order) checked against a slice of
+    ``hw = (H, W)``; returns it with sorted corners ``(x0, y0, x1, y1)``, ``x0 < x1``.
+
+    Raises:
+        PromptError: not 4 numbers, a corner off the slice, or less than one pixel wide or
+            high.
+    """
+    values = [float(v) for v in np.asarray(box, dtype=float).reshape(-1)]
+    if len(values) != 4:
+        raise PromptError(f"{what} needs 4 numbers [x0, y0, x1, y1], got {len(values)}")
+    x0, x1 = sorted((values[0], values[2]))
+    y0, y1 = sorted((values[1], values[3]))
+    label = f"{what} [{', '.join(f'{v:g}' for v in values)}]"
+    check_point(x0, y0, hw, f"{label}: corner")
+    check_point(x1, y1, hw, f"{label}: corner")
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise PromptError(f"{label} is empty (less than one pixel wide or high)")
+    return x0, y0, x1, y1
 
 
 @dataclass(frozen=True)
@@ -39,22 +87,10 @@ class ObjectPrompt:
         if not 0 <= self.slice < Z:
             raise PromptError(f"{where}: slice {self.slice} is out of range (the volume has slices 0..{Z - 1})")
 
-        def inside(x: float, y: float) -> bool:
-            return -0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5
-
         if self.box is not None:
-            x0, y0, x1, y1 = self.box
-            if not (inside(x0, y0) and inside(x1, y1)):
-                raise PromptError(
-                    f"{where}: box {list(self.box)} is outside the slice (x in 0..{W - 1}, y in 0..{H - 1})"
-                )
-            if abs(x1 - x0) < 1 or abs(y1 - y0) < 1:
-                raise PromptError(f"{where}: box {list(self.box)} is empty")
+            check_box(self.box, (H, W), f"{where}: box")
         for x, y in self.points:
-            if not inside(x, y):
-                raise PromptError(
-                    f"{where}: point [{x:g}, {y:g}] is outside the slice (x in 0..{W - 1}, y in 0..{H - 1})"
-                )
+            check_point(x, y, (H, W), f"{where}: point")
 
 
 def _number(value: Any, what: str) -> float:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hrmedsegsam.errors import HRMedSegSAMError, PromptError
+from hrmedsegsam.prompts import check_point
 
 __all__ = [
     "AnnotationSession",
@@ -153,10 +154,6 @@ class ObjectSummary:
     z_max: int
     slices: int  # number of slices that contain the object
     volume_ml: float
-
-    @property
-    def z_range(self) -> tuple[int, int]:
-        return (self.z_min, self.z_max)
 
 
 @dataclass
@@ -498,9 +495,7 @@ class AnnotationSession:
 
     def _check_point(self, z: int, x: float, y: float) -> None:
         self._check_z(z)
-        h, w = self._labels3d.shape[1:]
-        if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
-            raise PromptError(f"The prompt ({x:.1f}, {y:.1f}) is outside the {w}x{h} slice.")
+        check_point(x, y, self._labels3d.shape[1:], "the prompt")
 
     def _commit_slices(self, mask: np.ndarray, z: int | None, slices) -> np.ndarray:
         nz = self._labels3d.shape[0]

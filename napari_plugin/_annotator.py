@@ -254,13 +254,6 @@ class AnnotatorModel:
             **same_transform_kwargs(self.image_layer),
         )
 
-    def set_predictor(self, predictor: Any, name: str = "custom") -> None:
-        """Use ``predictor`` from now on (re-predicts the prompted slices)."""
-        self.predictor = predictor
-        self.model_name = name
-        self._predictions.clear()
-        self._repredict_all()
-
     def load_model(self, name: str) -> None:
         """Loads model ``name`` (see ``hrmedsegsam.model.build.available_models``) in the
         compute thread; errors (e.g. missing weights) go to the status line.
@@ -294,10 +287,6 @@ class AnnotatorModel:
         self.negative = bool(negative)
         if self.points_layer is not None:
             pl.set_negative_mode(self.points_layer, self.negative)
-
-    def toggle_negative(self) -> None:
-        self.set_negative(not self.negative)
-        self._say("New points are negative." if self.negative else "New points are positive.")
 
     def use_points(self) -> None:
         """Selects the points layer in 'add' mode (click to add a prompt point)."""

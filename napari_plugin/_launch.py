@@ -1,5 +1,8 @@
 """``hrmedsegsam napari [PATH]``: napari with the annotation widget docked and an image open.
 
+The plugin offers this command to the library's CLI through the ``hrmedsegsam.commands``
+entry point (:func:`register_command`), so the CLI never imports this package.
+
 The image is ``PATH`` (read by this plugin's reader) or, without a path, the synthetic CT
 sample. Returns a process exit code: 0 after the viewer is closed, 2 when ``PATH`` cannot
 be read (the message is printed, no traceback).
@@ -7,6 +10,7 @@ be read (the message is printed, no traceback).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
 
@@ -67,3 +71,10 @@ def launch(path: str | None = None) -> int:
         return 2
     napari.run()
     return 0
+
+
+def register_command(sub: argparse._SubParsersAction) -> None:
+    """Adds ``napari [PATH]`` to the ``hrmedsegsam`` command line (entry point target)."""
+    p = sub.add_parser("napari", help="open napari with the annotation widget (and PATH, or the CT sample)")
+    p.add_argument("path", nargs="?", default=None)
+    p.set_defaults(func=lambda args: launch(args.path))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from hrmedsegsam.prompts import inside_slice
 from hrmedsegsam.session import Box, Point, PromptState
 from napari_plugin._geometry import same_transform_kwargs
 
@@ -112,7 +113,7 @@ def state_from_layers(
     for row, pos in zip(data, positive, strict=True):
         z = int(round(row[0])) if data.shape[1] == 3 else 0
         y, x = float(row[-2]), float(row[-1])
-        if not (0 <= z < nz and -0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
+        if not (0 <= z < nz and inside_slice(x, y, (h, w))):
             dropped += 1
             continue
         points.append(Point(z, x, y, bool(pos)))

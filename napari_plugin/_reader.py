@@ -97,7 +97,7 @@ def image_layer_data(vol: Any, name: str | None = None) -> LayerData:
 
     kwargs = layer_kwargs(vol, name or display_name(vol.path))
     try:
-        lo, hi = resolve_window(vol.array, modality=vol.modality or _guess_modality(vol))
+        lo, hi = resolve_window(vol.array, modality=vol.modality)
         kwargs["contrast_limits"] = (float(lo), float(hi))
     except Exception:  # noqa: BLE001 - the window is a nicety; napari picks one otherwise
         pass
@@ -139,14 +139,6 @@ def looks_like_labels(vol: Any) -> bool:
         return False
     values = np.unique(sample)
     return values.size <= _MAX_LABEL_VALUES and arr.min() >= 0
-
-
-def _guess_modality(vol: Any) -> str:
-    """'CT' for signed integer volumes reaching air (about -1000 HU), else ''."""
-    arr = np.asarray(vol.array)
-    if arr.dtype.kind == "i" and arr.size and arr.min() <= -900:
-        return "CT"
-    return ""
 
 
 def _as_3d(data: Any) -> np.ndarray:

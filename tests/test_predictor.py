@@ -107,7 +107,7 @@ def test_random_model_forward_at_native_resolution() -> None:
 def test_litemedsam_segments_a_disk_on_a_non_square_slice() -> None:
     """The reference model through the same Predictor: a box around a bright disk on a
     non-square slice gives the disk (checks the real preprocessing and mapping back)."""
-    from hrmedsegsam import teacher
+    from hrmedsegsam.model import litemedsam as teacher
     from hrmedsegsam.model.build import load_model
 
     if not teacher.is_available():

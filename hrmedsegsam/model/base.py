@@ -1,19 +1,34 @@
 """The interface every promptable model offers the Predictor (ours and LiteMedSAM).
 
-Coordinate frame: a slice of native size ``(H, W)`` is resized so its longest side is
-``image_size`` (giving ``input_hw``) and zero-padded bottom/right to ``image_size`` square.
-Prompts reach a model in pixels of that frame, ``x`` = column, ``y`` = row. Low-resolution
-logits are ``(B, M, 256, 256)`` over the padded frame.
+Coordinate frame (:mod:`hrmedsegsam.model.frame` owns it): a slice of native size
+``(H, W)`` is resized so its longest side is ``image_size`` (giving ``input_hw``) and
+zero-padded bottom/right to ``image_size`` square. Prompts reach a model in pixels of that
+frame, ``x`` = column, ``y`` = row. Low-resolution logits are ``(B, M, 256, 256)`` over the
+padded frame.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from hrmedsegsam.model.decoder import DecoderOutput
+# (row0, col0, row1, col1), half-open, in native pixels.
+Roi = tuple[int, int, int, int]
+
+
+@dataclass
+class DecoderOutput:
+    """Native-resolution logits ``(B, M, H, W)``, IoU predictions ``(B, M)``, low-res logits
+    ``(B, M, 256, 256)`` in the padded model frame, and the refined ROI ``(r0, c0, r1, c1)``.
+    """
+
+    logits: torch.Tensor
+    iou: torch.Tensor
+    lowres: torch.Tensor
+    roi: Roi | None
 
 
 class PromptableModel(nn.Module):

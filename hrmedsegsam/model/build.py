@@ -30,7 +30,7 @@ def _build_hrmedsegsam(config: dict[str, Any] | None = None) -> PromptableModel:
 
 
 def _build_litemedsam(config: dict[str, Any] | None = None) -> PromptableModel:
-    from hrmedsegsam.teacher import LiteMedSAM
+    from hrmedsegsam.model.litemedsam import LiteMedSAM
 
     return LiteMedSAM()
 
@@ -43,10 +43,10 @@ MODEL_REGISTRY: dict[str, Callable[..., PromptableModel]] = {
 
 def available_models() -> list[str]:
     """Names that :func:`load_model` can load on this machine."""
-    from hrmedsegsam import teacher
+    from hrmedsegsam.model import litemedsam
 
     names = ["hrmedsegsam"]
-    if teacher.is_available():
+    if litemedsam.is_available():
         names.append("litemedsam")
     return names
 
@@ -117,7 +117,7 @@ def load_model(name_or_path: str | Path | None = None,
     """
     dev = torch.device(device) if device is not None else default_device()
     if name_or_path == "litemedsam":
-        from hrmedsegsam.teacher import load_litemedsam
+        from hrmedsegsam.model.litemedsam import load_litemedsam
 
         return load_litemedsam(dev)
     path = default_weights_path() if name_or_path in (None, "hrmedsegsam") else Path(name_or_path)

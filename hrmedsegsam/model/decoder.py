@@ -22,17 +22,15 @@ form of :mod:`hrmedsegsam.model.factored`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hrmedsegsam.model._sam import sam_modeling
+from hrmedsegsam.model.base import DecoderOutput, Roi
 from hrmedsegsam.model.factored import ScrambledFeatures, factored_coarse, supports_factored
 
-# (row0, col0, row1, col1), half-open, in native pixels.
-Roi = tuple[int, int, int, int]
 Upscaled = torch.Tensor | ScrambledFeatures
 
 
@@ -224,18 +222,6 @@ def sample_frame(lowres: torch.Tensor | ScrambledFeatures, valid_hw: tuple[int, 
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)
     grid = grid.unsqueeze(0).expand(lowres.shape[0], -1, -1, -1)
     return F.grid_sample(lowres, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-@dataclass
-class DecoderOutput:
-    """Native-resolution logits ``(B, M, H, W)``, IoU predictions ``(B, M)``, low-res logits
-    ``(B, M, 256, 256)`` in the padded model frame, and the refined ROI ``(r0, c0, r1, c1)``.
-    """
-
-    logits: torch.Tensor
-    iou: torch.Tensor
-    lowres: torch.Tensor
-    roi: Roi | None
 
 
 class ECMDecoder(nn.Module):

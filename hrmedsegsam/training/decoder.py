@@ -32,7 +32,7 @@ import numpy as np
 
 from hrmedsegsam.errors import InputError
 from hrmedsegsam.training.cache import sample_paths
-from hrmedsegsam.training.data import Sample, load_sample, region_objects, to_frame
+from hrmedsegsam.training.data import Sample, load_sample, region_objects
 from hrmedsegsam.training.loop import (
     Budget,
     cosine_lr,
@@ -40,7 +40,7 @@ from hrmedsegsam.training.loop import (
     save_checkpoint,
     setup_logging,
 )
-from hrmedsegsam.training.prompts import Prompt, correction_point, objects, simulate
+from hrmedsegsam.training.prompts import Prompt, correction_point, objects, simulate, tight_box
 
 log = logging.getLogger("hrmedsegsam.training")
 
@@ -99,13 +99,11 @@ def prompt_tensors(prompts: Sequence[Prompt], native_hw: tuple[int, int], input_
     """
     import torch
 
-    H, W = native_hw
-    h, w = input_hw
-    sx, sy = w / W, h / H
+    from hrmedsegsam.model.frame import boxes_to_frame, points_to_frame
+
     boxes = None
     if prompts[0].box is not None:
-        boxes = torch.tensor([[p.box[0] * sx, p.box[1] * sy, p.box[2] * sx, p.box[3] * sy] for p in prompts],  # type: ignore[index]
-                             dtype=torch.float32)
+        boxes = torch.from_numpy(boxes_to_frame([p.box for p in prompts], native_hw, input_hw))
     coords = labels = None
     n = max((0 if p.points is None else len(p.points)) for p in prompts)
     if n:
@@ -114,7 +112,7 @@ def prompt_tensors(prompts: Sequence[Prompt], native_hw: tuple[int, int], input_
         for i, p in enumerate(prompts):
             if p.points is not None:
                 k = len(p.points)
-                coords[i, :k] = torch.from_numpy(np.asarray(p.points, np.float32) * np.array([sx, sy], np.float32))
+                coords[i, :k] = torch.from_numpy(points_to_frame(p.points, native_hw, input_hw))
                 labels[i, :k] = torch.from_numpy(np.asarray(p.labels, np.int64))
     return coords, labels, boxes
 
@@ -141,9 +139,9 @@ def mask_losses(logits, target):  # type: ignore[no-untyped-def]
 
 
 def _union_box(ms: Sequence[np.ndarray]) -> tuple[float, float, float, float]:
-    u = np.logical_or.reduce(list(ms))
-    rows, cols = np.flatnonzero(u.any(1)), np.flatnonzero(u.any(0))
-    return float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1])
+    """Tight ``(x0, y0, x1, y1)`` box (inclusive pixels) around the union of non-empty masks."""
+    x0, y0, x1, y1 = tight_box(np.logical_or.reduce(list(ms)))
+    return float(x0), float(y0), float(x1), float(y1)
 
 
 def choose_kind(rng: np.random.Generator, weights: Sequence[float]) -> int:
@@ -173,11 +171,11 @@ def train_step(model, emb, sample: Sample, objs: list[np.ndarray], rng: np.rando
     import torch
 
     from hrmedsegsam.model.decoder import sample_frame
+    from hrmedsegsam.model.frame import resized_hw
 
     frame_native = torch.from_numpy(sample.image)[None, None].expand(-1, 3, -1, -1).contiguous()
     H, W = sample.image.shape
-    scale = model.image_size / max(H, W)
-    input_hw = (max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5)))
+    input_hw = resized_hw((H, W), model.image_size)
     prompts = [simulate(m, rng, one_hot(kind)) for m in objs]
     target = torch.from_numpy(np.stack(objs)[:, None].astype(np.float32))
     box_native = _union_box(objs)
@@ -249,9 +247,10 @@ def teacher_masks(teacher, temb, sample: Sample, boxes: Sequence[tuple[float, fl
     """
     import torch
 
+    from hrmedsegsam.model.frame import resized_hw
+
     H, W = sample.image.shape
-    scale = teacher.image_size / max(H, W)
-    input_hw = (max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5)))
+    input_hw = resized_hw((H, W), teacher.image_size)
     prompts = [Prompt(box=b, kind="teacher-box") for b in boxes]
     coords, labels, boxes_t = prompt_tensors(prompts, (H, W), input_hw)
     with torch.no_grad():  # SAM's decoder repeats a batch-1 embedding for each prompt itself
@@ -277,6 +276,8 @@ class WindowEncoder:
 
     def __init__(self, model, sample: Sample, teacher_path: Path | None) -> None:  # type: ignore[no-untyped-def]
         import torch
+
+        from hrmedsegsam.model.frame import to_frame
 
         self.model = model
         self.frame, _ = to_frame(sample.image, model.image_size)
@@ -372,7 +373,7 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
     teacher = None
     t_dir = Path(cfg.teacher_embeddings) if cfg.teacher_embeddings is not None else Path(cfg.cache) / "teacher"
     if cfg.teacher_prob > 0:
-        from hrmedsegsam.teacher import load_litemedsam
+        from hrmedsegsam.model.litemedsam import load_litemedsam
 
         teacher = load_litemedsam()
         for q in teacher.parameters():
@@ -498,13 +499,15 @@ def train_step_crop(model, emb, sample: Sample, objs: list[np.ndarray], rng: np.
     """
     import torch
 
+    from hrmedsegsam.model.frame import resized_hw
+
     H, W = sample.image.shape
     S, L = model.image_size, model.lowres_size
     G = L // 4 if callable(emb) else emb.shape[-1]
     tok = S // G  # frame pixels per token
     up = L // G  # low-res pixels per token
-    scale = S / max(H, W)
-    input_hw = (max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5)))
+    scale = S / max(H, W)  # native pixel -> frame pixel
+    input_hw = resized_hw((H, W), S)
     x0, y0, x1, y1 = _union_box(objs)
     ty0, tx0 = int(y0 * scale // tok), int(x0 * scale // tok)
     ty1, tx1 = int(y1 * scale // tok) + 1, int(x1 * scale // tok) + 1

@@ -161,8 +161,8 @@ def test_decoder_training_lowers_loss(small_cache, tmp_path: Path) -> None:
 def test_teacher_box_steps(small_cache, tmp_path: Path) -> None:
     """The teacher answers a box around a disk with the disk; decoder steps that learn
     from such answers run and are logged as teacher-box steps."""
-    from hrmedsegsam import teacher
     from hrmedsegsam.masks import dice
+    from hrmedsegsam.model import litemedsam as teacher
     from hrmedsegsam.training.decoder import (
         DecoderConfig,
         DecoderData,
