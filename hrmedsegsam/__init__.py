@@ -19,6 +19,8 @@ __all__ = [
     "Prediction",
     "Volume",
     "load_model",
+    "available_models",
+    "InteractiveAnnotation",
     "read_volume",
     "write_labels",
     "resample_labels_to",
@@ -32,14 +34,17 @@ _LAZY = {
     "write_labels": "hrmedsegsam.io",
     "resample_labels_to": "hrmedsegsam.io",
     "load_model": "hrmedsegsam.model.build",
+    "available_models": "hrmedsegsam.model.build",
+    "InteractiveAnnotation": "hrmedsegsam.interactive",
     "Predictor": "hrmedsegsam.predictor",
     "Prediction": "hrmedsegsam.predictor",
     "propagate": "hrmedsegsam.volume",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from hrmedsegsam.interactive import InteractiveAnnotation
     from hrmedsegsam.io import Volume, read_volume, resample_labels_to, write_labels
-    from hrmedsegsam.model.build import load_model
+    from hrmedsegsam.model.build import available_models, load_model
     from hrmedsegsam.predictor import Prediction, Predictor
     from hrmedsegsam.volume import propagate
 

@@ -6,7 +6,7 @@ Volumes are ``(z, y, x)`` arrays as :func:`hrmedsegsam.read_volume` gives them; 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +62,110 @@ def _prompt_from(mask: np.ndarray) -> tuple[list[int], list[list[int]]]:
 PROMPTS = ("box", "box+point", "box+point+mask")
 
 
+@dataclass(frozen=True)
+class PropagationStep:
+    """One slice that propagation accepted: bool ``mask`` ``(H, W)`` on slice ``z``, its
+    predicted IoU ``score``, its low-res ``logits`` ``(256, 256)``, and progress: ``done``
+    of ``total`` slices visited (slices past where a direction stopped count as done).
+    """
+
+    z: int
+    mask: np.ndarray
+    score: float
+    logits: np.ndarray
+    done: int
+    total: int
+
+
+def _checked(volume_zyx: np.ndarray, start_z: int, start_mask: np.ndarray, direction: str,
+             prompt: str) -> tuple[np.ndarray, np.ndarray]:
+    vol = np.asarray(volume_zyx)
+    if vol.ndim != 3:
+        raise InputError(f"propagation needs a (z, y, x) volume, got shape {vol.shape}")
+    Z = vol.shape[0]
+    if not 0 <= start_z < Z:
+        raise PromptError(f"slice {start_z} is out of range: the volume has slices 0..{Z - 1}")
+    start = np.asarray(start_mask, dtype=bool)
+    if start.shape != vol.shape[1:]:
+        raise PromptError(f"start mask shape {start.shape} does not match the slice shape {vol.shape[1:]}")
+    if not start.any():
+        raise PromptError("the start mask is empty: nothing to propagate")
+    if direction not in ("both", "up", "down"):
+        raise ValueError(f"direction must be 'both', 'up' or 'down', not {direction!r}")
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
+    return vol, start
+
+
+def propagate_steps(
+    predictor: Predictor,  # noqa: F821 - imported lazily to keep this module light
+    volume_zyx: np.ndarray,
+    start_z: int,
+    start_mask: np.ndarray,
+    window: tuple[float, float] | None,
+    *,
+    start_logits: np.ndarray | None = None,
+    key: Callable[[int], Hashable] | None = None,
+    direction: str = "both",
+    rule: StopRule = StopRule(),
+    prompt: str = "box+point",
+) -> Iterator[PropagationStep]:
+    """Propagation as a generator: one :class:`PropagationStep` per accepted slice.
+
+    Arguments as :func:`propagate`, except ``key``: ``key(z)`` names the embedding cache
+    entry of slice ``z`` (None: the slice's content hash). The caller gets progress from
+    each step and cancels by no longer iterating (the next slice is only computed when it
+    asks for it).
+    """
+    vol, start = _checked(volume_zyx, start_z, start_mask, direction, prompt)
+    Z = vol.shape[0]
+    steps = [s for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both")]
+    total = sum((Z - 1 - start_z) if s > 0 else start_z for s in steps)
+    done = 0
+    start_area = int(start.sum())
+    # A fixed window for the intensity rule: with window None the predictor windows each
+    # slice by its own percentiles, which would hide real changes between slices.
+    iwin = tuple(window) if window is not None else percentile_window(vol)
+
+    def mean_intensity(z: int, m: np.ndarray) -> float:
+        return float(apply_window(vol[z][m], iwin).mean())
+
+    for i, step in enumerate(steps):
+        prev, prev_logits = start, start_logits
+        means = [mean_intensity(start_z, start)]
+        z = start_z + step
+        while 0 <= z < Z:
+            box, points = _prompt_from(prev)
+            predictor.set_image(vol[z], window, key=key(z) if key is not None else None)
+            if prompt == "box":
+                pred = predictor.predict(box=box)
+            elif prompt == "box+point":
+                pred = predictor.predict(box=box, points=points, labels=[1])
+            else:
+                pred = predictor.predict(box=box, points=points, labels=[1], mask_input=prev_logits)
+            mask = pred.mask
+            area = int(mask.sum())
+            prev_area = int(prev.sum())
+            done += 1
+            ended = (
+                pred.score < rule.min_score
+                or area < max(rule.min_area_px, rule.min_area_ratio * start_area)
+                or area > rule.max_growth * prev_area
+                or np.logical_and(mask, prev).sum() < rule.min_overlap * area
+            )
+            if not ended and rule.max_intensity_jump is not None and area > 0:
+                mean = mean_intensity(z, mask)
+                ended = abs(mean - float(np.mean(means[-max(1, rule.intensity_history):]))) > rule.max_intensity_jump
+                means.append(mean)
+            if ended:
+                break
+            yield PropagationStep(z, mask, pred.score, pred.logits, done, total)
+            prev, prev_logits = mask, pred.logits
+            z += step
+        # Slices not visited in this direction count as done.
+        done = sum((Z - 1 - start_z) if s > 0 else start_z for s in steps[: i + 1])
+
+
 def propagate(
     predictor: Predictor,  # noqa: F821 - imported lazily to keep this module light
     volume_zyx: np.ndarray,
@@ -90,74 +194,28 @@ def propagate(
     ``key_prefix``: embeddings are cached under ``(key_prefix, z)`` (e.g. a volume id);
     ``progress(done, total)`` is called after each slice; ``cancel()`` returning True stops
     early. Returns a bool ``(z, y, x)`` mask, with what was found so far when cancelled.
+    :func:`propagate_steps` is the same as a generator.
     """
-    vol = np.asarray(volume_zyx)
-    if vol.ndim != 3:
-        raise InputError(f"propagation needs a (z, y, x) volume, got shape {vol.shape}")
-    Z = vol.shape[0]
-    if not 0 <= start_z < Z:
-        raise PromptError(f"slice {start_z} is out of range: the volume has slices 0..{Z - 1}")
-    start = np.asarray(start_mask, dtype=bool)
-    if start.shape != vol.shape[1:]:
-        raise PromptError(f"start mask shape {start.shape} does not match the slice shape {vol.shape[1:]}")
-    if not start.any():
-        raise PromptError("the start mask is empty: nothing to propagate")
-    if direction not in ("both", "up", "down"):
-        raise ValueError(f"direction must be 'both', 'up' or 'down', not {direction!r}")
-    if prompt not in PROMPTS:
-        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
-
+    vol, start = _checked(volume_zyx, start_z, start_mask, direction, prompt)
     out = np.zeros(vol.shape, dtype=bool)
     out[start_z] = start
-    steps = [s for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both")]
-    total = sum((Z - 1 - start_z) if s > 0 else start_z for s in steps)
-    done = 0
-    start_area = int(start.sum())
-    # A fixed window for the intensity rule: with window None the predictor windows each
-    # slice by its own percentiles, which would hide real changes between slices.
-    iwin = tuple(window) if window is not None else percentile_window(vol)
-
-    def mean_intensity(z: int, m: np.ndarray) -> float:
-        return float(apply_window(vol[z][m], iwin).mean())
-
-    for step in steps:
-        prev, prev_logits = start, start_logits
-        means = [mean_intensity(start_z, start)]
-        z = start_z + step
-        while 0 <= z < Z:
-            if cancel is not None and cancel():
-                return out
-            box, points = _prompt_from(prev)
-            predictor.set_image(vol[z], window, key=(key_prefix, z) if key_prefix is not None else None)
-            if prompt == "box":
-                pred = predictor.predict(box=box)
-            elif prompt == "box+point":
-                pred = predictor.predict(box=box, points=points, labels=[1])
-            else:
-                pred = predictor.predict(box=box, points=points, labels=[1], mask_input=prev_logits)
-            mask = pred.mask
-            area = int(mask.sum())
-            prev_area = int(prev.sum())
-            done += 1
-            ended = (
-                pred.score < rule.min_score
-                or area < max(rule.min_area_px, rule.min_area_ratio * start_area)
-                or area > rule.max_growth * prev_area
-                or np.logical_and(mask, prev).sum() < rule.min_overlap * area
-            )
-            if not ended and rule.max_intensity_jump is not None and area > 0:
-                mean = mean_intensity(z, mask)
-                ended = abs(mean - float(np.mean(means[-max(1, rule.intensity_history):]))) > rule.max_intensity_jump
-                means.append(mean)
-            if ended:
-                break
-            out[z] = mask
-            prev, prev_logits = mask, pred.logits
-            if progress is not None:
-                progress(done, total)
-            z += step
-        # Slices not visited in this direction count as done for the progress bar.
-        done = sum((Z - 1 - start_z) if s > 0 else start_z for s in steps[: steps.index(step) + 1])
+    steps = propagate_steps(
+        predictor, vol, start_z, start, window, start_logits=start_logits,
+        key=(lambda z: (key_prefix, z)) if key_prefix is not None else None,
+        direction=direction, rule=rule, prompt=prompt,
+    )
+    while True:
+        if cancel is not None and cancel():
+            return out
+        step = next(steps, None)
+        if step is None:
+            break
+        out[step.z] = step.mask
         if progress is not None:
-            progress(done, total)
+            progress(step.done, step.total)
+    if progress is not None:
+        Z = vol.shape[0]
+        total = sum((Z - 1 - start_z) if s > 0 else start_z
+                    for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both"))
+        progress(total, total)
     return out

@@ -1,9 +1,11 @@
 """AnnotatorModel: the annotation widget's state and actions, without any Qt widget.
 
-It adapts the library to napari layers: an :class:`~hrmedsegsam.session.AnnotationSession`
-over the target Labels layer's array (the same array, edited in place), a
-:class:`~hrmedsegsam.predictor.Predictor` driven from a :class:`ComputeThread`, and four
-helper layers (the ``current object`` preview, prompt points, prompt box, and the labels).
+It adapts the headless core, :class:`~hrmedsegsam.interactive.InteractiveAnnotation`, to
+napari: the core edits the target Labels layer's array and the ``current object`` preview
+layer's array in place; prompts come from two helper layers (points, box); the core's slow
+half (:meth:`~hrmedsegsam.interactive.InteractiveAnnotation.compute`, embedding and
+decoding) runs in a :class:`ComputeThread`. Prediction policy, the embedding cache keys,
+prefetch choices and propagation live in the core, not here.
 The Qt view (:mod:`napari_plugin._widget`) only calls these methods and listens to
 :attr:`AnnotatorModel.events`:
 
@@ -19,15 +21,14 @@ segments through the volume from the shown slice and commits the result.
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from hrmedsegsam.errors import HRMedSegSAMError, PromptError
+from hrmedsegsam.errors import HRMedSegSAMError
+from hrmedsegsam.interactive import InteractiveAnnotation, PredictionRequest
 from hrmedsegsam.session import AnnotationSession, PromptState
 from napari_plugin import _prompt_layers as pl
 from napari_plugin._compute import ComputeThread, Job
@@ -35,8 +36,6 @@ from napari_plugin._geometry import META_KEY
 
 AS_DISPLAYED = "as displayed"
 WINDOW_CHOICES = (AS_DISPLAYED, "abdomen", "lung", "bone", "brain", "percentile")
-_PREDICTION_CACHE = 12  # recent predictions kept to make undo/redo of prompts instant
-_TOKENS = itertools.count(1)  # one per annotated image: embedding cache keys never collide
 
 
 def _main_thread_deliver() -> Callable[[Callable, Any], None]:
@@ -89,7 +88,7 @@ class AnnotatorModel:
         self.preview_layer: Any = None
         self.points_layer: Any = None
         self.box_layer: Any = None
-        self.session: AnnotationSession | None = None
+        self.core: InteractiveAnnotation | None = None
 
         self._deliver = deliver or _main_thread_deliver()
         self._compute = ComputeThread(self._deliver, on_status=self._on_activity)
@@ -98,10 +97,8 @@ class AnnotatorModel:
         self._syncing = False
         self._rebuilding = False  # guards sync_with_layers against its own layer removals
         self._closed = False
-        self._token = 0  # identifies the image (+ window) in embedding cache keys
         self._window_cache: dict[str, tuple[float, float]] = {}
-        self._pending: dict[int, tuple] = {}  # z -> the slice prompts being predicted
-        self._predictions: OrderedDict[tuple, Any] = OrderedDict()  # (z, key, window) -> Prediction
+        self._pending: dict[int, tuple] = {}  # z -> key of the request being computed
         self._after_predictions: list[Callable[[], None]] = []
         self._cancel = threading.Event()
         self._progress: Any = None
@@ -131,6 +128,11 @@ class AnnotatorModel:
     def preview3d(self) -> np.ndarray:
         data = self.preview_layer.data
         return data[np.newaxis] if data.ndim == 2 else data
+
+    @property
+    def session(self) -> AnnotationSession | None:
+        """The core's session (objects, prompts, undo), None without an image."""
+        return self.core.session if self.core is not None else None
 
     def current_z(self) -> int:
         """The slice shown (data index of the image's first axis; 0 for a 2D image)."""
@@ -163,9 +165,6 @@ class AnnotatorModel:
             )
         return self._window_cache[self.window_choice]
 
-    def _key(self, z: int) -> tuple:
-        return ("napari", self._token, int(z))
-
     # ================================================================ setup
     def set_image_layer(self, layer: Any, labels_layer: Any = None) -> None:
         """Annotate ``layer``: makes (or reuses) the labels, preview and prompt layers."""
@@ -187,9 +186,7 @@ class AnnotatorModel:
     def _attach(self, layer: Any, labels_layer: Any) -> None:
         self._disconnect()
         self._compute.clear()
-        self._token = next(_TOKENS)
         self._window_cache.clear()
-        self._predictions.clear()
         self._pending.clear()
         self.image_layer = layer
         self.labels_layer = None
@@ -229,7 +226,10 @@ class AnnotatorModel:
         spacing = tuple(meta["spacing"][::-1]) if meta else tuple(self.image_layer.scale)[-3:]
         if data.ndim == 2:
             spacing = (1.0,) + tuple(spacing[-2:])
-        self.session = AnnotationSession(data, spacing_zyx=spacing)
+        self.core = InteractiveAnnotation(
+            self.image_layer.data, self.window(), self.predictor,
+            labels=data, preview=self.preview_layer.data, spacing_zyx=spacing,
+        )
         layer.events.paint.connect(self._emit_objects)
         layer.events.data.connect(self._emit_objects)
         self._clear_preview()
@@ -260,15 +260,16 @@ class AnnotatorModel:
         """
 
         def work() -> str:
-            from hrmedsegsam.model.build import load_model
-            from hrmedsegsam.predictor import Predictor
+            from hrmedsegsam import Predictor, load_model
 
             self.predictor = Predictor(load_model(name))
             return name
 
         def done(loaded: str) -> None:
             self.model_name = loaded
-            self._predictions.clear()
+            if self.core is not None:
+                self.core.predictor = self.predictor
+                self.core.forget_predictions()
             self._say(f"Model {loaded} ready.")
             self._repredict_all()
 
@@ -334,7 +335,7 @@ class AnnotatorModel:
             self._disconnect()
             self._compute.clear()
             self._pending.clear()
-            self.image_layer = self.labels_layer = self.session = None
+            self.image_layer = self.labels_layer = self.core = None
             self.preview_layer = self.points_layer = self.box_layer = None
             for helper in mine[2:]:
                 if helper in self.viewer.layers:
@@ -359,130 +360,69 @@ class AnnotatorModel:
     def _on_prompt_layer_changed(self, event: Any = None) -> None:
         action = getattr(event, "action", "changed")
         action = str(getattr(action, "value", action))
-        if self._syncing or self.session is None or action.endswith("ing"):
+        if self._syncing or self.core is None or action.endswith("ing"):
             return
         if self.points_layer is not None:
             pl.recolor_points(self.points_layer)
         state, dropped = pl.state_from_layers(
-            self.points_layer, self.box_layer, self.session.shape_zyx, self.session.current_id
+            self.points_layer, self.box_layer, self.core.session.shape_zyx, self.core.session.current_id
         )
         if dropped:
             self._say(f"{dropped} prompt(s) outside the image were ignored.")
         if len(state.boxes) != len([s for s in self.box_layer.shape_type if s == "rectangle"]):
             self._show_state(state)  # a second box on a slice replaces the first
-        before = self.session.state
-        if self.session.set_prompts(state):
-            self._update_predictions(before, state)
+        before = self.core.state
+        if before != state:
+            self._predict_slices(self.core.set_prompts(state))
             self.events.history()
 
-    def _update_predictions(self, before: PromptState, after: PromptState) -> None:
-        """Re-predicts (or clears) every slice whose prompts differ between two states."""
-        if before.object_id != after.object_id:
-            self._clear_preview()
-            if after.object_id is not None:
-                self.preview3d[:] = self.session.object_mask(after.object_id).reshape(self.preview3d.shape)
-                self.preview_layer.refresh()
-            slices = set(before.slices()) | set(after.slices())
-        else:
-            slices = {
-                z
-                for z in set(before.slices()) | set(after.slices())
-                if before.slice_key(z) != after.slice_key(z)
-            }
+    def _predict_slices(self, slices: list[int]) -> None:
+        """Predicts ``slices`` (nearest to the shown one first) after the prompts changed."""
+        self.preview_layer.refresh()
         for z in sorted(slices, key=lambda s: abs(s - self.current_z())):
             self._request_prediction(z)
 
     def _repredict_all(self) -> None:
-        if self.session is not None and self.image_layer is not None:
-            for z in self.session.state.slices():
+        if self.core is not None and self.image_layer is not None:
+            self.core.window = self.window()
+            for z in self.core.state.slices():
                 self._request_prediction(z)
 
-    def _prompt_kwargs(self, state: PromptState, z: int) -> dict:
-        kwargs = state.predict_kwargs(z)
-        if state.object_id is not None and kwargs and "box" not in kwargs:
-            # a reopened object: its committed mask on this slice frames the refinement
-            from hrmedsegsam.masks import bbox_xyxy
-
-            bb = bbox_xyxy(self.session.slice_mask(state.object_id, z))
-            if bb is not None:
-                h, w = self.session.shape_zyx[1:]
-                x0, y0, x1, y1 = bb
-                kwargs["box"] = [max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, w - 1), min(y1 + 1, h - 1)]
-        return kwargs
-
     def _request_prediction(self, z: int) -> None:
-        state = self.session.state
-        kwargs = self._prompt_kwargs(state, z)
-        if not kwargs:
+        core = self.core
+        core.window = self.window()
+        request = core.request(z)
+        if not isinstance(request, PredictionRequest):  # no prompt here, or a kept prediction
             self._pending.pop(z, None)
-            seed = (
-                self.session.slice_mask(state.object_id, z)
-                if state.object_id is not None
-                else False
-            )
-            self.preview3d[z] = seed
             self.preview_layer.refresh()
+            if request is not None:
+                self._report_prediction(z, request)
             return
-        if self.predictor is None:
+        if core.predictor is None:
             self._say("No model loaded: choose a model in the widget.")
             return
-        window = self.window()
-        key = (z, state.slice_key(z), window)
-        cached = self._predictions.get(key)
-        if cached is not None:
-            self._pending.pop(z, None)
-            self._show_prediction(z, key, cached)
-            return
-        mask_input = self._feedback_logits(z, state, window)
-        if mask_input is not None:
-            kwargs["mask_input"] = mask_input
-        seed = None
-        if state.object_id is not None and "mask_input" not in kwargs:
-            # a reopened object: its committed mask is the dense prompt to refine
-            seed = self.session.slice_mask(state.object_id, z).copy()
-        self._pending[z] = key
-        predictor, image, ckey = self.predictor, self.image3d, self._key(z)
-        cached_emb = predictor.is_cached(ckey, window)
-        label = f"Predicting slice {z}…" if cached_emb else f"Computing the embedding of slice {z}…"
-
-        def work() -> Any:
-            emb = predictor.embed(np.asarray(image[z]), window, key=ckey)
-            predictor.set_embedding(emb)
-            if seed is not None and seed.any():
-                return predictor.predict(**kwargs, mask_input=predictor.mask_to_logits(seed))
-            return predictor.predict(**kwargs)
-
+        self._pending[z] = request.key
+        label = f"Predicting slice {z}…" if core.is_embedded(z) else f"Computing the embedding of slice {z}…"
         self._compute.submit(
             Job(
-                work,
+                lambda: core.compute(request),
                 label,
-                on_done=lambda pred: self._on_prediction(z, key, pred),
-                on_error=lambda exc: self._on_prediction_error(z, key, exc),
+                on_done=lambda pred: self._on_prediction(request, pred),
+                on_error=lambda exc: self._on_prediction_error(z, request.key, exc),
                 coalesce=("predict", z),
             )
         )
         self._emit_busy()
 
-    def _feedback_logits(self, z: int, state: PromptState, window: tuple) -> np.ndarray | None:
-        """The previous prediction's logits when the new prompts only add points to it."""
-        points, box = state.on_slice(z)
-        for (pz, (ppoints, pbox, pid), pwin), pred in reversed(self._predictions.items()):
-            if pz != z or pwin != window or pid != state.object_id or pbox != box:
-                continue
-            grown = len(ppoints) < len(points) and tuple(points[: len(ppoints)]) == ppoints
-            if grown and (ppoints or pbox is not None):
-                return pred.logits
-        return None
-
-    def _on_prediction(self, z: int, key: tuple, pred: Any) -> None:
-        if self._closed:
+    def _on_prediction(self, request: PredictionRequest, pred: Any) -> None:
+        if self._closed or self.core is None:
             return
-        self._predictions[key] = pred
-        while len(self._predictions) > _PREDICTION_CACHE:
-            self._predictions.popitem(last=False)
-        if self._pending.get(z) == key:
+        z = request.z
+        if self._pending.get(z) == request.key:
             del self._pending[z]
-            self._show_prediction(z, key, pred)
+            if self.core.show(request, pred):
+                self.preview_layer.refresh()
+                self._report_prediction(z, pred)
         self._after_prediction()
 
     def _on_prediction_error(self, z: int, key: tuple, exc: BaseException) -> None:
@@ -491,11 +431,7 @@ class AnnotatorModel:
         self._on_error(exc)
         self._after_prediction()
 
-    def _show_prediction(self, z: int, key: tuple, pred: Any) -> None:
-        if self.session is None or key[1] != self.session.state.slice_key(z):
-            return  # the prompts changed meanwhile; a newer request is on its way
-        self.preview3d[z] = pred.mask
-        self.preview_layer.refresh()
+    def _report_prediction(self, z: int, pred: Any) -> None:
         if pred.mask.any():
             self._say(f"Slice {z}: predicted IoU {pred.score:.2f}. Accept, add prompts, or propagate.")
         else:
@@ -512,23 +448,14 @@ class AnnotatorModel:
     # ================================================================ prefetch
     def _schedule_prefetch(self) -> None:
         """While idle, embed the shown slice and its neighbours ahead of the user."""
-        if self.predictor is None or self.image_layer is None or self.prefetch_radius <= 0:
+        if self.core is None or self.predictor is None:
             return
-        z0, nz = self.current_z(), self.image3d.shape[0]
-        window = self.window()
-        order = [z0] + [z0 + s * d for d in range(1, self.prefetch_radius + 1) for s in (1, -1)]
-        predictor, image = self.predictor, self.image3d
-        jobs = []
-        for z in order:
-            key = self._key(z)
-            if 0 <= z < nz and not predictor.is_cached(key, window):
-                jobs.append(
-                    Job(
-                        lambda z=z, k=key: predictor.embed(np.asarray(image[z]), window, key=k),
-                        f"Prefetching the embedding of slice {z}…",
-                    )
-                )
-        self._compute.set_prefetch(jobs)
+        core = self.core
+        core.window = self.window()
+        self._compute.set_prefetch([
+            Job(lambda z=z: core.embed(z), f"Prefetching the embedding of slice {z}…")
+            for z in core.prefetch_requests(self.current_z(), self.prefetch_radius)
+        ])
 
     def wait_idle(self, timeout: float = 60.0, include_prefetch: bool = False) -> bool:
         """Blocks until the compute thread is idle (scripts; not from the UI thread in Qt)."""
@@ -557,42 +484,31 @@ class AnnotatorModel:
             self._on_error(exc)
 
     def _accept_now(self) -> int:
-        state = self.session.state
-        slices = state.slices()
-        if not slices:
-            raise PromptError("Nothing to accept: add a point or a box first.")
-        preview = self.preview3d
-        np.minimum(preview, 1, out=preview)  # brushed-in values count as foreground
-        label_id = self.session.commit(
-            preview.view(bool),  # 0/1 bytes: a bool view, no copy of the volume
-            label_id=self.target_id or None,
-            overwrite=self.overwrite,
-            slices=slices,
-        )
+        slices = self.core.state.slices()
+        label_id = self.core.accept(self.target_id or None, self.overwrite)
         self._after_commit()
-        name = self.session.name_of(label_id)
+        name = self.core.session.name_of(label_id)
         self._say(f"Accepted {name} (label {label_id}) on {len(slices)} slice(s). Next object.")
         return label_id
 
     def next_object(self) -> None:
         """Discards the current prompts and preview; the next prompt starts a new object."""
-        if self.session is None:
+        if self.core is None:
             return
-        if self.session.clear_prompts():
+        if self.core.next_object():
             self._pending.clear()
-            self._clear_preview()
-            self._show_state(self.session.state)
+            self.preview_layer.refresh()
+            self._show_state(self.core.state)
             self.events.history()
         self._say("Next object: click points or drag a box.")
 
     def reopen(self, label_id: int) -> None:
         """Refine an accepted object: its mask becomes the preview and the prompt frame."""
-        before = self.session.state
-        state = self.session.reopen(label_id)
+        slices = self.core.reopen(label_id)
         self._pending.clear()
-        self._show_state(state)
-        self._update_predictions(before, state)
-        obj = next(o for o in self.session.objects() if o.id == int(label_id))
+        self._show_state(self.core.state)
+        self._predict_slices(slices)
+        obj = next(o for o in self.core.session.objects() if o.id == int(label_id))
         if not obj.z_min <= self.current_z() <= obj.z_max:
             self.set_current_z((obj.z_min + obj.z_max) // 2)
         self.events.history()
@@ -608,29 +524,24 @@ class AnnotatorModel:
         self.events.objects()
 
     def undo(self) -> None:
-        self._step(self.session.undo if self.session else None, "undo")
+        self._step(self.core.undo if self.core else None, "undo")
 
     def redo(self) -> None:
-        self._step(self.session.redo if self.session else None, "redo")
+        self._step(self.core.redo if self.core else None, "redo")
 
     def _step(self, fn: Callable | None, verb: str) -> None:
         if fn is None or self._propagating:
             return
-        before = self.session.state
-        entry = fn()
+        entry, slices = fn()
         if entry is None:
             self._say(f"Nothing to {verb}.")
             return
         if entry.diff is not None:
             self.labels_layer.refresh()
             self.events.objects()
-        after = self.session.state
         self._pending.clear()
-        self._show_state(after)
-        if before.object_id != after.object_id or entry.diff is not None:
-            self._clear_preview()
-            before = PromptState()
-        self._update_predictions(before, after)
+        self._show_state(self.core.state)
+        self._predict_slices(slices)
         self.events.history()
         self._say(f"{verb.capitalize()}: {entry.description}.")
 
@@ -639,7 +550,7 @@ class AnnotatorModel:
         compute thread, with a napari progress bar; the result is committed (one undo
         step). :meth:`cancel` stops it and keeps the slices done so far.
         """
-        if self.session is None:
+        if self.core is None:
             raise HRMedSegSAMError("Open an image first.")
         if self.ndim != 3:
             raise HRMedSegSAMError("Propagation needs a 3D volume; this image is 2D.")
@@ -652,38 +563,22 @@ class AnnotatorModel:
             self._say("Propagate: waiting for the prediction to finish…")
             return
         z = self.current_z()
-        start = self.preview3d[z].astype(bool)
-        state = self.session.state
-        if not start.any():
-            raise PromptError(
-                f"Nothing to propagate from slice {z}: prompt the object on this slice first."
-            )
-        from hrmedsegsam.volume import propagate
-
-        window = self.window()
-        key = (z, state.slice_key(z), window)
-        prediction = self._predictions.get(key)
-        start_logits = prediction.logits if prediction is not None else None
-        predictor, image, token = self.predictor, self.image3d, ("napari", self._token)
-        rule = self.propagate_rule
+        self.core.window = self.window()
+        steps = self.core.propagate(z, self.propagate_rule)  # raises if slice z has no object
+        mask3d = np.zeros(self.image3d.shape, bool)
+        mask3d[z] = self.preview3d[z].astype(bool)
         self._cancel.clear()
-        self._start_progress(image.shape[0] - 1)
-        report = self._deliver
+        self._start_progress(mask3d.shape[0] - 1)
+        report, cancelled = self._deliver, self._cancel.is_set
 
         def work() -> np.ndarray:
-            kwargs = {"rule": rule} if rule is not None else {}
-            return propagate(
-                predictor,
-                image,
-                z,
-                start,
-                window,
-                start_logits=start_logits,
-                key_prefix=token,
-                progress=lambda done, total: report(self._on_progress, (done, total)),
-                cancel=self._cancel.is_set,
-                **kwargs,
-            )
+            while not cancelled():
+                step = next(steps, None)
+                if step is None:
+                    break
+                mask3d[step.z] = step.mask
+                report(self._on_progress, (step.done, step.total))
+            return mask3d
 
         self._compute.clear()
         self._compute.submit(
@@ -732,12 +627,7 @@ class AnnotatorModel:
         self._end_progress()
         slices = np.flatnonzero(mask3d.reshape(mask3d.shape[0], -1).any(axis=1))
         try:
-            label_id = self.session.commit(
-                mask3d,
-                label_id=self.target_id or None,
-                overwrite=self.overwrite,
-                description="propagate",
-            )
+            label_id = self.core.commit_volume(mask3d, self.target_id or None, self.overwrite)
         except HRMedSegSAMError as exc:
             self._on_error(exc)
             return
@@ -773,8 +663,8 @@ class AnnotatorModel:
         self.labels_layer.refresh()
         if clear:
             self._pending.clear()
-            self._clear_preview()
-            self._show_state(self.session.state)
+            self.preview_layer.refresh()
+            self._show_state(self.core.state)
         self.events.objects()
         self.events.history()
 

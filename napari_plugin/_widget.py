@@ -173,7 +173,7 @@ class AnnotatorWidget(QWidget):
 
     def _load_default_model(self, predictor: Any, name: str) -> None:
         """Loads the default model, or shows ``name`` for a given ``predictor``."""
-        from hrmedsegsam.model.build import available_models
+        from hrmedsegsam import available_models
 
         names = available_models()
         if predictor is not None and name not in names:

@@ -46,6 +46,14 @@ def test_model_imports_nothing_above_it() -> None:
     assert {f: m for f, m in found.items() if m} == {}
 
 
+def test_the_plugin_imports_nothing_from_the_model_package() -> None:
+    found = {
+        f: sorted(m for m in mods if m.startswith("hrmedsegsam.model"))
+        for f, mods in imported_modules("napari_plugin").items()
+    }
+    assert {f: m for f, m in found.items() if m} == {}
+
+
 def test_the_napari_command_is_offered_through_an_entry_point() -> None:
     if sys.version_info >= (3, 11):
         import tomllib

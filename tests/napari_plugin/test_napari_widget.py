@@ -250,9 +250,9 @@ def test_prefetch_embeds_neighbours_while_idle(make_napari_viewer, ct_file, pred
         _show_slice(m, 2)
         window = m.window()
         qtbot.waitUntil(
-            lambda: all(predictor.is_cached(m._key(z), window) for z in (1, 2, 3)), timeout=300_000
+            lambda: all(predictor.is_cached(m.core.embedding_key(z), window) for z in (1, 2, 3)), timeout=300_000
         )
-        assert not predictor.is_cached(m._key(0), window)
+        assert not predictor.is_cached(m.core.embedding_key(0), window)
     finally:
         m.close()
 

@@ -1,0 +1,344 @@
+"""The interactive annotation core: headless state for annotating one volume.
+
+One :class:`InteractiveAnnotation` holds everything an interactive front end needs, with no
+display: the image ``(z, y, x)``, the intensity window, the labels (through an
+:class:`~hrmedsegsam.session.AnnotationSession`, which owns objects, prompts and undo), the
+preview of the object being edited, a small cache of recent predictions, and the one key
+scheme under which slices are embedded in the Predictor's cache (:meth:`embedding_key`).
+The napari widget, ``hrmedsegsam segment`` and notebooks all drive this class.
+
+Coordinates: slices are ``image[z]`` of shape ``(H, W)`` (``y`` = row, ``x`` = column);
+prompts are pixels ``(x, y)`` on a slice, as :mod:`hrmedsegsam.prompts` checks them.
+
+A prediction has three parts so that a front end can run the slow one elsewhere:
+:meth:`request` (cheap: which prompts, feedback logits, cache hits; call it where the state
+lives), :meth:`compute` (the encoder and decoder; thread-safe, touches no state) and
+:meth:`show` (stores the result and writes the preview). :meth:`predict` does all three.
+:meth:`propagate` is a generator: the caller gets each slice as it is done, shows progress,
+and cancels by no longer iterating.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hrmedsegsam.errors import HRMedSegSAMError, PromptError
+from hrmedsegsam.masks import bbox_xyxy
+from hrmedsegsam.session import AnnotationSession, HistoryEntry, PromptState
+
+if TYPE_CHECKING:
+    from hrmedsegsam.io import Volume
+    from hrmedsegsam.predictor import Embedding, Prediction, Predictor
+    from hrmedsegsam.volume import PropagationStep, StopRule
+
+Window = tuple[float, float]
+
+_IMAGES = itertools.count(1)  # one per annotation: embedding keys of two images never collide
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    """What :meth:`InteractiveAnnotation.compute` needs to predict slice ``z``.
+
+    ``key`` identifies the prompts and window the prediction answers (a newer request for
+    the same slice replaces it); ``kwargs`` go to ``Predictor.predict``; ``seed`` is a
+    reopened object's committed mask ``(H, W)``, used as the dense prompt.
+    """
+
+    z: int
+    key: tuple
+    kwargs: dict[str, Any]
+    seed: np.ndarray | None
+    window: Window
+
+
+class InteractiveAnnotation:
+    """Annotation state for one volume.
+
+    Args:
+        image: ``(z, y, x)`` or ``(y, x)`` voxels (a 2D image is one slice); not copied.
+        window: the intensity window ``(lo, hi)`` the model sees.
+        predictor: a :class:`~hrmedsegsam.predictor.Predictor`; may be set later
+            (:attr:`predictor`), e.g. when a model loads in the background.
+        labels: integer array shaped like ``image``, edited in place (default: zeros).
+        preview: uint8 array shaped like ``image`` for the current object's mask, edited in
+            place (default: zeros); a front end passes the array it displays.
+        spacing_zyx: voxel size in mm, ``(z, y, x)``, for object volumes.
+        prediction_cache: recent predictions kept, so undo/redo of prompts is instant.
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        window: Sequence[float],
+        predictor: Predictor | None = None,
+        *,
+        labels: np.ndarray | None = None,
+        preview: np.ndarray | None = None,
+        spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
+        prediction_cache: int = 12,
+    ) -> None:
+        self.image = _as_3d(np.asarray(image))
+        shape = self.image.shape
+        self.labels = labels if labels is not None else np.zeros(np.asarray(image).shape, np.int32)
+        self.preview = preview if preview is not None else np.zeros(np.asarray(image).shape, np.uint8)
+        for name, array in (("labels", self.labels), ("preview", self.preview)):
+            if _as_3d(array).shape != shape:
+                raise HRMedSegSAMError(f"The {name} are {array.shape} but the image is {shape}.")
+        self.session = AnnotationSession(self.labels, spacing_zyx=spacing_zyx)
+        self.predictor = predictor
+        self.window: Window = (float(window[0]), float(window[1]))
+        self._image_id = next(_IMAGES)
+        self._predictions: OrderedDict[tuple, Prediction] = OrderedDict()
+        self._prediction_cache = int(prediction_cache)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def preview3d(self) -> np.ndarray:
+        """The preview as ``(z, y, x)`` (a view)."""
+        return _as_3d(self.preview)
+
+    @property
+    def state(self) -> PromptState:
+        """The prompts of the object being edited."""
+        return self.session.state
+
+    # ------------------------------------------------------------------ embeddings
+    def embedding_key(self, z: int) -> Hashable:
+        """The Predictor cache key of slice ``z``: the one scheme every caller uses."""
+        return ("interactive", self._image_id, int(z))
+
+    def is_embedded(self, z: int) -> bool:
+        """Whether slice ``z`` is in the Predictor's cache under the current window."""
+        return self.predictor is not None and self.predictor.is_cached(self.embedding_key(z), self.window)
+
+    def embed(self, z: int) -> Embedding:
+        """Embed slice ``z`` (or fetch it from the cache). Thread-safe."""
+        return self._need_predictor().embed(np.asarray(self.image[z]), self.window, key=self.embedding_key(z))
+
+    def prefetch_requests(self, z0: int, radius: int) -> list[int]:
+        """Slices within ``radius`` of ``z0``, nearest first, whose embedding is not cached."""
+        if self.predictor is None or radius <= 0:
+            return []
+        order = [z0] + [z0 + s * d for d in range(1, radius + 1) for s in (1, -1)]
+        return [z for z in order if 0 <= z < self.image.shape[0] and not self.is_embedded(z)]
+
+    # ------------------------------------------------------------------ prompts
+    def set_prompts(self, state: PromptState) -> list[int]:
+        """Record ``state`` (one undo step); returns the slices to predict again."""
+        before = self.session.state
+        if not self.session.set_prompts(state):
+            return []
+        return self.changed_slices(before, state)
+
+    def add_point(self, z: int, x: float, y: float, positive: bool = True) -> list[int]:
+        """Add a point prompt (pixels on slice ``z``); returns the slices to predict (``[z]``)."""
+        before = self.session.state
+        return self.changed_slices(before, self.session.add_point(z, x, y, positive))
+
+    def set_box(self, z: int, x0: float, y0: float, x1: float, y1: float) -> list[int]:
+        """Set the box prompt of slice ``z`` (pixel corners in any order); returns ``[z]``."""
+        before = self.session.state
+        return self.changed_slices(before, self.session.set_box(z, x0, y0, x1, y1))
+
+    def changed_slices(self, before: PromptState, after: PromptState) -> list[int]:
+        """Slices whose prediction differs between two prompt states. When the object
+        changes, the preview is reset to the new object's committed mask (or cleared).
+        """
+        if before.object_id != after.object_id:
+            self.preview3d[:] = 0
+            if after.object_id is not None:
+                self.preview3d[:] = self.session.object_mask(after.object_id).reshape(self.preview3d.shape)
+            return sorted(set(before.slices()) | set(after.slices()))
+        return sorted(
+            z for z in set(before.slices()) | set(after.slices()) if before.slice_key(z) != after.slice_key(z)
+        )
+
+    # ------------------------------------------------------------------ predictions
+    def request(self, z: int) -> PredictionRequest | Prediction | None:
+        """What predicting slice ``z`` takes under the current prompts and window.
+
+        Returns None when the slice has no prompt (its preview is then the reopened
+        object's mask, or empty), a cached :class:`Prediction` (already shown), or a
+        :class:`PredictionRequest` for :meth:`compute`.
+        """
+        state = self.session.state
+        kwargs = self._prompt_kwargs(state, z)
+        if not kwargs:
+            seed = self.session.slice_mask(state.object_id, z) if state.object_id is not None else False
+            self.preview3d[z] = seed
+            return None
+        key = (z, state.slice_key(z), self.window)
+        cached = self._predictions.get(key)
+        if cached is not None:
+            self._predictions.move_to_end(key)
+            self.preview3d[z] = cached.mask
+            return cached
+        feedback = self._feedback_logits(z, state)
+        if feedback is not None:
+            kwargs["mask_input"] = feedback
+        seed = None
+        if state.object_id is not None and feedback is None:
+            seed = self.session.slice_mask(state.object_id, z).copy()
+        return PredictionRequest(int(z), key, kwargs, seed, self.window)
+
+    def compute(self, request: PredictionRequest) -> Prediction:
+        """Run the model for ``request`` (slow; thread-safe, changes no annotation state)."""
+        predictor = self._need_predictor()
+        emb = predictor.embed(np.asarray(self.image[request.z]), request.window, key=self.embedding_key(request.z))
+        predictor.set_embedding(emb)
+        if request.seed is not None and request.seed.any():
+            return predictor.predict(**request.kwargs, mask_input=predictor.mask_to_logits(request.seed))
+        return predictor.predict(**request.kwargs)
+
+    def show(self, request: PredictionRequest, prediction: Prediction) -> bool:
+        """Keep ``prediction``; write it into the preview if its prompts are still current.
+
+        Returns whether it was shown (False when the prompts changed meanwhile).
+        """
+        self._predictions[request.key] = prediction
+        while len(self._predictions) > self._prediction_cache:
+            self._predictions.popitem(last=False)
+        if request.key[1] != self.session.state.slice_key(request.z) or request.window != self.window:
+            return False
+        self.preview3d[request.z] = prediction.mask
+        return True
+
+    def predict(self, z: int) -> Prediction | None:
+        """Predict slice ``z`` now (request, compute, show); None if it has no prompt."""
+        req = self.request(z)
+        if req is None or not isinstance(req, PredictionRequest):
+            return req
+        pred = self.compute(req)
+        self.show(req, pred)
+        return pred
+
+    def last_prediction(self, z: int) -> Prediction | None:
+        """The prediction for slice ``z`` under the current prompts and window, if kept."""
+        return self._predictions.get((z, self.session.state.slice_key(z), self.window))
+
+    def forget_predictions(self) -> None:
+        """Drop kept predictions (after the model changed)."""
+        self._predictions.clear()
+
+    # ------------------------------------------------------------------ commits & history
+    def accept(self, label_id: int | None = None, overwrite: bool = True) -> int:
+        """Commit the preview of the prompted slices as one object (one undo step).
+
+        ``label_id``: None for the reopened object's id, else the next free one;
+        ``overwrite``: False keeps other objects' voxels. Returns the id.
+        """
+        slices = self.session.state.slices()
+        if not slices:
+            raise PromptError("Nothing to accept: add a point or a box first.")
+        preview = self.preview3d
+        np.minimum(preview, 1, out=preview)  # brushed-in values count as foreground
+        label_id = self.session.commit(
+            preview.view(bool), label_id=label_id, overwrite=overwrite, slices=slices
+        )
+        self.preview3d[:] = 0
+        return label_id
+
+    def commit_volume(self, mask3d: np.ndarray, label_id: int | None = None, overwrite: bool = True) -> int:
+        """Commit a bool ``(z, y, x)`` mask (a propagation) as one object, one undo step."""
+        label_id = self.session.commit(mask3d, label_id=label_id, overwrite=overwrite, description="propagate")
+        self.preview3d[:] = 0
+        return label_id
+
+    def next_object(self) -> bool:
+        """Drop the prompts and the preview; the next prompt starts a new object."""
+        changed = self.session.clear_prompts()
+        if changed:
+            self.preview3d[:] = 0
+        return changed
+
+    def reopen(self, label_id: int) -> list[int]:
+        """Edit an accepted object again; returns the slices to predict."""
+        before = self.session.state
+        return self.changed_slices(before, self.session.reopen(label_id))
+
+    def undo(self) -> tuple[HistoryEntry | None, list[int]]:
+        """Undo one step; returns it (None: nothing to undo) and the slices to predict."""
+        return self._step(self.session.undo)
+
+    def redo(self) -> tuple[HistoryEntry | None, list[int]]:
+        """Redo one step; returns it (None: nothing to redo) and the slices to predict."""
+        return self._step(self.session.redo)
+
+    # ------------------------------------------------------------------ propagation
+    def propagate(self, z: int, rule: StopRule | None = None) -> Iterator[PropagationStep]:
+        """Follow the previewed object on slice ``z`` through the volume, slice by slice.
+
+        A generator of :class:`~hrmedsegsam.volume.PropagationStep` (nothing is committed:
+        collect the masks and call :meth:`commit_volume`). Slices are embedded under
+        :meth:`embedding_key`, so prefetched slices are not encoded again.
+        """
+        from hrmedsegsam.volume import StopRule, propagate_steps
+
+        start = self.preview3d[z].astype(bool)
+        if not start.any():
+            raise PromptError(f"Nothing to propagate from slice {z}: prompt the object on this slice first.")
+        last = self.last_prediction(z)
+        return propagate_steps(
+            self._need_predictor(), self.image, int(z), start, self.window,
+            start_logits=last.logits if last is not None else None,
+            key=self.embedding_key, rule=rule if rule is not None else StopRule(),
+        )
+
+    # ------------------------------------------------------------------ export
+    def export(self, path: str | Path, like: Volume, overwrite: bool = False) -> Path:
+        """Write the labels as NIfTI on the grid of ``like`` (see :func:`write_labels`)."""
+        from hrmedsegsam.io import write_labels
+
+        return write_labels(path, self.labels, like=like, overwrite=overwrite)
+
+    # ------------------------------------------------------------------ internals
+    def _need_predictor(self) -> Predictor:
+        if self.predictor is None:
+            raise HRMedSegSAMError("No model loaded: choose a model first.")
+        return self.predictor
+
+    def _prompt_kwargs(self, state: PromptState, z: int) -> dict[str, Any]:
+        kwargs = state.predict_kwargs(z)
+        if state.object_id is not None and kwargs and "box" not in kwargs:
+            # a reopened object: its committed mask on this slice frames the refinement
+            bb = bbox_xyxy(self.session.slice_mask(state.object_id, z))
+            if bb is not None:
+                h, w = self.image.shape[1:]
+                x0, y0, x1, y1 = bb
+                kwargs["box"] = [max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, w - 1), min(y1 + 1, h - 1)]
+        return kwargs
+
+    def _feedback_logits(self, z: int, state: PromptState) -> np.ndarray | None:
+        """The previous prediction's logits when the new prompts only add points to it."""
+        points, box = state.on_slice(z)
+        for (pz, (ppoints, pbox, pid), pwin), pred in reversed(self._predictions.items()):
+            if pz != z or pwin != self.window or pid != state.object_id or pbox != box:
+                continue
+            grown = len(ppoints) < len(points) and tuple(points[: len(ppoints)]) == ppoints
+            if grown and (ppoints or pbox is not None):
+                return pred.logits
+        return None
+
+    def _step(self, fn: Any) -> tuple[HistoryEntry | None, list[int]]:
+        before = self.session.state
+        entry = fn()
+        if entry is None:
+            return None, []
+        after = self.session.state
+        if before.object_id != after.object_id or entry.diff is not None:
+            self.preview3d[:] = 0
+            before = PromptState()
+        return entry, self.changed_slices(before, after)
+
+
+def _as_3d(array: np.ndarray) -> np.ndarray:
+    return array[np.newaxis] if array.ndim == 2 else array
+

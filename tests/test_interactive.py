@@ -1,0 +1,165 @@
+"""hrmedsegsam.interactive: the headless annotation core, driven without any display.
+
+The model is the deterministic box-threshold model of conftest (the real PromptableModel
+interface: everything bright inside the prompt box is the object), so every mask below is
+known exactly; encoder calls are counted on the model itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hrmedsegsam.errors import PromptError
+from hrmedsegsam.interactive import InteractiveAnnotation, PredictionRequest
+from hrmedsegsam.io import Volume, read_volume
+from hrmedsegsam.predictor import Predictor
+
+WINDOW = (-160.0, 240.0)
+
+
+def two_objects(Z: int = 16, H: int = 40, W: int = 56) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright box-shaped object A (slices 4..11) and a bright disk B (every slice)."""
+    vol = np.full((Z, H, W), -500, np.int16)
+    a = np.zeros((Z, H, W), bool)
+    a[4:12, 8:20, 6:22] = True
+    yy, xx = np.mgrid[:H, :W]
+    b = np.broadcast_to((yy - 28) ** 2 + (xx - 40) ** 2 <= 36, (Z, H, W)).copy()
+    vol[a | b] = 200
+    return vol, a, b
+
+
+@pytest.fixture
+def counted(box_threshold_model):  # type: ignore[no-untyped-def]
+    """A Predictor over the box-threshold model, and the list of encoder batch sizes."""
+    calls: list[int] = []
+    encode = box_threshold_model.encode
+
+    def counting(images: torch.Tensor) -> torch.Tensor:
+        calls.append(int(images.shape[0]))
+        return encode(images)
+
+    box_threshold_model.encode = counting
+    return Predictor(box_threshold_model, torch.device("cpu")), calls
+
+
+def test_prompt_preview_accept_undo_redo_export(counted, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    predictor, _ = counted
+    vol, a, b = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    assert ann.set_box(8, 5, 7, 22, 20) == [8]
+    pred = ann.predict(8)
+    assert pred is not None and np.array_equal(ann.preview3d[8].astype(bool), a[8])
+    first = ann.accept()
+    assert first == 1 and np.array_equal(ann.labels[8] == 1, a[8]) and not ann.preview.any()
+
+    # second object: a point then a box on another slice
+    ann.add_point(2, 40, 28)
+    ann.set_box(2, 33, 21, 47, 35)
+    ann.predict(2)
+    second = ann.accept()
+    assert second == 2 and np.array_equal(ann.labels[2] == 2, b[2])
+    assert [o.id for o in ann.session.objects()] == [1, 2]
+
+    entry, _ = ann.undo()
+    assert entry is not None and not (ann.labels == 2).any() and (ann.labels == 1).any()
+    entry, _ = ann.redo()
+    assert entry is not None and np.array_equal(ann.labels[2] == 2, b[2])
+
+    like = Volume(vol, spacing=(0.8, 0.8, 2.5))
+    out = ann.export(tmp_path / "labels.nii.gz", like)
+    back = read_volume(out)
+    assert np.array_equal(back.array, ann.labels) and back.spacing == pytest.approx((0.8, 0.8, 2.5))
+
+
+def test_points_refine_with_the_previous_logits_and_cached_predictions(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, _ = counted
+    vol, a, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    ann.set_box(6, 5, 7, 22, 20)
+    first = ann.predict(6)
+    ann.add_point(6, 12, 12)
+    req = ann.request(6)
+    assert isinstance(req, PredictionRequest)
+    np.testing.assert_array_equal(req.kwargs["mask_input"], first.logits)  # type: ignore[union-attr]
+    ann.show(req, ann.compute(req))
+    ann.undo()  # back to the box alone: its prediction is kept, nothing is computed
+    assert ann.request(6) is first
+
+
+def test_a_stale_result_is_kept_but_not_shown(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, _ = counted
+    vol, _, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    ann.set_box(6, 5, 7, 22, 20)
+    req = ann.request(6)
+    assert isinstance(req, PredictionRequest)
+    pred = ann.compute(req)  # meanwhile the user moves the box
+    ann.set_box(6, 0, 0, 3, 3)
+    assert not ann.show(req, pred) and not ann.preview.any()
+
+
+def test_propagation_after_prefetch_encodes_no_prefetched_slice(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, calls = counted
+    vol, a, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    todo = ann.prefetch_requests(8, radius=16)
+    assert todo[:3] == [8, 9, 7] and sorted(todo) == list(range(16))
+    for z in todo:
+        ann.embed(z)
+    assert len(calls) == 16 and ann.prefetch_requests(8, radius=16) == []
+
+    ann.set_box(8, 5, 7, 22, 20)
+    ann.predict(8)
+    steps = list(ann.propagate(8))
+    assert len(calls) == 16, "propagation re-encoded prefetched slices"
+    assert sorted(s.z for s in steps) == [4, 5, 6, 7, 9, 10, 11]
+    assert all(np.array_equal(s.mask, a[s.z]) for s in steps)
+    assert steps[-1].done <= steps[-1].total == 15
+
+    mask3d = np.zeros(vol.shape, bool)
+    mask3d[8] = ann.preview3d[8].astype(bool)
+    for s in steps:
+        mask3d[s.z] = s.mask
+    label = ann.commit_volume(mask3d)
+    assert np.array_equal(ann.labels == label, a)
+    ann.undo()
+    assert not ann.labels.any()
+
+
+def test_propagation_is_cancelled_by_not_iterating(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, calls = counted
+    vol, _, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    ann.set_box(8, 5, 7, 22, 20)
+    ann.predict(8)
+    steps = ann.propagate(8)
+    first = next(steps)
+    steps.close()
+    assert first.z == 9 and len(calls) == 2  # slice 8 and slice 9, nothing further
+
+
+def test_reopen_refines_the_committed_object(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, _ = counted
+    vol, a, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    ann.set_box(8, 5, 7, 22, 20)
+    ann.predict(8)
+    label = ann.accept()
+    assert ann.reopen(label) == [] and np.array_equal(ann.preview3d[8].astype(bool), a[8])
+    ann.add_point(8, 10, 10)
+    req = ann.request(8)
+    assert isinstance(req, PredictionRequest) and req.kwargs["box"] == [5, 7, 22, 20]
+    assert req.seed is not None and np.array_equal(req.seed, a[8])
+
+
+def test_prompts_outside_the_image_and_empty_accepts_are_refused(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, _ = counted
+    ann = InteractiveAnnotation(np.zeros((30, 40), np.int16), WINDOW, predictor)
+    with pytest.raises(PromptError, match="outside"):
+        ann.add_point(0, 45, 5)
+    with pytest.raises(PromptError, match="Nothing to accept"):
+        ann.accept()
+    with pytest.raises(PromptError, match="Nothing to propagate"):
+        ann.propagate(0)
