@@ -24,35 +24,40 @@ def segment_volume(
     predictor: Predictor,  # noqa: F821
     volume_zyx: np.ndarray,
     prompts: Sequence[ObjectPrompt],
-    window: tuple[float, float] | None,
+    window: tuple[float, float],
     propagate_3d: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, list[ObjectResult]]:
     """Labels ``(z, y, x)`` (uint16) with each prompt's object painted with its label.
 
-    Objects are painted in the given order; where two overlap, the later one wins. With
-    ``propagate_3d`` each object is followed through the volume from its slice.
+    Drives the same :class:`~hrmedsegsam.interactive.InteractiveAnnotation` as the napari
+    widget: each prompt is set on its slice, predicted, and accepted (or propagated through
+    the volume with ``propagate_3d``, then committed). Objects are painted in the given
+    order; where two overlap, the later one wins.
     """
-    from hrmedsegsam.volume import propagate
+    from hrmedsegsam.interactive import InteractiveAnnotation
 
     vol = np.asarray(volume_zyx)
     for p in prompts:
         p.check_against(vol.shape)
-    labels = np.zeros(vol.shape, dtype=np.uint16)
+    ann = InteractiveAnnotation(vol, window, predictor, labels=np.zeros(vol.shape, dtype=np.uint16))
     results: list[ObjectResult] = []
     for p in prompts:
-        predictor.set_image(vol[p.slice], window, key=("segment", p.slice))
-        pred = predictor.predict(
-            box=p.box, points=list(p.points) or None, labels=list(p.point_labels) or None
-        )
+        ann.next_object()
+        ann.forget_predictions()  # objects of a prompt file are independent: no feedback logits
+        if p.box is not None:
+            ann.set_box(p.slice, *p.box)
+        for (x, y), positive in zip(p.points, p.point_labels, strict=True):
+            ann.add_point(p.slice, x, y, bool(positive))
+        pred = ann.predict(p.slice)
+        assert pred is not None  # every ObjectPrompt has a box or a point
         mask3d = np.zeros(vol.shape, dtype=bool)
         if pred.mask.any():
+            mask3d[p.slice] = pred.mask
             if propagate_3d:
-                mask3d = propagate(predictor, vol, p.slice, pred.mask, window, start_logits=pred.logits,
-                                   key_prefix="segment")
-            else:
-                mask3d[p.slice] = pred.mask
-        labels[mask3d] = p.label
+                for step in ann.propagate(p.slice):
+                    mask3d[step.z] = step.mask
+            ann.commit_volume(mask3d | (ann.labels == p.label), label_id=p.label)  # a repeated label adds up
         zs = np.flatnonzero(mask3d.any(axis=(1, 2)))
         res = ObjectResult(p.label, int(mask3d.sum()), (int(zs[0]), int(zs[-1])) if zs.size else (p.slice, p.slice),
                            pred.score)
@@ -60,4 +65,4 @@ def segment_volume(
         if log is not None:
             log(f"label {p.label}: {res.voxels} voxels on slices {res.slices[0]}..{res.slices[1]} "
                 f"(predicted IoU {res.score:.2f})")
-    return labels, results
+    return ann.labels, results
