@@ -22,8 +22,6 @@ Two layouts share this module (the weights file's config says which):
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,9 +73,9 @@ class Rope2D(nn.Module):
         quarter = head_dim // 4
         freqs = base ** (-torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))
         self.register_buffer("freqs", freqs, persistent=False)
-        self._cache: Dict[Tuple[int, int, str, torch.dtype, bool], Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple[int, int, str, torch.dtype, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         key = (h, w, str(device), dtype, torch.is_inference_mode_enabled())
         if key not in self._cache:
             rows = torch.arange(h, device=device, dtype=torch.float32)
@@ -90,7 +88,7 @@ class Rope2D(nn.Module):
             self._cache[key] = (ang.cos().to(dtype), ang.sin().to(dtype))
         return self._cache[key]
 
-    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """Rotate ``x`` of shape ``(B, heads, N = h * w, head_dim)``."""
         cos, sin = self._tables(hw[0], hw[1], x.device, x.dtype)
         half = x.shape[-1] // 2
@@ -115,7 +113,7 @@ class GatedLinearAttention(nn.Module):
         self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.rope = Rope2D(self.head_dim)
 
-    def forward(self, y: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         b, n, c = y.shape
         q, k = (F.elu(self.qk(y)) + 1.0).chunk(2, dim=-1)
         v = self.v(y)
@@ -148,7 +146,7 @@ class LGViTBlock(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         y = self.norm1(x)
         x = x + self.proj(self.attn(y, hw) * F.silu(self.gate(y)))
         return x + self.mlp(self.norm2(x))
@@ -157,9 +155,10 @@ class LGViTBlock(nn.Module):
 class ConvStem(nn.Module):
     """``(B, 3, S, S)`` -> ``(B, dim, S/16, S/16)``: 4x4 patchify conv to S/4 (the slices are
     grey and at most 512 px native, so the 1024 frame holds no finer detail), then two 3x3
-    stride-2 convolutions with BatchNorm and GELU."""
+    stride-2 convolutions with BatchNorm and GELU.
+    """
 
-    def __init__(self, dim: int, widths: Tuple[int, int] = (32, 64)) -> None:
+    def __init__(self, dim: int, widths: tuple[int, int] = (32, 64)) -> None:
         super().__init__()
         a, b = widths
         self.layers = nn.Sequential(
@@ -186,8 +185,8 @@ class LGViT(nn.Module):
         patch_size: int = 16,
         dim: int = 96,
         mbconv_depth: int = 2,
-        depths: Tuple[int, ...] = (2, 6, 2),
-        heads: Tuple[int, ...] = (6, 12, 24),
+        depths: tuple[int, ...] = (2, 6, 2),
+        heads: tuple[int, ...] = (6, 12, 24),
         mlp_ratio: float = 2.0,
         out_chans: int = 256,
         stem: str = "patch",
@@ -205,7 +204,7 @@ class LGViT(nn.Module):
         stage_dims = (dim, mid_dim or dim, dim)
         self.stage_sizes = tuple(depths)
         self.blocks = nn.ModuleList(
-            LGViTBlock(d, h, mlp_ratio) for depth, h, d in zip(depths, heads, stage_dims) for _ in range(depth)
+            LGViTBlock(d, h, mlp_ratio) for depth, h, d in zip(depths, heads, stage_dims, strict=True) for _ in range(depth)
         )
         if mid_dim is not None:
             self.down = nn.Sequential(nn.Conv2d(dim, mid_dim, 2, stride=2), LayerNorm2d(mid_dim))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 
@@ -11,7 +11,7 @@ from hrmedsegsam.model.decoder import DecoderOutput, ECMDecoder
 from hrmedsegsam.model.encoder import LGViT
 from hrmedsegsam.model.prompt import build_prompt_encoder
 
-DEFAULT_CONFIG: Dict[str, Any] = {
+DEFAULT_CONFIG: dict[str, Any] = {
     "image_size": 1024,
     "encoder_dim": 96,
     "encoder_depths": (2, 6, 2),
@@ -24,7 +24,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 }
 
 #: The hierarchical encoder with a convolutional stem (see :mod:`hrmedsegsam.model.encoder`).
-NEW_ENCODER: Dict[str, Any] = {"encoder_stem": "conv", "encoder_mid_dim": 128, "encoder_heads": (6, 8, 24)}
+NEW_ENCODER: dict[str, Any] = {"encoder_stem": "conv", "encoder_mid_dim": 128, "encoder_heads": (6, 8, 24)}
 
 
 class HRMedSegSAM(PromptableModel):
@@ -32,7 +32,7 @@ class HRMedSegSAM(PromptableModel):
 
     name = "hrmedsegsam"
 
-    def __init__(self, config: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__()
         cfg = {**DEFAULT_CONFIG, **(config or {})}
         self.config = cfg
@@ -57,15 +57,15 @@ class HRMedSegSAM(PromptableModel):
         self,
         embedding: torch.Tensor,
         image: torch.Tensor,
-        input_hw: Tuple[int, int],
-        coords: Optional[torch.Tensor] = None,
-        labels: Optional[torch.Tensor] = None,
-        boxes: Optional[torch.Tensor] = None,
-        mask_input: Optional[torch.Tensor] = None,
+        input_hw: tuple[int, int],
+        coords: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
         multimask: bool = False,
-        box_native: Optional[Tuple[float, float, float, float]] = None,
+        box_native: tuple[float, float, float, float] | None = None,
         refine: bool = True,
-        cache: Optional[Dict[str, torch.Tensor]] = None,
+        cache: dict[str, torch.Tensor] | None = None,
     ) -> DecoderOutput:
         sparse, dense = self.embed_prompts(coords, labels, boxes, mask_input)
         if mask_input is not None:

@@ -17,22 +17,30 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional
 
 import numpy as np
 
 from hrmedsegsam.errors import InputError
-from hrmedsegsam.training.data import FrameSpec, Sample, VolumeCache, load_sample, make_sample, save_sample, to_frame
+from hrmedsegsam.training.data import (
+    FrameSpec,
+    Sample,
+    VolumeCache,
+    load_sample,
+    make_sample,
+    save_sample,
+    to_frame,
+)
 
 log = logging.getLogger("hrmedsegsam.training")
 
 
-def sample_paths(cache: Path) -> List[Path]:
+def sample_paths(cache: Path) -> list[Path]:
     return sorted((Path(cache) / "samples").glob("*.npz"))
 
 
-def write_plan(cache: Path, specs: List[FrameSpec]) -> None:
+def write_plan(cache: Path, specs: list[FrameSpec]) -> None:
     """Record ``specs`` in ``cache/plan.json``; refuse a cache that was made from another plan."""
     import dataclasses
     import json
@@ -49,11 +57,12 @@ def write_plan(cache: Path, specs: List[FrameSpec]) -> None:
     tmp.replace(path)
 
 
-def build_cache(cache: Path, specs: List[FrameSpec], volumes: VolumeCache, teacher=None,  # type: ignore[no-untyped-def]
-                limit: Optional[int] = None, progress: bool = True) -> int:
+def build_cache(cache: Path, specs: list[FrameSpec], volumes: VolumeCache, teacher=None,  # type: ignore[no-untyped-def]
+                limit: int | None = None, progress: bool = True) -> int:
     """Make each planned sample that is missing and, with a ``teacher``, its embedding, one
     index at a time (so the cache is usable while it grows); ``limit``: first N only.
-    Returns the number of teacher embeddings present."""
+    Returns the number of teacher embeddings present.
+    """
     import torch
     from tqdm import tqdm
 
@@ -84,7 +93,7 @@ def build_cache(cache: Path, specs: List[FrameSpec], volumes: VolumeCache, teach
     return done
 
 
-def write_samples(cache: Path, samples: List[Sample]) -> int:
+def write_samples(cache: Path, samples: list[Sample]) -> int:
     """Write samples (keeps existing ones with the same index)."""
     d = Path(cache) / "samples"
     d.mkdir(parents=True, exist_ok=True)
@@ -95,11 +104,12 @@ def write_samples(cache: Path, samples: List[Sample]) -> int:
     return len(samples)
 
 
-def embed_cache(cache: Path, model, kind: str, limit: Optional[int] = None,  # type: ignore[no-untyped-def]
-                progress: bool = True, should_stop: Optional[Callable[[], bool]] = None,
-                out: Optional[Path] = None, labelled_only: bool = False) -> int:
+def embed_cache(cache: Path, model, kind: str, limit: int | None = None,  # type: ignore[no-untyped-def]
+                progress: bool = True, should_stop: Callable[[], bool] | None = None,
+                out: Path | None = None, labelled_only: bool = False) -> int:
     """Compute embeddings (into ``out``, default ``cache/kind``) of every cached sample
-    that lacks one; ``labelled_only``: only samples with object masks."""
+    that lacks one; ``labelled_only``: only samples with object masks.
+    """
     import torch
     from tqdm import tqdm
 

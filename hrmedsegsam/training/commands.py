@@ -1,4 +1,4 @@
-"""CLI sub-commands ``hrmedsegsam train ...`` and ``hrmedsegsam evaluate ...``.
+r"""CLI sub-commands ``hrmedsegsam train ...`` and ``hrmedsegsam evaluate ...``.
 
 Registered by :mod:`hrmedsegsam.cli` through :func:`register_train` and
 :func:`register_evaluate`. Torch and the training code are imported inside the handlers
@@ -8,7 +8,7 @@ Pipeline (each stage resumable; rerun the same command to continue)::
 
     hrmedsegsam train cache    --cache cache/main              # samples + teacher embeddings
     hrmedsegsam train distill  --cache cache/main --run runs/distill --steps 1500
-    hrmedsegsam train decoder  --cache cache/main --run runs/decoder --init runs/distill/checkpoint.pt \\
+    hrmedsegsam train decoder  --cache cache/main --run runs/decoder --init runs/distill/checkpoint.pt \
                                --teacher-init --steps 3000
     hrmedsegsam train decoder  ... --encoder-lr 5e-5             # end to end: the encoder learns too
     hrmedsegsam train export   --checkpoint runs/decoder/checkpoint.pt -o runs/new.pt
@@ -153,7 +153,7 @@ def _threads(n: int) -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from hrmedsegsam.teacher import load_litemedsam
+    from hrmedsegsam.model.litemedsam import load_litemedsam
     from hrmedsegsam.training.cache import build_cache
     from hrmedsegsam.training.data import VolumeCache, frame_plan, require_data_dir
 
@@ -168,9 +168,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from hrmedsegsam.training.distill import DistillConfig, distill
-
     from hrmedsegsam.model.hrmedsegsam import NEW_ENCODER
+    from hrmedsegsam.training.distill import DistillConfig, distill
 
     if args.crop % 32:
         raise InputError("--crop must be a multiple of 32")
@@ -190,7 +189,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def prepare_decoder_model(init: Any, teacher_init: bool, run_dir: Path):  # type: ignore[no-untyped-def]
     """Model for decoder training: ``init`` weights, then LiteMedSAM's decoder if asked
-    (only when not resuming: a checkpoint in ``run_dir`` replaces all of this)."""
+    (only when not resuming: a checkpoint in ``run_dir`` replaces all of this).
+    """
     from hrmedsegsam.model.build import build_model
     from hrmedsegsam.training.distill import _load_init, init_config
 
@@ -199,7 +199,7 @@ def prepare_decoder_model(init: Any, teacher_init: bool, run_dir: Path):  # type
     if init is not None:
         _load_init(model, Path(init))
     if teacher_init and not (Path(run_dir) / "checkpoint.pt").exists():
-        from hrmedsegsam.teacher import load_litemedsam
+        from hrmedsegsam.model.litemedsam import load_litemedsam
         from hrmedsegsam.training.init import init_from_teacher
 
         init_from_teacher(model, load_litemedsam())
@@ -263,7 +263,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                       fidelity=not args.no_fidelity)
     print(format_validation(result))
     names = list(result["models"])
-    for earlier, later in zip(names, names[1:]):
+    for earlier, later in zip(names, names[1:], strict=False):
         ok = selection_rule(result["models"][earlier], result["models"][later])
         print(f"selection rule: {later} {'may replace' if ok else 'may NOT replace'} {earlier}")
     if args.json is not None:

@@ -23,14 +23,15 @@ slices give them. :func:`frame_plan` lists every frame as a small :class:`FrameS
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from hrmedsegsam.errors import InputError
 from hrmedsegsam.intensity import PRESETS, apply_window, percentile_window
+from hrmedsegsam.model.frame import to_frame
 
 DATA_ENV = "HRMEDSEGSAM_DATA"
 
@@ -50,7 +51,7 @@ VALIDATION_2D = "png_slices_sammed2d"
 # Kept for readers of older model cards; nothing is excluded any more.
 EXCLUDED: tuple[str, ...] = ()
 
-CT_WINDOWS: Tuple[Tuple[float, float], ...] = (
+CT_WINDOWS: tuple[tuple[float, float], ...] = (
     PRESETS["abdomen"], PRESETS["lung"], PRESETS["bone"], (-1000.0, 1000.0),
 )
 
@@ -71,7 +72,7 @@ class Sample:
         self.masks = m
 
 
-def default_data_dir() -> Optional[Path]:
+def default_data_dir() -> Path | None:
     """``$HRMEDSEGSAM_DATA`` or ``../shared/data`` next to this checkout, if it exists."""
     env = os.environ.get(DATA_ENV)
     candidates = [Path(env)] if env else []
@@ -83,31 +84,10 @@ def default_data_dir() -> Optional[Path]:
     return None
 
 
-# --------------------------------------------------------------------------- frames
-
-
-def to_frame(image01, size: int):  # type: ignore[no-untyped-def]
-    """Native ``(H, W)`` or ``(B, 1|3, H, W)`` image in [0, 1] -> ``(B, 3, size, size)`` model
-    input and the resized size ``(h, w)``: longest side resized to ``size`` (bilinear,
-    antialiased when shrinking), zero padded bottom/right; as Predictor.preprocess."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.as_tensor(image01, dtype=torch.float32)
-    if x.ndim == 2:
-        x = x[None, None]
-    H, W = x.shape[-2:]
-    scale = size / max(H, W)
-    h, w = max(1, int(H * scale + 0.5)), max(1, int(W * scale + 0.5))
-    resized = F.interpolate(x[:, :1], size=(h, w), mode="bilinear", align_corners=False, antialias=scale < 1)
-    frame = F.pad(resized, (0, size - w, 0, size - h))
-    return frame.expand(-1, 3, -1, -1), (h, w)
-
-
 # --------------------------------------------------------------------------- objects
 
 
-def components(mask: np.ndarray, min_size: int = 1) -> List[np.ndarray]:
+def components(mask: np.ndarray, min_size: int = 1) -> list[np.ndarray]:
     """Connected components (8-connectivity) of a 2D mask with at least ``min_size`` pixels."""
     from scipy import ndimage
 
@@ -118,13 +98,14 @@ def components(mask: np.ndarray, min_size: int = 1) -> List[np.ndarray]:
     return [lab == i for i in range(1, n + 1) if sizes[i] >= min_size]
 
 
-def ct_intensity_objects(hu: np.ndarray, min_size: int = 30) -> List[np.ndarray]:
+def ct_intensity_objects(hu: np.ndarray, min_size: int = 30) -> list[np.ndarray]:
     """Objects derived from Hounsfield units alone (no reference labels): the body, the
     lungs (air inside the body) and bone components. Used to widen the decoder's range of
-    object types; all are structures a user may prompt."""
+    object types; all are structures a user may prompt.
+    """
     from scipy import ndimage
 
-    out: List[np.ndarray] = []
+    out: list[np.ndarray] = []
     body = ndimage.binary_fill_holes(ndimage.binary_opening(hu > -400, iterations=1))
     body_cc = components(body, min_size)
     if body_cc:
@@ -137,11 +118,12 @@ def ct_intensity_objects(hu: np.ndarray, min_size: int = 30) -> List[np.ndarray]
 
 
 def region_objects(image01: np.ndarray, rng: np.random.Generator, max_objects: int = 6,
-                   min_size: int = 60) -> List[np.ndarray]:
+                   min_size: int = 60) -> list[np.ndarray]:
     """Label-free objects: connected regions of homogeneous intensity (Felzenszwalb graph
     segmentation at a random scale) that are neither background air nor most of the image.
     They teach the decoder that a click selects the coherent region around it, for
-    structure types that have no reference labels in the training volumes."""
+    structure types that have no reference labels in the training volumes.
+    """
     from skimage.segmentation import felzenszwalb
 
     seg = felzenszwalb(image01.astype(np.float64), scale=float(rng.uniform(50, 250)), sigma=0.5, min_size=min_size)
@@ -150,7 +132,7 @@ def region_objects(image01: np.ndarray, rng: np.random.Generator, max_objects: i
     means = np.bincount(seg.ravel(), weights=image01.ravel(), minlength=n) / np.maximum(sizes, 1)
     ok = [i for i in range(n) if min_size <= sizes[i] <= 0.4 * image01.size and means[i] > 0.03]
     rng.shuffle(ok)
-    out: List[np.ndarray] = []
+    out: list[np.ndarray] = []
     for i in ok:
         cc = components(seg == i, min_size)
         if cc:
@@ -167,9 +149,9 @@ def region_objects(image01: np.ndarray, rng: np.random.Generator, max_objects: i
 class LabelledVolume:
     name: str
     array: np.ndarray  # (z, y, x) raw intensities
-    masks: Dict[str, np.ndarray]  # name -> (z, y, x) bool, on the image grid
+    masks: dict[str, np.ndarray]  # name -> (z, y, x) bool, on the image grid
     kind: str  # "ct" or "mr"
-    spacing_zyx: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # mm
+    spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)  # mm
 
 
 def load_volume(data_dir: Path, name: str) -> LabelledVolume:
@@ -186,7 +168,7 @@ def load_volume(data_dir: Path, name: str) -> LabelledVolume:
                 masks[tissue] = resample_labels_to(p, vol) > 127
         return LabelledVolume(name, vol.array, masks, "mr", vol.spacing_zyx)
     vol = read_volume(d / "image.nii.gz")
-    masks: Dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
     if (d / "masks").is_dir():
         for p in sorted((d / "masks").glob("*.nii.gz")):
             m = resample_labels_to(p, vol) > 0
@@ -200,9 +182,10 @@ def load_volume(data_dir: Path, name: str) -> LabelledVolume:
     return LabelledVolume(name, vol.array, masks, "ct", vol.spacing_zyx)
 
 
-def training_volume_names(data_dir: Path) -> List[str]:
+def training_volume_names(data_dir: Path) -> list[str]:
     """Development volumes used for training: every volume folder (with ``image.nii.gz`` or
-    ``t1.nii.gz``) but :data:`HOLDOUT` and :data:`DUPLICATES`."""
+    ``t1.nii.gz``) but :data:`HOLDOUT` and :data:`DUPLICATES`.
+    """
     names = sorted(p.name for p in Path(data_dir).iterdir()
                    if p.is_dir() and ((p / "image.nii.gz").is_file() or (p / "t1.nii.gz").is_file()))
     return [n for n in names if n not in HOLDOUT and n not in DUPLICATES and n not in EXCLUDED]
@@ -211,21 +194,23 @@ def training_volume_names(data_dir: Path) -> List[str]:
 def training_slices(vol: LabelledVolume, axis: int) -> range:
     """Indices along ``axis`` that may be trained on; axial slices of the validation slab
     (and its margin) are not. For reformats (axis 1, 2) see :func:`make_sample` (the slab's
-    rows are cut off)."""
+    rows are cut off).
+    """
     n = vol.array.shape[axis]
     if vol.name == VALIDATION_VOLUME and axis == 0:
         return range(0, min(n, VALIDATION_SLICES.start - VALIDATION_MARGIN))
     return range(0, n)
 
 
-def slice_sample(vol: LabelledVolume, z: int, window: Optional[Tuple[float, float]] = None,
+def slice_sample(vol: LabelledVolume, z: int, window: tuple[float, float] | None = None,
                  axis: int = 0, pseudo: bool = True, min_size: int = 30) -> Sample:
     """One slice (``axis`` 0 axial, 1 coronal, 2 sagittal) windowed, with its objects
-    (reference-mask components of at least ``min_size`` px, plus HU-derived objects for CT)."""
+    (reference-mask components of at least ``min_size`` px, plus HU-derived objects for CT).
+    """
     arr = np.take(vol.array, z, axis=axis)
     if window is None:
         window = PRESETS["abdomen"] if vol.kind == "ct" else percentile_window(arr)
-    objs: List[np.ndarray] = []
+    objs: list[np.ndarray] = []
     for m in vol.masks.values():
         objs += components(np.take(m, z, axis=axis), min_size)
     if pseudo and vol.kind == "ct":
@@ -240,13 +225,14 @@ def slice_sample(vol: LabelledVolume, z: int, window: Optional[Tuple[float, floa
 def unlabeled_images(max_side: int = 1024) -> Iterator[Sample]:
     """Unlabeled 2D images: pydicom-data's radiographs, MR, US, CT and scikit-image's
     retina and others, each percentile-windowed (colour -> grey), longest side at most
-    ``max_side`` (both model frames are at most 1024, so nothing is lost)."""
+    ``max_side`` (both model frames are at most 1024, so nothing is lost).
+    """
     import importlib.util
 
     from hrmedsegsam.io import read_volume
 
     spec = importlib.util.find_spec("data_store")
-    files: List[Path] = []
+    files: list[Path] = []
     if spec is not None and spec.submodule_search_locations:
         root = Path(list(spec.submodule_search_locations)[0]) / "data"
         for n in ("693_UNCR", "MR2_UNCR", "RG1_UNCR", "RG3_UNCR", "US1_UNCR", "OBXXXX1A", "gdcm-US-ALOKA-16",
@@ -297,9 +283,10 @@ def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def augment(sample: Sample, rng: np.random.Generator, geometric: bool = True, intensity: bool = True,
-            zoom: Tuple[float, float] = (0.6, 1.0)) -> Sample:
+            zoom: tuple[float, float] = (0.6, 1.0)) -> Sample:
     """Random flips, 90-degree rotation, zoom (crop a window of ``zoom`` of each side,
-    which the frame resize then enlarges) and intensity changes (gamma, contrast, noise)."""
+    which the frame resize then enlarges) and intensity changes (gamma, contrast, noise).
+    """
     img, masks = sample.image, sample.masks
     if geometric:
         if rng.random() < 0.5:
@@ -339,14 +326,15 @@ class FrameSpec:
     or ``"2d"`` for :func:`unlabeled_images`), ``axis`` (0 axial, 1 coronal, 2 sagittal),
     slice ``index`` along it, CT ``window`` (None: abdomen for CT, percentile for MR),
     ``spacing`` (mm: resample to it; None: native), ``canvas_mm`` (field of view to place the
-    slice in; None: none), ``augment`` and the ``seed`` of its random choices."""
+    slice in; None: none), ``augment`` and the ``seed`` of its random choices.
+    """
 
     volume: str
     axis: int
     index: int
-    window: Optional[Tuple[float, float]] = None
-    spacing: Optional[float] = None
-    canvas_mm: Optional[float] = None
+    window: tuple[float, float] | None = None
+    spacing: float | None = None
+    canvas_mm: float | None = None
     augment: bool = False
     seed: int = 0
 
@@ -355,7 +343,7 @@ WIDE = (-1000.0, 1000.0)
 BRAIN = PRESETS["brain"]
 
 
-def frame_plan(data_dir: Optional[Path], seed: int = 0) -> List[FrameSpec]:
+def frame_plan(data_dir: Path | None, seed: int = 0) -> list[FrameSpec]:
     """Every training frame (over 2,000), shuffled so any prefix mixes all sources.
 
     - ``ct_thorax_512`` (clinical 512 slices): every axial slice under the abdomen, lung,
@@ -370,10 +358,10 @@ def frame_plan(data_dir: Optional[Path], seed: int = 0) -> List[FrameSpec]:
       1 mm, three orientations; the unlabeled 2D images at their own size.
     """
     rng = np.random.default_rng(seed)
-    plan: List[FrameSpec] = []
+    plan: list[FrameSpec] = []
 
-    def add(volume: str, axis: int, index: int, window: Optional[Tuple[float, float]] = None,
-            spacing: Optional[Tuple[float, float]] = None, canvas: Optional[Tuple[float, float]] = None,
+    def add(volume: str, axis: int, index: int, window: tuple[float, float] | None = None,
+            spacing: tuple[float, float] | None = None, canvas: tuple[float, float] | None = None,
             augment: float = 0.3) -> None:
         plan.append(FrameSpec(
             volume, axis, index, window,
@@ -428,7 +416,7 @@ def frame_plan(data_dir: Optional[Path], seed: int = 0) -> List[FrameSpec]:
     return [plan[i] for i in rng.permutation(len(plan))]
 
 
-def _volume_shape(data_dir: Path, name: str) -> Tuple[int, int, int]:
+def _volume_shape(data_dir: Path, name: str) -> tuple[int, int, int]:
     import SimpleITK as sitk
 
     d = data_dir / name
@@ -440,10 +428,10 @@ def _volume_shape(data_dir: Path, name: str) -> Tuple[int, int, int]:
     return z, y, x
 
 
-_UNLABELED: List[Sample] = []
+_UNLABELED: list[Sample] = []
 
 
-def _unlabeled_cache() -> List[Sample]:
+def _unlabeled_cache() -> list[Sample]:
     if not _UNLABELED:
         _UNLABELED.extend(unlabeled_images())
     return _UNLABELED
@@ -452,9 +440,9 @@ def _unlabeled_cache() -> List[Sample]:
 class VolumeCache:
     """Development volumes loaded once (with their masks on the image grid)."""
 
-    def __init__(self, data_dir: Optional[Path]) -> None:
+    def __init__(self, data_dir: Path | None) -> None:
         self.data_dir = data_dir
-        self._vols: Dict[str, LabelledVolume] = {}
+        self._vols: dict[str, LabelledVolume] = {}
 
     def get(self, name: str) -> LabelledVolume:
         if name not in self._vols:
@@ -466,7 +454,8 @@ class VolumeCache:
 
 def make_sample(spec: FrameSpec, volumes: VolumeCache) -> Sample:
     """Materialise ``spec``: the slice with its objects, resampled, placed in its canvas,
-    windowed and (if asked) augmented without zoom (zoom would undo the scale)."""
+    windowed and (if asked) augmented without zoom (zoom would undo the scale).
+    """
     from hrmedsegsam.training.scale import place_in_canvas, resample_slice
 
     rng = np.random.default_rng(spec.seed)
@@ -475,7 +464,7 @@ def make_sample(spec: FrameSpec, volumes: VolumeCache) -> Sample:
         return augment(s, rng, zoom=(0.6, 1.0)) if spec.augment else s
     vol = volumes.get(spec.volume)
     arr = np.take(vol.array, spec.index, axis=spec.axis).astype(np.float32)
-    objs: List[np.ndarray] = []
+    objs: list[np.ndarray] = []
     for m in vol.masks.values():
         objs += components(np.take(m, spec.index, axis=spec.axis), 1)
     if vol.kind == "ct":
@@ -508,7 +497,7 @@ def make_sample(spec: FrameSpec, volumes: VolumeCache) -> Sample:
     return sample
 
 
-def distillation_samples(data_dir: Optional[Path], seed: int = 0) -> Iterator[Sample]:
+def distillation_samples(data_dir: Path | None, seed: int = 0) -> Iterator[Sample]:
     """Every sample of :func:`frame_plan`, in plan order (made one at a time)."""
     volumes = VolumeCache(data_dir)
     for spec in frame_plan(data_dir, seed):
@@ -527,7 +516,7 @@ def load_sample(path: Path) -> Sample:
         return Sample(z["image"].astype(np.float32), masks, str(z["source"]))
 
 
-def require_data_dir(path: Optional[str]) -> Path:
+def require_data_dir(path: str | None) -> Path:
     d = Path(path) if path else default_data_dir()
     if d is None or not Path(d).is_dir():
         raise InputError(f"development data folder not found: {path or '../shared/data'} (set --data or {DATA_ENV})")

@@ -14,13 +14,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 
 from hrmedsegsam.training.cache import sample_paths
 from hrmedsegsam.training.data import load_sample, to_frame
-from hrmedsegsam.training.loop import Budget, cosine_lr, load_checkpoint, save_checkpoint, setup_logging
+from hrmedsegsam.training.loop import (
+    Budget,
+    cosine_lr,
+    load_checkpoint,
+    save_checkpoint,
+    setup_logging,
+)
 
 log = logging.getLogger("hrmedsegsam.training")
 
@@ -37,21 +42,21 @@ class DistillConfig:
     crop: int = 512
     full_frame_prob: float = 0.15
     ckpt_every: int = 100
-    max_minutes: Optional[float] = None
+    max_minutes: float | None = None
     seed: int = 0
     threads: int = 2
-    init: Optional[Path] = None  # weights file or checkpoint to start the encoder from
+    init: Path | None = None  # weights file or checkpoint to start the encoder from
     progress: bool = True
-    config: Optional[Dict[str, object]] = None  # model config (e.g. model.hrmedsegsam.NEW_ENCODER)
-    device: Optional[str] = None  # None: CUDA when available (bfloat16 autocast), else CPU
+    config: dict[str, object] | None = None  # model config (e.g. model.hrmedsegsam.NEW_ENCODER)
+    device: str | None = None  # None: CUDA when available (bfloat16 autocast), else CPU
     refresh_every: int = 200  # re-list the cache's teacher embeddings (it may still be growing)
 
 
-def _pairs(cache: Path) -> List[Path]:
+def _pairs(cache: Path) -> list[Path]:
     return [p for p in sample_paths(cache) if (Path(cache) / "teacher" / (p.stem + ".npy")).exists()]
 
 
-def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore[no-untyped-def]
+def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Run (or resume) distillation; returns ``{"step", "loss", "seconds"}``.
 
     The checkpoint ``run_dir/checkpoint.pt`` holds the whole model, optimizer and step;
@@ -89,11 +94,10 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
     log.info("distilling on %s", dev)
     rng = np.random.default_rng(cfg.seed + step)
     S = model.image_size
-    grid = S // 64 if S >= 64 else 1
     enc.train()
     budget = Budget(cfg.max_minutes)
     t0 = time.time()
-    losses: List[float] = []
+    losses: list[float] = []
     bar = tqdm(total=cfg.steps, initial=step, desc="distill", disable=not cfg.progress)
     while step < cfg.steps and not budget.over():
         if step % cfg.refresh_every == 0:
@@ -147,10 +151,11 @@ def distill(cfg: DistillConfig, model=None) -> Dict[str, float]:  # type: ignore
     return out
 
 
-def calibrate_neck(enc, target_files: List[Path]) -> None:  # type: ignore[no-untyped-def]
+def calibrate_neck(enc, target_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
     """Set the final LayerNorm2d's affine parameters to the teacher embeddings' per-channel
     mean and spread, so a fresh student starts at the right output scale (LiteMedSAM's
-    embeddings have a per-channel std of about 0.1, a fresh LayerNorm outputs 1)."""
+    embeddings have a per-channel std of about 0.1, a fresh LayerNorm outputs 1).
+    """
     import torch
 
     t = torch.stack([torch.from_numpy(np.load(f).astype(np.float32)) for f in target_files])
@@ -164,9 +169,10 @@ def calibrate_neck(enc, target_files: List[Path]) -> None:  # type: ignore[no-un
              float(std.mean()))
 
 
-def init_config(path: Path | None) -> Dict[str, object] | None:
+def init_config(path: Path | None) -> dict[str, object] | None:
     """The model config stored in a weights file or training checkpoint (None: none stored,
-    i.e. the default layout, or no file)."""
+    i.e. the default layout, or no file).
+    """
     import torch
 
     if path is None or not Path(path).is_file():
@@ -178,7 +184,8 @@ def init_config(path: Path | None) -> Dict[str, object] | None:
 
 def _load_init(model, path: Path, partial: bool = False) -> None:  # type: ignore[no-untyped-def]
     """Load weights from a weights file or checkpoint; ``partial``: only the tensors whose
-    name and shape match (a new encoder layout keeps what it shares with the old one)."""
+    name and shape match (a new encoder layout keeps what it shares with the old one).
+    """
     import torch
 
     from hrmedsegsam.model.build import read_weights

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -57,10 +58,10 @@ class Obj:
 class Reference:
     """Reference labels on the image grid: name -> (z, y, x) bool."""
 
-    masks: Dict[str, np.ndarray] = field(default_factory=dict)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _find_label_names(labels_path: Path) -> Dict[int, str]:
+def _find_label_names(labels_path: Path) -> dict[int, str]:
     for d in [labels_path.parent, labels_path.parent.parent]:
         f = d / "label_names.json"
         if f.is_file():
@@ -78,10 +79,11 @@ def _find_label_names(labels_path: Path) -> Dict[int, str]:
     return {}
 
 
-def load_reference(labels: Path, volume, names: Optional[Dict[int, str]] = None) -> Reference:  # type: ignore[no-untyped-def]
+def load_reference(labels: Path, volume, names: dict[int, str] | None = None) -> Reference:  # type: ignore[no-untyped-def]
     """A label map file (each non-zero value one label, named through ``names`` or the
     TotalSegmentator names file found next to it), or a folder of binary masks (one label
-    per file); resampled onto ``volume``'s grid by physical space."""
+    per file); resampled onto ``volume``'s grid by physical space.
+    """
     from hrmedsegsam.io import resample_labels_to
 
     labels = Path(labels)
@@ -106,10 +108,10 @@ def load_reference(labels: Path, volume, names: Optional[Dict[int, str]] = None)
     return ref
 
 
-def collect_objects(ref: Reference, slices: Sequence[int], min_size: int = 100) -> List[Obj]:
+def collect_objects(ref: Reference, slices: Sequence[int], min_size: int = 100) -> list[Obj]:
     from hrmedsegsam.training.data import components
 
-    out: List[Obj] = []
+    out: list[Obj] = []
     for z in slices:
         for name, m in ref.masks.items():
             for c in components(m[z], min_size):
@@ -117,7 +119,7 @@ def collect_objects(ref: Reference, slices: Sequence[int], min_size: int = 100) 
     return out
 
 
-def _summary(d: Sequence[float], sizes: Sequence[int]) -> Dict[str, Any]:
+def _summary(d: Sequence[float], sizes: Sequence[int]) -> dict[str, Any]:
     d_arr, s_arr = np.asarray(d, float), np.asarray(sizes)
     small, large = d_arr[s_arr < SMALL_PX], d_arr[s_arr >= SMALL_PX]
     f = lambda a: round(float(a.mean()), 4) if a.size else None  # noqa: E731
@@ -126,10 +128,10 @@ def _summary(d: Sequence[float], sizes: Sequence[int]) -> Dict[str, Any]:
 
 
 def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", "litemedsam"),
-             prompts: Sequence[str] = ("box", "point"), every: int = 1, window: Tuple[float, float] = (-160.0, 240.0),
+             prompts: Sequence[str] = ("box", "point"), every: int = 1, window: tuple[float, float] = (-160.0, 240.0),
              propagate3d: bool = False, organs: Sequence[str] = DEFAULT_ORGANS, min_size: int = 100,
-             device: Optional[str] = None, progress: bool = True,
-             slices: Optional[Sequence[int]] = None, clicks: int = 0) -> Dict[str, Any]:
+             device: str | None = None, progress: bool = True,
+             slices: Sequence[int] | None = None, clicks: int = 0) -> dict[str, Any]:
     """Run the protocol; returns a JSON-able dict with per-model, per-prompt summaries.
 
     ``slices``: axial slice indices to evaluate instead of every ``every``-th one;
@@ -160,20 +162,20 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
         raise InputError(f"slice indices must lie in 0..{depth - 1}")
     slices = list(slices)
     objs = collect_objects(ref, slices, min_size)
-    result: Dict[str, Any] = {
+    result: dict[str, Any] = {
         "image": str(image), "labels": str(labels), "window": list(window), "every": every,
         "slices": len(slices), "objects": len(objs), "min_size": min_size, "small_px": SMALL_PX,
         "objects_small": int(sum(o.size < SMALL_PX for o in objs)), "models": {},
     }
-    by_z: Dict[int, List[int]] = {}
+    by_z: dict[int, list[int]] = {}
     for i, o in enumerate(objs):
         by_z.setdefault(o.z, []).append(i)
     for name in models:
         model = load_model(name, device=device)
         pred = Predictor(model)
-        res: Dict[str, Any] = {}
-        dices: Dict[str, List[float]] = {p: [] for p in prompts}
-        chains: Dict[str, List[List[float]]] = {p: [] for p in prompts}
+        res: dict[str, Any] = {}
+        dices: dict[str, list[float]] = {p: [] for p in prompts}
+        chains: dict[str, list[list[float]]] = {p: [] for p in prompts}
         t_enc = 0.0
         for z in tqdm(sorted(by_z), desc=f"{name} slices", disable=not progress):
             t0 = time.perf_counter()
@@ -213,12 +215,13 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
     return result
 
 
-def refine_with_clicks(pred, mask: np.ndarray, clicks: int, box: Optional[List[float]] = None,  # type: ignore[no-untyped-def]
-                       points: Optional[List[List[float]]] = None, labels: Optional[List[int]] = None) -> List[float]:
+def refine_with_clicks(pred, mask: np.ndarray, clicks: int, box: list[float] | None = None,  # type: ignore[no-untyped-def]
+                       points: list[list[float]] | None = None, labels: list[int] | None = None) -> list[float]:
     """Dice of ``pred`` (a Predictor with the slice set) against ``mask`` ``(H, W)`` for the
     first prompt (``box`` native ``(x0, y0, x1, y1)`` and/or ``points`` ``[[x, y], ...]``) and
     after each of ``clicks`` corrective clicks (:func:`correction_point`, the previous
-    low-res logits fed back). Returns ``clicks + 1`` values."""
+    low-res logits fed back). Returns ``clicks + 1`` values.
+    """
     pts = [list(map(float, p)) for p in (points or [])]
     labs = list(labels or [])
     out = pred.predict(box=box, points=pts or None, labels=labs or None)
@@ -236,18 +239,18 @@ def refine_with_clicks(pred, mask: np.ndarray, clicks: int, box: Optional[List[f
     return chain
 
 
-def _per_structure(values: Sequence[float], names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    out: Dict[str, Dict[str, Any]] = {}
+def _per_structure(values: Sequence[float], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     for name in sorted(set(names)):
-        v = [d for d, n in zip(values, names) if n == name]
+        v = [d for d, n in zip(values, names, strict=True) if n == name]
         out[name] = {"dice": round(float(np.mean(v)), 4), "n": len(v)}
     return out
 
 
-def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window) -> Dict[str, Any]:  # type: ignore[no-untyped-def]
+def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from hrmedsegsam.volume import propagate
 
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for organ in organs:
         m3 = ref.masks.get(organ)
         if m3 is None or not m3.any():
@@ -268,7 +271,7 @@ def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window) -> Dict
     return out
 
 
-def format_table(result: Dict[str, Any]) -> str:
+def format_table(result: dict[str, Any]) -> str:
     """Plain-text summary of :func:`evaluate`'s result."""
     lines = [f"{result['objects']} objects ({result['objects_small']} small < {SMALL_PX} px) on "
              f"{result['slices']} slices, window {result['window'][0]:g}..{result['window'][1]:g}"]

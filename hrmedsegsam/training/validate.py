@@ -39,7 +39,8 @@ MIN_OBJECT_PX = 100
 
 def clinical_copy(image: Path, labels: Path, out_dir: Path, spacing: float = SPACING) -> tuple[Path, Path]:
     """``image`` and ``labels`` resampled in-plane to ``spacing`` mm (linear / nearest; same
-    origin, direction and slices), written to ``out_dir``; returns the two new paths."""
+    origin, direction and slices), written to ``out_dir``; returns the two new paths.
+    """
     import SimpleITK as sitk
 
     img = sitk.ReadImage(str(image))
@@ -63,7 +64,8 @@ def clinical_copy(image: Path, labels: Path, out_dir: Path, spacing: float = SPA
 
 def png_cases(folder: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]:
     """``(image name, image (H, W) in [0, 1], [(structure, mask (H, W) bool), ...])`` for each
-    slice of ``png_slices_sammed2d`` (grey = mean of the RGB channels)."""
+    slice of ``png_slices_sammed2d`` (grey = mean of the RGB channels).
+    """
     from PIL import Image
 
     from hrmedsegsam.training.data import components
@@ -112,7 +114,8 @@ def embeddings(model, frames: list[np.ndarray]) -> np.ndarray:  # type: ignore[n
 
 def r_squared(student: np.ndarray, teacher: np.ndarray) -> float:
     """Share of the teacher's variance across frames (per position and channel) explained by
-    the student: ``1 - mean((s - t)^2) / mean((t - t.mean(0))^2)`` for ``(N, C, H, W)`` arrays."""
+    the student: ``1 - mean((s - t)^2) / mean((t - t.mean(0))^2)`` for ``(N, C, H, W)`` arrays.
+    """
     resid = float(np.mean((student - teacher) ** 2))
     var = float(np.mean((teacher - teacher.mean(0, keepdims=True)) ** 2))
     return 1.0 - resid / var if var > 0 else float("nan")
@@ -120,7 +123,8 @@ def r_squared(student: np.ndarray, teacher: np.ndarray) -> float:
 
 def validate(models: list[str], data: Path, progress: bool = True, fidelity: bool = True) -> dict[str, Any]:
     """Box/point Dice on both validation parts for each model in ``models`` (names or weights
-    files) and, for HRMedSegSAM models, the encoder's fidelity; a JSON-able dict."""
+    files) and, for HRMedSegSAM models, the encoder's fidelity; a JSON-able dict.
+    """
     from hrmedsegsam.model.build import load_model
     from hrmedsegsam.predictor import Predictor
     from hrmedsegsam.training.data import VALIDATION_2D, VALIDATION_SLICES, VALIDATION_VOLUME
@@ -201,7 +205,8 @@ def format_validation(result: dict[str, Any]) -> str:
 
 def selection_rule(earlier: dict[str, Any], later: dict[str, Any], tolerance: float = 0.01) -> bool:
     """The rule fixed before any held-out run: ship the later round unless its box or
-    point Dice is more than ``tolerance`` below the earlier round's."""
+    point Dice is more than ``tolerance`` below the earlier round's.
+    """
     return later["box"] >= earlier["box"] - tolerance and later["point"] >= earlier["point"] - tolerance
 
 
