@@ -1,4 +1,4 @@
-"""Small operations on 2D boolean masks ``(H, W)`` (numpy only, no scipy).
+"""Small operations on 2D boolean masks ``(H, W)`` (numpy, and SimpleITK for components; no scipy).
 
 Coordinates returned are pixels: ``x`` = column, ``y`` = row.
 """
@@ -54,3 +54,15 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(bool), b.astype(bool)
     denom = a.sum() + b.sum()
     return 1.0 if denom == 0 else float(2.0 * np.logical_and(a, b).sum() / denom)
+
+
+def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected components of a 2D bool mask: an int32 ``(H, W)`` label image (0 outside,
+    1..n inside) and ``n``.
+    """
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8))
+    lab = sitk.ConnectedComponent(img, True)  # fully connected: 8-neighbours in 2D
+    arr = sitk.GetArrayFromImage(lab).astype(np.int32)
+    return arr, int(arr.max())

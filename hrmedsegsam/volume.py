@@ -13,7 +13,7 @@ import numpy as np
 
 from hrmedsegsam.errors import InputError, PromptError
 from hrmedsegsam.intensity import apply_window, percentile_window
-from hrmedsegsam.masks import bbox_xyxy, interior_point
+from hrmedsegsam.masks import bbox_xyxy, components, interior_point
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -43,13 +43,18 @@ class StopRule:
     intensity_history: int = 3
 
 
-def _prompt_from(mask: np.ndarray) -> tuple[list[int], list[list[int]]]:
-    """Box ``[x0, y0, x1, y1]`` (with a 1-pixel margin, clipped) and one interior point."""
+def _prompt_from(mask: np.ndarray, margin: float = 0.0) -> tuple[list[int], list[list[int]]]:
+    """Box ``[x0, y0, x1, y1]`` around ``mask`` ``(H, W)`` widened on each side by ``margin``
+    times its width / height (at least 1 pixel, clipped to the slice), and one interior
+    point ``[[x, y]]``.
+    """
     H, W = mask.shape
     bb = bbox_xyxy(mask)
     assert bb is not None
     x0, y0, x1, y1 = bb
-    box = [max(0, x0 - 1), max(0, y0 - 1), min(W - 1, x1 + 1), min(H - 1, y1 + 1)]
+    mx = max(1, int(round(margin * (x1 - x0 + 1))))
+    my = max(1, int(round(margin * (y1 - y0 + 1))))
+    box = [max(0, x0 - mx), max(0, y0 - my), min(W - 1, x1 + mx), min(H - 1, y1 + my)]
     if box[2] - box[0] < 1:
         box[0], box[2] = max(0, box[0] - 1), min(W - 1, box[2] + 1)
     if box[3] - box[1] < 1:
@@ -60,6 +65,22 @@ def _prompt_from(mask: np.ndarray) -> tuple[list[int], list[list[int]]]:
 
 
 PROMPTS = ("box", "box+point", "box+point+mask")
+#: Default widening of the next slice's box, per side, as a fraction of the previous mask's
+#: box: an organ that grows between slices is not cut by a straight box edge.
+BOX_MARGIN = 0.1
+
+
+def connected_to(mask: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The parts of ``mask`` (8-connected components, ``(H, W)`` bool) that touch
+    ``previous``; all of ``mask`` when none does (the continuity rule then decides). A wider
+    box may take in a neighbouring structure as a separate island; this drops it.
+    """
+    lab, n = components(mask)
+    if n <= 1:
+        return mask
+    touching = np.unique(lab[previous & mask])
+    touching = touching[touching > 0]
+    return np.isin(lab, touching) if touching.size else mask
 
 
 @dataclass(frozen=True)
@@ -109,13 +130,16 @@ def propagate_steps(
     direction: str = "both",
     rule: StopRule = StopRule(),
     prompt: str = "box+point",
+    box_margin: float = BOX_MARGIN,
 ) -> Iterator[PropagationStep]:
     """Propagation as a generator: one :class:`PropagationStep` per accepted slice.
 
     Arguments as :func:`propagate`, except ``key``: ``key(z)`` names the embedding cache
     entry of slice ``z`` (None: the slice's content hash). The caller gets progress from
     each step and cancels by no longer iterating (the next slice is only computed when it
-    asks for it).
+    asks for it). Each slice's box is the previous mask's, widened by ``box_margin`` of its
+    size per side; of the new mask, only the parts touching the previous mask are kept
+    (:func:`connected_to`).
     """
     vol, start = _checked(volume_zyx, start_z, start_mask, direction, prompt)
     Z = vol.shape[0]
@@ -135,7 +159,7 @@ def propagate_steps(
         means = [mean_intensity(start_z, start)]
         z = start_z + step
         while 0 <= z < Z:
-            box, points = _prompt_from(prev)
+            box, points = _prompt_from(prev, box_margin)
             predictor.set_image(vol[z], window, key=key(z) if key is not None else None)
             if prompt == "box":
                 pred = predictor.predict(box=box)
@@ -143,7 +167,7 @@ def propagate_steps(
                 pred = predictor.predict(box=box, points=points, labels=[1])
             else:
                 pred = predictor.predict(box=box, points=points, labels=[1], mask_input=prev_logits)
-            mask = pred.mask
+            mask = connected_to(pred.mask, prev)
             area = int(mask.sum())
             prev_area = int(prev.sum())
             done += 1
@@ -180,11 +204,12 @@ def propagate(
     cancel: CancelFn | None = None,
     rule: StopRule = StopRule(),
     prompt: str = "box+point",
+    box_margin: float = BOX_MARGIN,
 ) -> np.ndarray:
     """Segment the object of ``start_mask`` (on slice ``start_z``) through the volume.
 
     Each next slice is prompted with the previous slice's mask: ``prompt`` "box" (its box
-    with a 1-pixel margin), "box+point" (and one interior point) or "box+point+mask" (and
+    widened by ``box_margin`` of its size per side), "box+point" (and one interior point) or "box+point+mask" (and
     its low-res logits as ``mask_input``, starting from ``start_logits``). The default,
     box and point without the logits, was chosen on validation structures (not the
     held-out volume; weights/MODEL_CARD.md): the previous slice's logits made propagation
@@ -202,7 +227,7 @@ def propagate(
     steps = propagate_steps(
         predictor, vol, start_z, start, window, start_logits=start_logits,
         key=(lambda z: (key_prefix, z)) if key_prefix is not None else None,
-        direction=direction, rule=rule, prompt=prompt,
+        direction=direction, rule=rule, prompt=prompt, box_margin=box_margin,
     )
     while True:
         if cancel is not None and cancel():

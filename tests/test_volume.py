@@ -90,3 +90,34 @@ def test_propagation_stops_where_the_intensity_jumps(box_threshold_model) -> Non
     assert np.array_equal(np.flatnonzero(loose.any(axis=(1, 2))), np.arange(4, 18))
     # window None: a fixed percentile window of the volume, not each slice's own
     assert np.array_equal(np.flatnonzero(propagate(pred, vol, 8, start, None).any(axis=(1, 2))), np.arange(4, 12))
+
+
+def test_propagation_follows_a_growing_organ_and_drops_neighbours(box_threshold_model) -> None:
+    """Issue 12: the next slice's box must not clip an organ that grows from slice to slice
+    (a 1-pixel margin cut it with a straight edge), and a structure that the wider box takes
+    in, but that does not touch the organ, must not be swallowed."""
+    Z, H, W = 6, 200, 200
+    yy, xx = np.mgrid[:H, :W]
+    vol = np.zeros((Z, H, W), np.int16)
+    truth = np.zeros((Z, H, W), bool)
+    for z in range(Z):
+        r = 40 + 5 * z  # grows 5 px per side per slice
+        truth[z] = (yy - 100) ** 2 + (xx - 100) ** 2 <= r * r
+        vol[z][truth[z]] = 200
+    vol[:, 98:102, 168:176] = 200  # a "vessel" beside the organ (edge at most x=165), never touching it
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    out = propagate(pred, vol, 0, truth[0], (-160, 240), direction="up")
+    assert out.any(axis=(1, 2)).all()
+    assert np.array_equal(out, truth)  # neither clipped nor joined to the vessel
+    clipped = propagate(pred, vol, 0, truth[0], (-160, 240), direction="up", box_margin=0.0)
+    assert clipped[Z - 1].sum() < truth[Z - 1].sum()  # the old 1-pixel margin cuts it
+
+
+def test_mask_components_are_eight_connected() -> None:
+    from hrmedsegsam.masks import components
+
+    m = np.zeros((6, 6), bool)
+    m[0, 0] = m[1, 1] = True  # diagonal neighbours: one component
+    m[4:6, 4:6] = True
+    lab, n = components(m)
+    assert n == 2 and lab[0, 0] == lab[1, 1] != lab[5, 5] and lab[3, 3] == 0

@@ -130,6 +130,8 @@ def register_evaluate(subparsers: Any) -> None:
     p.add_argument("--min-size", type=int, default=100, help="smallest component that counts as an object (px)")
     p.add_argument("--propagate", action="store_true", help="also 3D Dice of propagation from a box on each organ")
     p.add_argument("--organs", default="liver,spleen,kidney_left,kidney_right", help="labels for --propagate")
+    p.add_argument("--box-margin", type=float, default=None,
+                   help="propagation's box widening per side, as a fraction of the mask's box (default 0.1)")
     p.add_argument("--json", type=Path, default=None, help="write the full result (per object) as JSON here")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=2)
@@ -303,7 +305,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.image, args.labels, models=[m for m in args.models.split(",") if m],
         prompts=[p for p in args.prompts.split(",") if p], every=args.every, window=tuple(args.window),
         propagate3d=args.propagate, organs=[o for o in args.organs.split(",") if o], min_size=args.min_size,
-        device=args.device, progress=not args.no_progress, clicks=args.clicks,
+        device=args.device, progress=not args.no_progress, clicks=args.clicks, box_margin=args.box_margin,
     )
     print(format_table(result))
     if args.json is not None:

@@ -131,11 +131,13 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
              prompts: Sequence[str] = ("box", "point"), every: int = 1, window: tuple[float, float] = (-160.0, 240.0),
              propagate3d: bool = False, organs: Sequence[str] = DEFAULT_ORGANS, min_size: int = 100,
              device: str | None = None, progress: bool = True,
-             slices: Sequence[int] | None = None, clicks: int = 0) -> dict[str, Any]:
+             slices: Sequence[int] | None = None, clicks: int = 0,
+             box_margin: float | None = None) -> dict[str, Any]:
     """Run the protocol; returns a JSON-able dict with per-model, per-prompt summaries.
 
     ``slices``: axial slice indices to evaluate instead of every ``every``-th one;
-    ``clicks``: corrective clicks of the interactive protocol after each prompt (0: none).
+    ``clicks``: corrective clicks of the interactive protocol after each prompt (0: none);
+    ``box_margin``: propagation's box widening (None: :data:`volume.BOX_MARGIN`).
     """
     import torch
     from tqdm import tqdm
@@ -206,7 +208,7 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
                 res[p]["per_object_clicks"] = [[round(v, 4) for v in c] for c in chains[p]]
         res["encode_seconds_per_slice"] = round(t_enc / max(1, len(by_z)), 3)
         if propagate3d:
-            res["propagate"] = _propagate(pred, vol, ref, organs, window)
+            res["propagate"] = _propagate(pred, vol, ref, organs, window, box_margin)
         result["models"][name] = res
         del pred, model
         if torch.cuda.is_available():
@@ -247,8 +249,9 @@ def _per_structure(values: Sequence[float], names: Sequence[str]) -> dict[str, d
     return out
 
 
-def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    from hrmedsegsam.volume import propagate
+def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window,  # type: ignore[no-untyped-def]
+               box_margin: float | None = None) -> dict[str, Any]:
+    from hrmedsegsam.volume import BOX_MARGIN, propagate
 
     out: dict[str, Any] = {}
     for organ in organs:
@@ -263,7 +266,8 @@ def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window) -> dict
         x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
         pred.set_image(vol.array[z], window=window, key=("eval", z))
         p = pred.predict(box=[x0, y0, x1, y1])
-        seg = propagate(pred, vol.array, z, p.mask, window, start_logits=p.logits, key_prefix="eval")
+        seg = propagate(pred, vol.array, z, p.mask, window, start_logits=p.logits, key_prefix="eval",
+                        box_margin=BOX_MARGIN if box_margin is None else box_margin)
         out[organ] = {"start_z": z, "slices_ref": int(zs.size), "slices_pred": int(seg.any(axis=(1, 2)).sum()),
                       "dice_start_slice": round(dice(p.mask, m3[z]), 4), "dice3d": round(dice(seg, m3), 4)}
     vals = [v["dice3d"] for v in out.values() if v]
