@@ -90,6 +90,28 @@ def save_weights(model: HRMedSegSAM, path: str | Path, meta: dict[str, Any] | No
     return path
 
 
+def load_plain(path: str | Path, what: str) -> Any:
+    """``torch.load`` a file the user names, admitting only tensors and plain Python values.
+
+    Every torch file this project reads (weights, training checkpoints) goes through here:
+    ``weights_only=True`` refuses a pickle that would import a callable, so a crafted file
+    cannot run code. ``what`` names the file's role in the one-line WeightsError.
+    """
+    import re
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unpickling failure means an unusable file
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found:
+            raise WeightsError(
+                f"{what} {path} refers to the Python object {found.group(1)}, not only to tensors; "
+                "refused, since loading it could run code"
+            ) from None
+        raise WeightsError(f"{what} {path} is corrupt or not a torch file ({type(exc).__name__})") from None
+
+
 def read_weights(path: str | Path) -> dict[str, Any]:
     """Read a weights file (``weights_only``); WeightsError naming the file if unusable."""
     path = Path(path)
@@ -97,10 +119,7 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         raise WeightsError(
             f"model weights not found: {path} (train them with 'hrmedsegsam train', or pass --model litemedsam)"
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - every unpickling failure means a corrupt file
-        raise WeightsError(f"model weights {path} are corrupt or not a weights file ({type(exc).__name__})") from exc
+    payload = load_plain(path, "model weights")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
         raise WeightsError(f"{path} is not an HRMedSegSAM weights file")
     return payload

@@ -277,15 +277,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
+    from hrmedsegsam.errors import WeightsError
     from hrmedsegsam.model.build import build_model, default_weights_path, save_weights
+    from hrmedsegsam.training.loop import load_checkpoint
 
-    if not args.checkpoint.is_file():
+    ck = load_checkpoint(args.checkpoint)
+    if ck is None:
         raise InputError(f"checkpoint not found: {args.checkpoint}")
-    ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    model = build_model("hrmedsegsam", ck.get("config"))
-    model.load_state_dict(ck["model"])
+    try:
+        model = build_model("hrmedsegsam", ck.get("config"))
+        model.load_state_dict(ck["model"])
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise WeightsError(f"checkpoint {args.checkpoint} does not match the HRMedSegSAM architecture "
+                           f"({str(exc).splitlines()[0]})") from None
     meta = json.loads(args.meta) if args.meta else {}
     meta.setdefault("stage", ck.get("stage"))
     meta.setdefault("step", ck.get("step"))

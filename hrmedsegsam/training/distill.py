@@ -186,15 +186,19 @@ def _load_init(model, path: Path, partial: bool = False) -> None:  # type: ignor
     """Load weights from a weights file or checkpoint; ``partial``: only the tensors whose
     name and shape match (a new encoder layout keeps what it shares with the old one).
     """
-    import torch
-
-    from hrmedsegsam.model.build import read_weights
+    from hrmedsegsam.errors import WeightsError
+    from hrmedsegsam.model.build import FORMAT, load_plain
 
     path = Path(path)
-    try:
-        state = read_weights(path)["state_dict"]
-    except Exception:  # noqa: BLE001 - fall back to a training checkpoint
-        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    if not path.is_file():
+        raise WeightsError(f"--init file not found: {path}")
+    payload = load_plain(path, "--init file")
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        state = payload.get("state_dict")
+    else:  # a training checkpoint
+        state = payload.get("model") if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not all(hasattr(v, "is_floating_point") for v in state.values()):
+        raise WeightsError(f"--init file {path} is neither an HRMedSegSAM weights file nor a training checkpoint")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     if partial:
         own = model.state_dict()
@@ -202,5 +206,8 @@ def _load_init(model, path: Path, partial: bool = False) -> None:  # type: ignor
         model.load_state_dict(keep, strict=False)
         log.info("initialised %d of %d tensors from %s", len(keep), len(own), path)
         return
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"--init file {path} does not match the model ({str(exc).splitlines()[0]})") from None
     log.info("initialised from %s", path)

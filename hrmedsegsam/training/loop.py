@@ -49,11 +49,20 @@ def save_checkpoint(path: Path, **state: Any) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    import torch
+    """The checkpoint dict that :func:`save_checkpoint` wrote (None if there is no file).
+
+    Loaded with ``weights_only=True`` (state dicts, numbers and strings only); a file that
+    is not such a checkpoint is a WeightsError.
+    """
+    from hrmedsegsam.errors import WeightsError
+    from hrmedsegsam.model.build import load_plain
 
     if not Path(path).is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    ck = load_plain(path, "checkpoint")
+    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
+        raise WeightsError(f"{path} is not a training checkpoint (no model state in it)")
+    return ck
 
 
 class Budget:
