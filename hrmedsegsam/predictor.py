@@ -5,6 +5,9 @@ coordinates ``x`` = column, ``y`` = row (continuous, pixel centres at integers; 
 must lie inside ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``). Masks come back at the slice's
 native ``(H, W)``. The image embedding of each (slice content, window) pair is cached, so
 returning to a slice, or prefetching neighbours from a worker thread, costs nothing later.
+The cache is bounded in bytes (:data:`CACHE_BYTES` by default): an entry holds the 4 MB
+encoder output plus the windowed native slice (4 bytes a pixel), so 256 MB keep about 50
+slices of 512 x 512 but only 3 of 4096 x 4096.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hrmedsegsam.errors import InputError, PromptError
+from hrmedsegsam.errors import InputError, PromptError, WeightsError
 from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.model.base import PromptableModel
 from hrmedsegsam.model.frame import boxes_to_frame, points_to_frame, to_frame
-from hrmedsegsam.prompts import check_box, check_point
+from hrmedsegsam.prompts import MAX_POINTS, check_box, check_point
 from hrmedsegsam.runtime import keep_freed_memory
 
 Window = tuple[float, float]
+CACHE_BYTES = 256 << 20
 
 
 @dataclass
@@ -64,6 +68,28 @@ class Embedding:
     def native_hw(self) -> tuple[int, int]:
         return int(self.image.shape[-2]), int(self.image.shape[-1])
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the features and the native slice (the image is an expanded
+        view of one channel, so its storage, not its shape, is counted).
+        """
+        return self.features.untyped_storage().nbytes() + self.image.untyped_storage().nbytes()
+
+
+def _as_float_array(value: object, what: str) -> np.ndarray:
+    """``value`` (list, tuple or array of numbers) as a float array; PromptError otherwise."""
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise PromptError(f"{what} must be numbers, got {type(value).__name__}") from None
+    return arr
+
+
+def _require_finite(t: torch.Tensor, what: str) -> None:
+    # NaN logits compare false with 0 and would become an empty mask: say so instead.
+    if not bool(torch.isfinite(t).all()):
+        raise WeightsError(f"the model's {what} holds NaN or infinite values; its weights are damaged")
+
 
 def slice_identity(slice2d: np.ndarray) -> str:
     """Content hash of a slice (shape, dtype and bytes)."""
@@ -77,12 +103,17 @@ def slice_identity(slice2d: np.ndarray) -> str:
 class Predictor:
     """Embed a slice once with :meth:`set_image`, then :meth:`predict` prompts against it."""
 
-    def __init__(self, model: PromptableModel, device: torch.device | None = None, cache_size: int = 32) -> None:
+    def __init__(self, model: PromptableModel, device: torch.device | None = None,
+                 cache_bytes: int = CACHE_BYTES) -> None:
+        """``cache_bytes``: bound of the embedding cache; the newest entry is kept even if
+        it alone is larger.
+        """
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
         self.model.to(self.device)
-        self.cache_size = cache_size
+        self.cache_bytes = int(cache_bytes)
         self._cache: OrderedDict[tuple[Hashable, Window], Embedding] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.RLock()
         self._current: Embedding | None = None
         if self.device.type == "cpu":
@@ -132,11 +163,22 @@ class Predictor:
         frame, native, input_hw = self.preprocess(arr, win)  # type: ignore[arg-type]
         with self._lock, torch.inference_mode(), self._autocast():
             features = self.model.encode(frame[:1].contiguous()).float()
+            _require_finite(features, "image embedding")
             emb = Embedding(features, native[:1], input_hw, ck[1])
+            old = self._cache.pop(ck, None)
+            if old is not None:  # another thread embedded the same slice meanwhile
+                self._cached_bytes -= old.nbytes
             self._cache[ck] = emb
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._cached_bytes += emb.nbytes
+            while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+                self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
         return emb
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes the embedding cache holds now."""
+        with self._lock:
+            return self._cached_bytes
 
     def is_cached(self, key: Hashable, window: Window) -> bool:
         """Whether the embedding for ``key`` under ``window`` is in the cache."""
@@ -197,48 +239,61 @@ class Predictor:
         """Segment the current image from prompts.
 
         box: ``[x0, y0, x1, y1]`` pixels (corners in any order); points: ``[[x, y], ...]``
-        pixels; labels: 1 positive / 0 negative per point (default all positive);
+        pixels, a list or an ``(N, 2)`` array, at most :data:`~hrmedsegsam.prompts.MAX_POINTS`
+        (a third column is refused: point labels go in ``labels``); labels: 1 positive / 0
+        negative per point (default all positive);
         mask_input: low-res logits ``(256, 256)`` from an earlier prediction; multimask:
         return three candidates (best in ``.mask``) instead of one.
         """
         emb = self._current
         if emb is None:
             raise RuntimeError("call set_image() before predict()")
-        if box is None and not points and mask_input is None:
+        pts = None if points is None else _as_float_array(points, "points")
+        if pts is not None and pts.size == 0:
+            pts = None
+        if box is None and pts is None and mask_input is None:
             raise PromptError("give a box, at least one point, or a mask input")
         native_hw, input_hw = emb.native_hw, emb.input_hw
         dev = self.device
         boxes_t = None
         box_native = None
         if box is not None:
-            box_native = check_box(box, native_hw)
+            box_native = check_box(_as_float_array(box, "box"), native_hw)
             boxes_t = torch.from_numpy(boxes_to_frame([box_native], native_hw, input_hw)).to(dev)
         coords_t = labels_t = None
-        if points:
-            pts = np.asarray(points, dtype=float)
-            if pts.ndim != 2 or pts.shape[1] < 2:
-                raise PromptError(f"points must be a list of [x, y] pairs, got shape {pts.shape}")
-            lab = np.ones(len(pts), dtype=int) if labels is None else np.asarray(labels, dtype=int).reshape(-1)
+        if pts is not None:
+            if pts.ndim != 2 or pts.shape[1] != 2:
+                raise PromptError(f"points must be [x, y] pairs, an (N, 2) array, got shape {pts.shape}"
+                                  + ("; give point labels in labels=, not as a third column"
+                                     if pts.ndim == 2 and pts.shape[1] == 3 else ""))
+            if len(pts) > MAX_POINTS:
+                raise PromptError(f"{len(pts)} points; at most {MAX_POINTS} are allowed in one prediction")
+            lab_f = np.ones(len(pts)) if labels is None else _as_float_array(labels, "labels").reshape(-1)
+            if not np.isin(lab_f, (0, 1)).all():
+                raise PromptError("point labels must be 1 (positive) or 0 (negative)")
+            lab = lab_f.astype(int)
             if lab.shape[0] != pts.shape[0]:
                 raise PromptError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
-            if not np.isin(lab, (0, 1)).all():
-                raise PromptError("point labels must be 1 (positive) or 0 (negative)")
-            for x, y in pts[:, :2]:
+            for x, y in pts:
                 check_point(float(x), float(y), native_hw)
             coords_t = torch.from_numpy(points_to_frame(pts[None], native_hw, input_hw)).to(dev)
             labels_t = torch.tensor(lab[None], dtype=torch.int64, device=dev)
         mask_t = None
         if mask_input is not None:
-            m = np.asarray(mask_input, dtype=np.float32)
+            m = _as_float_array(mask_input, "mask_input").astype(np.float32)
             L = self.model.lowres_size
             if m.size != L * L:
                 raise PromptError(f"mask_input must be the ({L}, {L}) logits of an earlier prediction, got shape {m.shape}")
+            if not np.isfinite(m).all():
+                raise PromptError("mask_input holds NaN or infinite values")
             mask_t = torch.from_numpy(m.reshape(1, 1, L, L)).to(dev)
         with torch.inference_mode(), self._autocast():
             out = self.model.decode(
                 emb.features, emb.image, emb.input_hw, coords=coords_t, labels=labels_t, boxes=boxes_t,
                 mask_input=mask_t, multimask=multimask, box_native=box_native, cache=emb.decoder_cache,
             )
+        _require_finite(out.logits, "mask logits")
+        _require_finite(out.iou, "predicted IoU")
         scores = out.iou[0].float().cpu().numpy()
         order = np.argsort(-scores, kind="stable")
         masks = (out.logits[0].float() > 0).cpu().numpy()[order]

@@ -14,7 +14,8 @@ A prompts file is a JSON list of objects::
 ``slice`` indexes axis 0 of the ``(z, y, x)`` array of :func:`hrmedsegsam.read_volume`;
 ``x`` is the pixel column and ``y`` the pixel row of that slice. ``box`` and ``points`` are
 each optional but at least one is needed; a point's third value is 1 (positive, the
-default when omitted) or 0 (negative).
+default when omitted) or 0 (negative). A file holds at most :data:`MAX_OBJECTS` objects,
+an object at most :data:`MAX_POINTS` points, and the file at most :data:`MAX_FILE_BYTES`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from typing import Any
 import numpy as np
 
 from hrmedsegsam.errors import InputError, PromptError
+
+MAX_POINTS = 256
+"""Most points one prediction takes: the decoder's attention over prompt tokens grows with
+the square of their number (10,000 points asked for 25.6 GB)."""
+MAX_OBJECTS = 1024
+MAX_FILE_BYTES = 16 << 20
 
 
 def inside_slice(x: float, y: float, hw: tuple[int, int]) -> bool:
@@ -95,14 +102,20 @@ class ObjectPrompt:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise PromptError(f"{what} must be a finite number, got {value!r}")
+        raise PromptError(f"{what} must be a finite number, got {_short(value)}")
     return float(value)
 
 
 def _integer(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise PromptError(f"{what} must be an integer, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not value.is_integer())):
+        raise PromptError(f"{what} must be an integer, got {_short(value)}")
     return int(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
@@ -111,6 +124,8 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
         data = [data]
     if not isinstance(data, list) or not data:
         raise PromptError(f"{source}: expected a non-empty JSON list of prompt objects")
+    if len(data) > MAX_OBJECTS:
+        raise PromptError(f"{source}: {len(data)} objects; at most {MAX_OBJECTS} are allowed in one file")
     out: list[ObjectPrompt] = []
     for i, item in enumerate(data):
         where = f"{source}: object #{i}"
@@ -130,13 +145,20 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
         if item.get("box") is not None:
             b = item["box"]
             if not isinstance(b, list) or len(b) != 4:
-                raise PromptError(f"{where} 'box' must be [x0, y0, x1, y1]")
+                raise PromptError(f"{where} 'box' must be [x0, y0, x1, y1], got {_short(b)}")
             box = tuple(_number(v, f"{where} box value") for v in b)
         pts: list[tuple[float, float]] = []
         plabels: list[int] = []
-        for p in item.get("points") or []:
+        points = item.get("points")
+        if points is None:
+            points = []
+        if not isinstance(points, list):
+            raise PromptError(f"{where} 'points' must be a list of [x, y] or [x, y, 1|0], got {_short(points)}")
+        if len(points) > MAX_POINTS:
+            raise PromptError(f"{where} has {len(points)} points; at most {MAX_POINTS} are allowed per object")
+        for p in points:
             if not isinstance(p, list) or len(p) not in (2, 3):
-                raise PromptError(f"{where}: each point must be [x, y] or [x, y, 1|0], got {p!r}")
+                raise PromptError(f"{where}: each point must be [x, y] or [x, y, 1|0], got {_short(p)}")
             pts.append((_number(p[0], f"{where} point x"), _number(p[1], f"{where} point y")))
             lab = _integer(p[2], f"{where} point label") if len(p) == 3 else 1
             if lab not in (0, 1):
@@ -153,10 +175,22 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
 def load_prompts(path: str | Path) -> list[ObjectPrompt]:
     """Read and validate a prompts JSON file."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"prompts file {p} does not exist")
+    if not p.is_file():
+        raise InputError(f"prompts file {p} is not a regular file")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PromptError(f"prompts file {p} is not valid JSON ({exc})") from exc
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise PromptError(f"prompts file {p} is larger than {MAX_FILE_BYTES >> 20} MB")
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise InputError(f"prompts file {p} cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise PromptError(f"prompts file {p} is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PromptError(f"prompts file {p} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number, arrays nested 100,000 deep
+        raise PromptError(f"prompts file {p} is not usable JSON ({str(exc).splitlines()[0][:80]})") from None
     return parse_prompts(data, str(p))

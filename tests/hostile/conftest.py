@@ -38,3 +38,19 @@ def small_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     return save_weights(build_model(), tmp_path_factory.mktemp("weights") / "random.pt")
+
+
+@pytest.fixture(scope="session")
+def small_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6 x 32 x 40 CT-like NIfTI written by SimpleITK, a bright disc on every slice."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    yy, xx = np.mgrid[:32, :40]
+    arr = np.full((6, 32, 40), -1000, np.int16)
+    arr[:, (yy - 16) ** 2 + (xx - 20) ** 2 <= 64] = 200
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.7, 0.7, 3.0))
+    path = tmp_path_factory.mktemp("ct") / "ct.nii.gz"
+    sitk.WriteImage(img, str(path))
+    return path
