@@ -49,13 +49,13 @@ def measure_model(name: str, repeats: int = 5, device: str | None = None) -> dic
 
     from hrmedsegsam.model.build import (
         build_model,
-        default_device,
         default_weights_path,
         load_model,
+        resolve_device,
     )
     from hrmedsegsam.predictor import Predictor
 
-    dev = torch.device(device) if device else default_device()
+    dev = resolve_device(device)
     tuned = keep_freed_memory()
     base_rss = _peak_rss_mb()
     weights = "trained"

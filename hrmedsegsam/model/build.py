@@ -4,7 +4,12 @@ Weights file format (``weights/hrmedsegsam.pt``): a plain dict readable with
 ``torch.load(weights_only=True)``::
 
     {"format": "hrmedsegsam", "version": 1, "config": {...}, "state_dict": {name: tensor},
-     "meta": {...}}   # tensors may be float16; they are cast to float32 on load
+     "meta": {...}, "sha256": "..."}   # tensors may be float16; they are cast to float32 on load
+
+``sha256`` (:func:`state_digest`, written by :func:`save_weights`) covers the config and
+every tensor; a file whose content does not match it is refused, so a flipped bit in the
+shipped weights cannot go unnoticed. Before anything is built the config is checked
+(:func:`~hrmedsegsam.model.hrmedsegsam.check_config`), and every tensor must be finite.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from typing import Any
 
 import torch
 
-from hrmedsegsam.errors import WeightsError
+from hrmedsegsam.errors import InputError, WeightsError
 from hrmedsegsam.model.base import PromptableModel
-from hrmedsegsam.model.hrmedsegsam import HRMedSegSAM
+from hrmedsegsam.model.hrmedsegsam import HRMedSegSAM, check_config
 
 WEIGHTS_ENV = "HRMEDSEGSAM_WEIGHTS"
 FORMAT = "hrmedsegsam"
@@ -71,6 +76,41 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a torch.device that exists on this machine (None: :func:`default_device`).
+
+    Raises InputError for a name torch does not know or a device this machine lacks.
+    """
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {str(device)[:40]!r}; use cpu or cuda") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError("device cuda was asked for, but CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise InputError(f"device {dev} was asked for, but this machine has {count} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise InputError(f"device {dev} is not supported; use cpu or cuda")
+    return dev
+
+
+def state_digest(config: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the config and every tensor (name, dtype, shape and bytes), in name order."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_weights(model: HRMedSegSAM, path: str | Path, meta: dict[str, Any] | None = None,
                  half: bool = True) -> Path:
     """Write ``model``'s weights (float16 by default) atomically to ``path``."""
@@ -84,6 +124,7 @@ def save_weights(model: HRMedSegSAM, path: str | Path, meta: dict[str, Any] | No
         "state_dict": state,
         "meta": meta or {},
     }
+    payload["sha256"] = state_digest(payload["config"], state)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -112,8 +153,12 @@ def load_plain(path: str | Path, what: str) -> Any:
         raise WeightsError(f"{what} {path} is corrupt or not a torch file ({type(exc).__name__})") from None
 
 
-def read_weights(path: str | Path) -> dict[str, Any]:
-    """Read a weights file (``weights_only``); WeightsError naming the file if unusable."""
+def read_weights(path: str | Path, require_checksum: bool = False) -> dict[str, Any]:
+    """Read and check a weights file (``weights_only``); WeightsError naming the file if unusable.
+
+    The config is checked and completed with defaults; the checksum is verified when the file
+    has one (``require_checksum``: it must, as the bundled weights do).
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(
@@ -122,6 +167,25 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     payload = load_plain(path, "model weights")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
         raise WeightsError(f"{path} is not an HRMedSegSAM weights file")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise WeightsError(f"model weights {path}: the state is a {type(state).__name__}, not a mapping of tensors")
+    odd = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if odd:
+        raise WeightsError(f"model weights {path}: {len(odd)} entries are not named tensors (e.g. {str(odd[0])[:40]!r})")
+    saved_config = payload.get("config")
+    try:
+        payload["config"] = check_config(saved_config)
+    except ValueError as exc:
+        raise WeightsError(f"model weights {path}: {exc}") from None
+    expected = payload.get("sha256")
+    if expected is None and require_checksum:
+        raise WeightsError(f"model weights {path} carry no checksum; write them with 'hrmedsegsam train export'")
+    if expected is not None and expected != state_digest(saved_config, state):
+        raise WeightsError(f"model weights {path} are damaged: their content does not match the checksum stored in them")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(f"model weights {path} hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]})")
     return payload
 
 
@@ -134,13 +198,14 @@ def load_model(name_or_path: str | Path | None = None,
     to an HRMedSegSAM weights file. ``device``: default CUDA if available, else CPU.
     The state dict must match the architecture exactly (strict key check).
     """
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     if name_or_path == "litemedsam":
         from hrmedsegsam.model.litemedsam import load_litemedsam
 
         return load_litemedsam(dev)
-    path = default_weights_path() if name_or_path in (None, "hrmedsegsam") else Path(name_or_path)
-    payload = read_weights(path)
+    bundled = name_or_path in (None, "hrmedsegsam")
+    path = default_weights_path() if bundled else Path(name_or_path)
+    payload = read_weights(path, require_checksum=bundled and not os.environ.get(WEIGHTS_ENV))
     model = HRMedSegSAM(payload.get("config"))
     state = payload["state_dict"]
     expected = model.state_dict()

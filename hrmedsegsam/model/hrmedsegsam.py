@@ -27,6 +27,56 @@ DEFAULT_CONFIG: dict[str, Any] = {
 NEW_ENCODER: dict[str, Any] = {"encoder_stem": "conv", "encoder_mid_dim": 128, "encoder_heads": (6, 8, 24)}
 
 
+# Ranges a config may take: wide around the shipped one, narrow enough that no config read
+# from a file can make the constructor allocate more than a few hundred MB.
+_INT_RANGES: Dict[str, Tuple[int, int]] = {"image_size": (64, 2048), "encoder_dim": (4, 512),
+                                          "decoder_mlp_dim": (1, 4096)}
+_MAX_STAGES = 8
+_MAX_BLOCKS = 32
+
+
+def check_config(config: object) -> Dict[str, Any]:
+    """The full config (defaults filled in) if ``config`` is a valid HRMedSegSAM config.
+
+    Checks key names, types and ranges before anything is built; raises ValueError naming
+    the first problem. ``None`` means the defaults.
+    """
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise ValueError(f"the config is a {type(config).__name__}, not a mapping")
+    unknown = sorted(str(k) for k in config if k not in DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(f"the config has unknown keys {unknown[:3]}")
+    cfg = {**DEFAULT_CONFIG, **config}
+
+    def integer(value: object, what: str, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"config {what} must be an integer in {lo}..{hi}, got {str(value)[:40]!r}")
+        return value
+
+    for key, (lo, hi) in _INT_RANGES.items():
+        integer(cfg[key], key, lo, hi)
+    if cfg["image_size"] % 16:
+        raise ValueError(f"config image_size must be a multiple of 16, got {cfg['image_size']}")
+    stages = []
+    for key in ("encoder_depths", "encoder_heads"):
+        seq = cfg[key]
+        if not isinstance(seq, (list, tuple)) or not 1 <= len(seq) <= _MAX_STAGES:
+            raise ValueError(f"config {key} must be a list of 1..{_MAX_STAGES} integers, got {str(seq)[:40]!r}")
+        stages.append([integer(v, f"{key} entry", 0 if key == "encoder_depths" else 1, _MAX_BLOCKS) for v in seq])
+    depths, heads = stages
+    if len(depths) != len(heads):
+        raise ValueError("config encoder_depths and encoder_heads differ in length")
+    if sum(depths) > _MAX_BLOCKS:
+        raise ValueError(f"config encoder_depths add up to {sum(depths)} blocks; at most {_MAX_BLOCKS}")
+    dim = cfg["encoder_dim"]
+    for h in heads:
+        if dim % h or (dim // h) % 4:
+            raise ValueError(f"config encoder_dim {dim} does not split into {h} heads of a multiple of 4 channels")
+    return cfg
+
+
 class HRMedSegSAM(PromptableModel):
     """The whole promptable model; see :class:`PromptableModel` for the frame conventions."""
 
@@ -34,7 +84,7 @@ class HRMedSegSAM(PromptableModel):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__()
-        cfg = {**DEFAULT_CONFIG, **(config or {})}
+        cfg = check_config(config)
         self.config = cfg
         self.image_size = int(cfg["image_size"])
         self.image_encoder = LGViT(
