@@ -31,7 +31,7 @@ NEW_ENCODER: dict[str, Any] = {"encoder_stem": "conv", "encoder_mid_dim": 128, "
 # from a file can make the constructor allocate more than a few hundred MB.
 _INT_RANGES: Dict[str, Tuple[int, int]] = {"image_size": (64, 2048), "encoder_dim": (4, 512),
                                           "decoder_mlp_dim": (1, 4096)}
-_MAX_STAGES = 8
+_STAGES = 3
 _MAX_BLOCKS = 32
 
 
@@ -62,18 +62,20 @@ def check_config(config: object) -> Dict[str, Any]:
     stages = []
     for key in ("encoder_depths", "encoder_heads"):
         seq = cfg[key]
-        if not isinstance(seq, (list, tuple)) or not 1 <= len(seq) <= _MAX_STAGES:
-            raise ValueError(f"config {key} must be a list of 1..{_MAX_STAGES} integers, got {str(seq)[:40]!r}")
+        if not isinstance(seq, (list, tuple)) or len(seq) != _STAGES:
+            raise ValueError(f"config {key} must be a list of {_STAGES} integers, got {str(seq)[:40]!r}")
         stages.append([integer(v, f"{key} entry", 0 if key == "encoder_depths" else 1, _MAX_BLOCKS) for v in seq])
     depths, heads = stages
-    if len(depths) != len(heads):
-        raise ValueError("config encoder_depths and encoder_heads differ in length")
     if sum(depths) > _MAX_BLOCKS:
         raise ValueError(f"config encoder_depths add up to {sum(depths)} blocks; at most {_MAX_BLOCKS}")
-    dim = cfg["encoder_dim"]
-    for h in heads:
-        if dim % h or (dim // h) % 4:
-            raise ValueError(f"config encoder_dim {dim} does not split into {h} heads of a multiple of 4 channels")
+    if cfg["encoder_stem"] not in ("patch", "conv"):
+        raise ValueError(f"config encoder_stem must be 'patch' or 'conv', got {str(cfg['encoder_stem'])[:40]!r}")
+    dim, mid = cfg["encoder_dim"], cfg["encoder_mid_dim"]
+    if mid is not None:
+        integer(mid, "encoder_mid_dim", *_INT_RANGES["encoder_dim"])
+    for d, h in zip((dim, mid or dim, dim), heads):
+        if d % h or (d // h) % 4:
+            raise ValueError(f"config: {d} encoder channels do not split into {h} heads of a multiple of 4")
     return cfg
 
 
