@@ -173,11 +173,11 @@ def init_config(path: Path | None) -> dict[str, object] | None:
     """The model config stored in a weights file or training checkpoint (None: none stored,
     i.e. the default layout, or no file).
     """
-    import torch
+    from hrmedsegsam.model.build import load_plain
 
     if path is None or not Path(path).is_file():
         return None
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    payload = load_plain(path, "--init file")
     cfg = payload.get("config") if isinstance(payload, dict) else None
     return dict(cfg) if isinstance(cfg, dict) else None
 
