@@ -29,13 +29,13 @@ NEW_ENCODER: dict[str, Any] = {"encoder_stem": "conv", "encoder_mid_dim": 128, "
 
 # Ranges a config may take: wide around the shipped one, narrow enough that no config read
 # from a file can make the constructor allocate more than a few hundred MB.
-_INT_RANGES: Dict[str, Tuple[int, int]] = {"image_size": (64, 2048), "encoder_dim": (4, 512),
+_INT_RANGES: dict[str, tuple[int, int]] = {"image_size": (64, 2048), "encoder_dim": (4, 512),
                                           "decoder_mlp_dim": (1, 4096)}
 _STAGES = 3
 _MAX_BLOCKS = 32
 
 
-def check_config(config: object) -> Dict[str, Any]:
+def check_config(config: object) -> dict[str, Any]:
     """The full config (defaults filled in) if ``config`` is a valid HRMedSegSAM config.
 
     Checks key names, types and ranges before anything is built; raises ValueError naming
@@ -73,7 +73,7 @@ def check_config(config: object) -> Dict[str, Any]:
     dim, mid = cfg["encoder_dim"], cfg["encoder_mid_dim"]
     if mid is not None:
         integer(mid, "encoder_mid_dim", *_INT_RANGES["encoder_dim"])
-    for d, h in zip((dim, mid or dim, dim), heads):
+    for d, h in zip((dim, mid or dim, dim), heads, strict=True):
         if d % h or (d // h) % 4:
             raise ValueError(f"config: {d} encoder channels do not split into {h} heads of a multiple of 4")
     return cfg
