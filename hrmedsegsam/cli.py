@@ -41,6 +41,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------- segment
+SEGMENT_CACHE_BYTES = 64 << 20
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from hrmedsegsam.intensity import resolve_window
     from hrmedsegsam.io import check_label_output, read_volume, write_labels
@@ -59,7 +62,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from hrmedsegsam.predictor import Predictor
     from hrmedsegsam.segment import segment_volume
 
-    predictor = Predictor(load_model(args.model, args.device))
+    # Propagation visits each slice once: a small embedding cache is enough, and keeps a
+    # 512x512x600 CT under 1.5 GB (README, memory).
+    predictor = Predictor(load_model(args.model, args.device), cache_bytes=SEGMENT_CACHE_BYTES)
     labels, _ = segment_volume(predictor, vol.array, prompts, window, propagate_3d=args.propagate, log=_print)
     written = write_labels(out, labels, like=vol, overwrite=args.overwrite)
     _print(f"wrote {written}")

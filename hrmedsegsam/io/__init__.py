@@ -2,8 +2,10 @@
 
 One job a module: :mod:`~hrmedsegsam.io.volume` (the :class:`Volume` and its geometry
 conventions, read them there), :mod:`~hrmedsegsam.io.dicom` (series discovery and reading),
-:mod:`~hrmedsegsam.io.read` (any format, validated), :mod:`~hrmedsegsam.io.labels` (writing,
-atomic, no clobber), :mod:`~hrmedsegsam.io.resample` (labels onto an image by physical
+:mod:`~hrmedsegsam.io.read` (any format, validated), :mod:`~hrmedsegsam.io.integrity` (are a
+file's voxel data complete: NIfTI sizes, gzip CRC; checked on reading and after writing),
+:mod:`~hrmedsegsam.io.labels` (writing through :func:`hrmedsegsam.atomic.write_verified`:
+verified, atomic, no clobber), :mod:`~hrmedsegsam.io.resample` (labels onto an image by physical
 space) and :mod:`~hrmedsegsam.io.seg` (DICOM SEG out and in, highdicom). The public names
 are all importable from here.
 

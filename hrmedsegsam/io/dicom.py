@@ -11,7 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from hrmedsegsam.errors import InputError
-from hrmedsegsam.io._itk import PathLike, check_path, quiet_itk, sitk_reason
+from hrmedsegsam.io._itk import PathLike, check_memory, check_path, quiet_itk, sitk_reason
 
 #: DICOM tags read for :class:`Volume` metadata (SimpleITK "group|element" keys).
 TAG_MODALITY = "0008|0060"
@@ -164,6 +164,21 @@ def _slice_spacing_note(reader: sitk.ImageSeriesReader, image: sitk.Image) -> st
     )
 
 
+def _check_series_memory(series: DicomSeries, folder: Path) -> None:
+    """Memory check of a whole series from its first file's header (all slices alike)."""
+    info = sitk.ImageFileReader()
+    info.SetFileName(series.files[0])
+    try:
+        with quiet_itk():
+            info.ReadImageInformation()
+    except RuntimeError:
+        return  # reading the series will say what is wrong
+    size = info.GetSize()
+    per_file = size[2] if len(size) > 2 else 1
+    check_memory(f"DICOM series {series.uid} in {folder}", (size[0], size[1], per_file * len(series.files)),
+                 info.GetPixelID(), info.GetNumberOfComponents())
+
+
 def _read_dicom_dir(
     folder: Path, series_uid: str | None
 ) -> tuple[sitk.Image, dict[str, Any]]:
@@ -189,6 +204,7 @@ def _read_dicom_dir(
                 f"{len(series)} DICOM series in {folder}; using {chosen.label()}, the one "
                 f"with most slices; pass series_uid (--series) to choose another: {others}"
             )
+    _check_series_memory(chosen, folder)
     try:
         with quiet_itk():
             if len(chosen.files) == 1:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from hrmedsegsam.atomic import check_name_length, utf8_path, write_verified
 from hrmedsegsam.errors import InputError, OutputExistsError
-from hrmedsegsam.io._itk import PathLike, quiet_itk, sitk_reason
+from hrmedsegsam.io._itk import PathLike, c_stderr_to, quiet_itk, sitk_reason
+from hrmedsegsam.io.integrity import data_problem
 from hrmedsegsam.io.volume import Volume
 
 _LABEL_SUFFIXES = (".nii.gz", ".nii")
@@ -53,7 +53,7 @@ def check_label_output(path: PathLike, overwrite: bool = False) -> tuple[Path, s
         InputError: wrong suffix, missing folder, or a folder at ``path``.
         OutputExistsError: ``path`` exists and ``overwrite`` is false.
     """
-    out = Path(os.fspath(path)).expanduser()
+    out = utf8_path(Path(os.fspath(path)).expanduser(), "output path")
     name = out.name
     suffix = next((s for s in _LABEL_SUFFIXES if name.lower().endswith(s)), None)
     if suffix is None:
@@ -61,6 +61,7 @@ def check_label_output(path: PathLike, overwrite: bool = False) -> tuple[Path, s
         raise InputError(
             f"{out} must end in .nii or .nii.gz (found {found}); labels are written as NIfTI."
         )
+    check_name_length(out)
     parent = out.parent
     if not parent.is_dir():
         raise InputError(f"cannot write {out}: the folder {parent} does not exist.")
@@ -85,8 +86,10 @@ def write_labels(
         overwrite: replace an existing file; otherwise refuse.
 
     The voxels are stored as uint8 when the values fit, else uint16, else int32. The file
-    is written to a temporary name in the same folder and then renamed into place, so a
-    reader never sees a half-written file and a failure leaves nothing behind.
+    is written to a temporary name in the same folder, read back (header, size, gzip CRC)
+    and only then renamed into place (:func:`hrmedsegsam.atomic.write_verified`): a full
+    disk or a killed process never leaves a truncated file under ``path``, and the file
+    that was there before survives any failure.
 
     Returns:
         The path written.
@@ -96,7 +99,6 @@ def write_labels(
         OutputExistsError: ``path`` exists and ``overwrite`` is false.
     """
     out, suffix = check_label_output(path, overwrite)
-    name, parent = out.name, out.parent
 
     labels = np.asarray(labels_zyx)
     if labels.ndim == 2 and like.shape[0] == 1:
@@ -110,38 +112,28 @@ def write_labels(
     image = sitk.GetImageFromArray(np.ascontiguousarray(labels.astype(dtype, copy=False)))
     like._set_geometry(image)
 
-    tmp = parent / f".{name[: -len(suffix)]}.{secrets.token_hex(6)}.tmp{suffix}"
-    try:
-        with quiet_itk():
-            sitk.WriteImage(image, str(tmp), useCompression=suffix == ".nii.gz")
-        if overwrite:
-            os.replace(tmp, out)
-        else:
-            _move_no_clobber(tmp, out)
-    except RuntimeError as exc:
-        raise InputError(f"could not write {out} ({sitk_reason(exc)}).") from None
-    except OutputExistsError:
-        raise
-    except OSError as exc:
-        raise InputError(f"could not write {out} ({exc.strerror or exc}).") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    return out
+    said: list[str] = []
 
+    def write(tmp: Path) -> None:
+        try:
+            with quiet_itk(), c_stderr_to(said):
+                sitk.WriteImage(image, str(tmp), useCompression=suffix == ".nii.gz")
+        except RuntimeError as exc:
+            raise InputError(f"could not write {out} ({sitk_reason(exc)}).") from None
 
-def _move_no_clobber(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst`` unless ``dst`` appeared meanwhile (atomic where links work)."""
-    try:
-        os.link(src, dst)  # fails if dst exists: no race with another writer
-    except FileExistsError:
-        raise OutputExistsError(
-            f"{dst} exists; pass overwrite (--overwrite) to replace it."
-        ) from None
-    except OSError:  # file system without hard links
-        if dst.exists():
-            raise OutputExistsError(
-                f"{dst} exists; pass overwrite (--overwrite) to replace it."
-            ) from None
-        os.replace(src, dst)
-    # with the link in place, the finally clause of write_labels removes src
+    def verify(tmp: Path) -> str | None:
+        damaged = data_problem(tmp)
+        if damaged:  # the NIfTI library reports a short write on stderr, not as an error
+            return "; ".join([damaged, *said[:1]])
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(tmp))
+        try:
+            with quiet_itk():
+                reader.ReadImageInformation()
+        except RuntimeError as exc:
+            return f"its header cannot be read back: {sitk_reason(exc)}"
+        if reader.GetSize() != image.GetSize() or reader.GetPixelID() != image.GetPixelID():
+            return "its header does not describe the labels written"
+        return None
+
+    return write_verified(out, write, verify, overwrite=overwrite, suffix=suffix)

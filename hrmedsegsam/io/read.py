@@ -8,18 +8,14 @@ can (2D images become one-slice volumes, colour photos grey luminance) and says 
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import SimpleITK as sitk
 
 from hrmedsegsam.errors import InputError
-from hrmedsegsam.io._itk import PathLike, check_path, quiet_itk, sitk_reason
+from hrmedsegsam.io._itk import PathLike, check_memory, check_path, quiet_itk, sitk_reason
 from hrmedsegsam.io.dicom import (
     TAG_MODALITY,
     TAG_SERIES_DESCRIPTION,
@@ -27,6 +23,7 @@ from hrmedsegsam.io.dicom import (
     _one_slice_of_series_note,
     _read_dicom_dir,
 )
+from hrmedsegsam.io.integrity import data_problem
 from hrmedsegsam.io.volume import Volume
 
 _COMPONENT_NAMES = {2: "2 components per voxel (grey + alpha)", 3: "3 components per voxel (RGB)",
@@ -109,67 +106,6 @@ def _as_3d_scalar(
     return image
 
 
-def _nifti_data_end(header: bytes) -> int | None:
-    """Byte offset where a NIfTI-1/2 file's voxel data end (from its header), or None."""
-    for order in ("<", ">"):
-        (sizeof_hdr,) = struct.unpack(order + "i", header[:4])
-        if sizeof_hdr == 348 and len(header) >= 348:
-            dims = struct.unpack(order + "8h", header[40:56])
-            (bitpix,) = struct.unpack(order + "h", header[72:74])
-            (vox_offset,) = struct.unpack(order + "f", header[108:112])
-            break
-        if sizeof_hdr == 540 and len(header) >= 540:
-            (bitpix,) = struct.unpack(order + "h", header[14:16])
-            dims = struct.unpack(order + "8q", header[16:80])
-            (vox_offset,) = struct.unpack(order + "q", header[168:176])
-            break
-    else:
-        return None
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8:
-        return None
-    n_voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
-    return int(vox_offset) + n_voxels * (bitpix // 8)
-
-
-def _nifti_truncation(path: Path) -> str | None:
-    """Why a NIfTI file is shorter than its header says, or None if it looks complete.
-
-    ITK reads truncated NIfTI files without complaint (the missing voxels are garbage), so
-    a cut-off download would otherwise load silently. Cheap: compares sizes; a .nii.gz is
-    only decompressed when its gzip trailer disagrees with the header.
-    """
-    name = path.name.lower()
-    try:
-        if name.endswith(".nii"):
-            with open(path, "rb") as f:
-                end = _nifti_data_end(f.read(540))
-            size = path.stat().st_size
-            if end is not None and size < end:
-                return f"the header describes {end} bytes but the file has {size}"
-        elif name.endswith(".nii.gz"):
-            with gzip.open(path, "rb") as f:
-                end = _nifti_data_end(f.read(540))
-            if end is None:
-                return None
-            with open(path, "rb") as f:
-                f.seek(-4, os.SEEK_END)
-                (isize,) = struct.unpack("<I", f.read(4))
-            if isize == end % 2**32:
-                return None
-            total = 0  # trailer disagrees (or multi-member gzip): count the real bytes
-            with gzip.open(path, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    total += len(chunk)
-            if total < end:
-                return f"the header describes {end} bytes but the data hold {total}"
-    except EOFError:
-        return "the compressed data end early"
-    except (OSError, struct.error, zlib.error):
-        return None
-    return None
-
-
 def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -193,9 +129,10 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     )
     if problem:
         raise InputError(problem)
-    truncated = _nifti_truncation(path)
-    if truncated:
-        raise InputError(f"{path} is truncated or corrupt ({truncated}).")
+    check_memory(str(path), reader.GetSize(), reader.GetPixelID(), reader.GetNumberOfComponents())
+    damaged = data_problem(path)
+    if damaged:
+        raise InputError(f"{path} is truncated or corrupt ({damaged}).")
     try:
         with quiet_itk():
             image = reader.Execute()

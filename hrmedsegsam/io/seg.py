@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hrmedsegsam.atomic import write_verified
 from hrmedsegsam.errors import InputError, OutputExistsError
 from hrmedsegsam.io._itk import PathLike
 from hrmedsegsam.io.volume import Volume
@@ -73,7 +74,8 @@ def write_seg(path: PathLike, labels_zyx: np.ndarray, like: Volume, segments: Se
               overwrite: bool = False) -> Path:
     """Write ``labels_zyx`` (integer ids, shape of ``like.array``) as a DICOM SEG referencing
     the series ``like`` was read from; one binary segment per id present (named by
-    ``segments``, else ``object <id>``). Atomic: written beside ``path``, read back, renamed.
+    ``segments``, else ``object <id>``). Written beside ``path``, read back, then renamed
+    (:func:`hrmedsegsam.atomic.write_verified`): no half-written file under ``path``.
 
     Raises:
         InputError: no DICOM source, wrong shape, bad suffix or folder.
@@ -122,17 +124,16 @@ def write_seg(path: PathLike, labels_zyx: np.ndarray, like: Volume, segments: Se
         )
     except ValueError as exc:  # highdicom's own check of the source series, e.g. missing tags
         raise InputError(f"{out}: the source series cannot be referenced by a DICOM SEG: {exc}") from None
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        seg.save_as(tmp)
-        back, _ = _decode(tmp, files)  # a file that does not read back is never renamed
-        if not np.array_equal(back, np.where(np.isin(labels, ids), labels, 0)):
-            raise InputError(f"{out}: the written DICOM SEG does not read back as the labels.")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+    expected = np.where(np.isin(labels, ids), labels, 0)
+
+    def verify(tmp: Path) -> str | None:
+        try:
+            back, _ = _decode(tmp, files)
+        except Exception as exc:  # noqa: BLE001 - whatever pydicom/highdicom raise: it does not read back
+            return f"it does not read back ({type(exc).__name__})"
+        return None if np.array_equal(back, expected) else "it does not read back as the labels"
+
+    return write_verified(out, lambda tmp: seg.save_as(tmp), verify, overwrite=overwrite, suffix=".dcm")
 
 
 def _decode(path: Path, files: Sequence[str]) -> tuple[np.ndarray, list[Segment]]:

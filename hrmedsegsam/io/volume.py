@@ -24,6 +24,10 @@ import SimpleITK as sitk
 from hrmedsegsam.errors import InputError
 
 _ORIENTATION_TOL = 1e-4
+# How far D^T D may be from the identity. DICOM stores direction cosines as decimal strings
+# (often 6 digits), so a real orthonormal matrix is off by ~1e-6; a shear or a 0.1 % scale
+# is not a rounding error.
+_ORTHONORMAL_TOL = 1e-3
 
 
 @dataclass(eq=False)  # compared by identity: "==" on arrays has no single truth value
@@ -67,8 +71,13 @@ class Volume:
         self.spacing = _float_tuple(self.spacing, 3, "spacing")
         self.origin = _float_tuple(self.origin, 3, "origin")
         self.direction = _float_tuple(self.direction, 9, "direction")
+        where = self.path or "A Volume"
+        for name in ("spacing", "origin", "direction"):
+            if not all(np.isfinite(getattr(self, name))):
+                raise InputError(f"{where}: its {name} {getattr(self, name)} is not finite.")
         if any(s <= 0 for s in self.spacing):
-            raise InputError(f"A Volume needs positive spacing but got {self.spacing}.")
+            raise InputError(f"{where}: the spacing must be positive but is {self.spacing}.")
+        _check_orthonormal(self.direction, where)
 
     # -- geometry helpers ------------------------------------------------------------
 
@@ -165,6 +174,24 @@ def _float_tuple(values: Any, n: int, name: str) -> tuple[float, ...]:
     if len(out) != n:
         raise InputError(f"A Volume's {name} needs {n} values but got {len(out)}.")
     return out
+
+
+def _check_orthonormal(direction: tuple[float, ...], where: str) -> None:
+    """InputError unless the direction's columns are unit length and perpendicular.
+
+    A sheared or scaled direction cannot be carried into NIfTI (its qform/sform keep a
+    rotation and the spacing), so labels written for such an image would not overlay it.
+    """
+    matrix = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    gram = matrix.T @ matrix
+    error = float(np.abs(gram - np.eye(3)).max())
+    if error > _ORTHONORMAL_TOL:
+        lengths = ", ".join(f"{v:.4g}" for v in np.sqrt(np.diag(gram)))
+        raise InputError(
+            f"{where}: its direction matrix is not orthonormal (sheared or scaled: axis lengths "
+            f"{lengths}); labels written for it could not overlay it. Resample it onto an "
+            "orthonormal grid first."
+        )
 
 
 def _is_oblique(direction: tuple[float, ...] | np.ndarray, tol: float = _ORIENTATION_TOL) -> bool:

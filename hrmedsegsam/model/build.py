@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from hrmedsegsam.atomic import write_verified
 from hrmedsegsam.errors import InputError, WeightsError
 from hrmedsegsam.model.base import PromptableModel
 from hrmedsegsam.model.hrmedsegsam import HRMedSegSAM, check_config
@@ -113,7 +114,9 @@ def state_digest(config: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
 
 def save_weights(model: HRMedSegSAM, path: str | Path, meta: dict[str, Any] | None = None,
                  half: bool = True) -> Path:
-    """Write ``model``'s weights (float16 by default) atomically to ``path``."""
+    """Write ``model``'s weights (float16 by default) to ``path``, replacing it only once the
+    new file has been read back and its checksum matches (:func:`hrmedsegsam.atomic.write_verified`).
+    """
     path = Path(path)
     state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
              for k, v in model.state_dict().items()}
@@ -125,10 +128,15 @@ def save_weights(model: HRMedSegSAM, path: str | Path, meta: dict[str, Any] | No
         "meta": meta or {},
     }
     payload["sha256"] = state_digest(payload["config"], state)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+
+    def verify(tmp: Path) -> str | None:
+        try:
+            back = read_weights(tmp, require_checksum=True)
+        except WeightsError as exc:
+            return str(exc).replace(str(tmp), "the file")
+        return None if back["sha256"] == payload["sha256"] else "its checksum differs from the model's"
+
+    return write_verified(path, lambda tmp: torch.save(payload, tmp), verify, overwrite=True, suffix=".pt")
 
 
 def load_plain(path: str | Path, what: str) -> Any:
