@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,23 @@ def _file_metadata(path: str) -> dict[str, str]:
     return out
 
 
+def _non_utf8_name(folder: Path) -> str | None:
+    """A file name in ``folder`` that is not valid UTF-8, shown with escapes, or None.
+
+    GDCM's folder scan hands such a name to SimpleITK, which aborts the whole process.
+    """
+    try:
+        names = os.listdir(os.fsencode(folder))
+    except OSError:
+        return None
+    for name in names:
+        try:
+            name.decode("utf-8")
+        except UnicodeDecodeError:
+            return name.decode("utf-8", "backslashreplace")
+    return None
+
+
 def list_dicom_series(directory: PathLike) -> list[DicomSeries]:
     """All DICOM series directly inside ``directory`` (not its subfolders).
 
@@ -89,6 +107,10 @@ def list_dicom_series(directory: PathLike) -> list[DicomSeries]:
     folder = check_path(directory)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder.")
+    bad = _non_utf8_name(folder)
+    if bad:
+        raise InputError(f"{folder} holds a file whose name is not valid UTF-8 ({bad}); "
+                         "SimpleITK cannot scan it: rename it or move it out.")
     series: list[DicomSeries] = []
     with quiet_itk():
         try:
@@ -232,6 +254,8 @@ def _read_dicom_dir(
 
 def _one_slice_of_series_note(path: Path, series_uid: str) -> str | None:
     """A hint when a single-slice DICOM file is one of several files of its series."""
+    if _non_utf8_name(path.parent):
+        return None
     try:
         with quiet_itk():
             files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path.parent), series_uid)

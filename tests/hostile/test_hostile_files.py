@@ -202,6 +202,24 @@ def test_non_utf8_input_path_is_one_line_not_an_abort(tmp_path: Path) -> None:
     assert_one_line(proc, "not valid utf-8")
 
 
+def test_non_utf8_file_name_inside_a_dicom_folder(tmp_path: Path) -> None:
+    """GDCM's scan of the folder would hand the name to SimpleITK, which aborts."""
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for z in range(3):
+        img = sitk.GetImageFromArray(np.full((8, 8), 10 * z, np.int16))
+        for tag, value in {"0008|0060": "CT", "0020|000e": "1.2.826.0.1.16", "0020|0013": str(z),
+                           "0020|0032": f"0\\0\\{z}", "0020|0037": "1\\0\\0\\0\\1\\0"}.items():
+            img.SetMetaData(tag, value)
+        sitk.WriteImage(img, str(folder / f"slice{z}.dcm"))
+    os.rename(folder / "slice1.dcm", os.fsencode(folder) + b"/slice\xff1.dcm")
+    proc = run_cli("info", folder)
+    assert proc.returncode != -6, "SimpleITK aborted the process"
+    assert_one_line(proc, "not valid utf-8")
+    single = run_cli("info", folder / "slice0.dcm")  # the folder scan for a hint is skipped
+    assert single.returncode == 0, single.stderr
+
+
 def test_non_utf8_output_path_is_one_line(tmp_path: Path, small_ct: Path) -> None:
     prompts = tmp_path / "p.json"
     prompts.write_text('[{"label": 1, "slice": 2, "box": [10, 10, 30, 24]}]')
