@@ -106,6 +106,8 @@ def register_train(subparsers: Any) -> None:
     s.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--no-fidelity", action="store_true", help="skip the encoder fidelity (R^2) part")
+    s.add_argument("--fidelity-only", action="store_true",
+                   help="only the encoder fidelity (R^2), e.g. for a distillation checkpoint without its decoder")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_validate)
 
@@ -261,11 +263,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for m in models:
         if m not in ("hrmedsegsam", "litemedsam") and not Path(m).is_file():
             raise InputError(f"weights file not found: {m}")
+    if args.fidelity_only and args.no_fidelity:
+        raise InputError("--fidelity-only and --no-fidelity exclude each other")
     result = validate(models, require_data_dir(args.data), progress=not args.no_progress,
-                      fidelity=not args.no_fidelity)
+                      fidelity=not args.no_fidelity, segmentation=not args.fidelity_only)
     print(format_validation(result))
     names = list(result["models"])
-    for earlier, later in zip(names, names[1:], strict=False):
+    for earlier, later in zip(names, names[1:], strict=False) if not args.fidelity_only else ():
         ok = selection_rule(result["models"][earlier], result["models"][later])
         print(f"selection rule: {later} {'may replace' if ok else 'may NOT replace'} {earlier}")
     if args.json is not None:

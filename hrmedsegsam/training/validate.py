@@ -121,15 +121,15 @@ def r_squared(student: np.ndarray, teacher: np.ndarray) -> float:
     return 1.0 - resid / var if var > 0 else float("nan")
 
 
-def validate(models: list[str], data: Path, progress: bool = True, fidelity: bool = True) -> dict[str, Any]:
+def validate(models: list[str], data: Path, progress: bool = True, fidelity: bool = True,
+             segmentation: bool = True) -> dict[str, Any]:
     """Box/point Dice on both validation parts for each model in ``models`` (names or weights
     files) and, for HRMedSegSAM models, the encoder's fidelity; a JSON-able dict.
+    ``segmentation`` False: fidelity only (an encoder whose decoder is not trained yet).
     """
     from hrmedsegsam.model.build import load_model
-    from hrmedsegsam.predictor import Predictor
     from hrmedsegsam.training.data import VALIDATION_2D, VALIDATION_SLICES, VALIDATION_VOLUME
     from hrmedsegsam.training.evaluate import evaluate
-    from hrmedsegsam.training.prompts import farthest_from_border, tight_box
 
     folder = Path(data) / VALIDATION_VOLUME
     image, labels = folder / "image.nii.gz", folder / "labels_totalseg_fast.nii.gz"
@@ -138,8 +138,9 @@ def validate(models: list[str], data: Path, progress: bool = True, fidelity: boo
             raise InputError(f"validation data not found: {f}")
     with tempfile.TemporaryDirectory() as tmp:
         img_c, lab_c = clinical_copy(image, labels, Path(tmp))
-        slab = evaluate(img_c, lab_c, models=models, prompts=("box", "point"), window=WINDOW,
-                        slices=list(VALIDATION_SLICES), device="cpu", progress=progress, min_size=MIN_OBJECT_PX)
+        slab = evaluate(img_c, lab_c, models=models if segmentation else [], prompts=("box", "point"),
+                        window=WINDOW, slices=list(VALIDATION_SLICES), device="cpu", progress=progress,
+                        min_size=MIN_OBJECT_PX)
         from hrmedsegsam.intensity import apply_window
         from hrmedsegsam.io import read_volume
 
@@ -157,31 +158,40 @@ def validate(models: list[str], data: Path, progress: bool = True, fidelity: boo
         del teacher
     for name in models:
         model = load_model(name, device="cpu")
-        pred = Predictor(model)
-        box_d, point_d = [], []
-        for stem, img, objs in cases:
-            pred.set_image(img, window=(0.0, 1.0), key=("validate-2d", stem))
-            for _, m in objs:
-                x0, y0, x1, y1 = tight_box(m)
-                box_d.append(dice(pred.predict(box=[x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)]).mask, m))
-                x, y = farthest_from_border(m)
-                point_d.append(dice(pred.predict(points=[[x, y]], labels=[1]).mask, m))
-        s = slab["models"][name]
-        n_slab = s["box"]["n"]
-        r: dict[str, Any] = {
-            "box": _pooled(s["box"]["dice"] or 0.0, n_slab, box_d),
-            "point": _pooled(s["point"]["dice"] or 0.0, n_slab, point_d),
-            "slab_box": s["box"]["dice"], "slab_box_small": s["box"]["dice_small"],
-            "slab_box_large": s["box"]["dice_large"], "slab_point": s["point"]["dice"],
-            "png_box": round(float(np.mean(box_d)), 4) if box_d else None,
-            "png_point": round(float(np.mean(point_d)), 4) if point_d else None,
-        }
+        r: dict[str, Any] = {}
+        if segmentation:
+            r.update(_segmentation_scores(model, cases, slab["models"][name]))
         if teacher_val is not None and name != "litemedsam":
             r["r2_validation"] = round(r_squared(embeddings(model, val_frames), teacher_val), 4)
             r["r2_heldout"] = round(r_squared(embeddings(model, held), teacher_held), 4) if held else None
         result["models"][name] = r
-        del pred, model
+        del model
     return result
+
+
+def _segmentation_scores(model, cases, slab: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Pooled box/point Dice of ``model`` on the 2D ``cases`` and its ``slab`` summary."""
+    from hrmedsegsam.predictor import Predictor
+    from hrmedsegsam.training.prompts import farthest_from_border, tight_box
+
+    pred = Predictor(model)
+    box_d, point_d = [], []
+    for stem, img, objs in cases:
+        pred.set_image(img, window=(0.0, 1.0), key=("validate-2d", stem))
+        for _, m in objs:
+            x0, y0, x1, y1 = tight_box(m)
+            box_d.append(dice(pred.predict(box=[x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)]).mask, m))
+            x, y = farthest_from_border(m)
+            point_d.append(dice(pred.predict(points=[[x, y]], labels=[1]).mask, m))
+    n_slab = slab["box"]["n"]
+    return {
+        "box": _pooled(slab["box"]["dice"] or 0.0, n_slab, box_d),
+        "point": _pooled(slab["point"]["dice"] or 0.0, n_slab, point_d),
+        "slab_box": slab["box"]["dice"], "slab_box_small": slab["box"]["dice_small"],
+        "slab_box_large": slab["box"]["dice_large"], "slab_point": slab["point"]["dice"],
+        "png_box": round(float(np.mean(box_d)), 4) if box_d else None,
+        "png_point": round(float(np.mean(point_d)), 4) if point_d else None,
+    }
 
 
 def _pooled(mean_a: float, n_a: int, values_b: list[float]) -> float:
@@ -196,10 +206,10 @@ def format_validation(result: dict[str, Any]) -> str:
              f"{'model':<28} {'box':>7} {'point':>7} {'slabbox':>7} {'small':>7} {'large':>7} {'2Dbox':>7} "
              f"{'2Dpoint':>7} {'R2 val':>7} {'R2 held':>7}"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    keys = ("box", "point", "slab_box", "slab_box_small", "slab_box_large", "png_box", "png_point",
+            "r2_validation", "r2_heldout")
     for name, r in result["models"].items():
-        lines.append(f"{name:<28} {fmt(r['box']):>7} {fmt(r['point']):>7} {fmt(r['slab_box']):>7} "
-                     f"{fmt(r['slab_box_small']):>7} {fmt(r['slab_box_large']):>7} {fmt(r['png_box']):>7} "
-                     f"{fmt(r['png_point']):>7} {fmt(r.get('r2_validation')):>7} {fmt(r.get('r2_heldout')):>7}")
+        lines.append(f"{name:<28} " + " ".join(f"{fmt(r.get(k)):>7}" for k in keys))
     return "\n".join(lines)
 
 

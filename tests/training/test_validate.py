@@ -106,3 +106,9 @@ def test_validate_cli_rejects_missing_weights(tmp_path: Path) -> None:
     from hrmedsegsam.cli import main
 
     assert main(["train", "validate", "--models", str(tmp_path / "nope.pt")]) != 0
+
+
+def test_validate_cli_rejects_contradicting_flags() -> None:
+    from hrmedsegsam.cli import main
+
+    assert main(["train", "validate", "--models", "hrmedsegsam", "--fidelity-only", "--no-fidelity"]) == 2
