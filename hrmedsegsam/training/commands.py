@@ -144,12 +144,6 @@ def register_evaluate(subparsers: Any) -> None:
 # --------------------------------------------------------------------------- handlers
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _threads(n: int) -> None:
     import torch
 
@@ -177,12 +171,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     if args.crop % 32:
         raise InputError("--crop must be a multiple of 32")
-    if args.device not in (None, "cpu", "cuda") or (args.device == "cuda" and not _cuda()):
-        raise InputError(f"--device {args.device}: use cpu, or cuda on a machine with a CUDA GPU")
+    from hrmedsegsam.model.build import resolve_device
+
+    device = str(resolve_device(args.device))
     cfg = DistillConfig(cache=args.cache, run_dir=args.run, steps=args.steps, batch=args.batch, lr=args.lr,
                         crop=args.crop, full_frame_prob=args.full_frame_prob, max_minutes=args.max_minutes,
                         seed=args.seed, threads=args.threads, init=args.init, progress=not args.no_progress,
-                        config=dict(NEW_ENCODER) if args.encoder == "hierarchical" else None, device=args.device)
+                        config=dict(NEW_ENCODER) if args.encoder == "hierarchical" else None, device=device)
     try:
         out = distill(cfg)
     except FileNotFoundError as exc:

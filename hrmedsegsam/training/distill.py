@@ -65,7 +65,7 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
     import torch
     from tqdm import tqdm
 
-    from hrmedsegsam.model.build import build_model
+    from hrmedsegsam.model.build import build_model, resolve_device
 
     torch.set_num_threads(cfg.threads)
     setup_logging(cfg.run_dir)
@@ -73,7 +73,7 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
     model = model if model is not None else build_model("hrmedsegsam", cfg.config)
     enc = model.image_encoder
     step = 0
-    dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(cfg.device)
     ck = load_checkpoint(ckpt_path)
     if ck is not None:
         model.load_state_dict(ck["model"])
