@@ -149,10 +149,15 @@ def test_bad_inputs(tmp_path: Path, weights: Path) -> None:
                             tmp_path / "o.nii.gz", "--model", weights]), "nope.json")
 
 
-def test_benchmark_json_runs() -> None:
-    proc = run(["benchmark", "--json", "--models", "hrmedsegsam", "--repeats", "1"], timeout=600)
+def test_benchmark_quick_json_runs_every_measurement() -> None:
+    proc = run(["benchmark", "--json", "--quick", "--models", "hrmedsegsam", "--backends", "torch"], timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     m = report["models"][0]
     assert m["params_total"] <= 4_500_000
-    assert m["encoder_s_per_slice"] > 0 and m["prompt_box_s_512"] > 0
+    assert m["encoder_s_per_slice"]["torch"] > 0 and m["prompt_box_s_512"] > 0
+    vol, ses = report["volume"], report["session"]
+    assert vol["shape_zyx"][0] == 3 and vol["embed_volume_s"] > 0
+    assert vol["propagation_s_per_slice_cold"] > 0 and vol["propagation_s_per_slice_warm"] > 0
+    assert ses["peak_rss_mb"] > ses["volume_mb"] > 0
+    assert report["targets"] == {}  # a quick run checks no target

@@ -10,7 +10,7 @@ import sys
 def test_import_pulls_neither_torch_nor_napari() -> None:
     code = (
         "import sys, hrmedsegsam, hrmedsegsam.io, hrmedsegsam.cli, hrmedsegsam.intensity, hrmedsegsam.prompts;"
-        "bad = [m for m in ('torch', 'napari', 'qtpy', 'PyQt6') if m in sys.modules];"
+        "bad = [m for m in ('torch', 'napari', 'qtpy', 'PyQt6', 'onnxruntime', 'dask', 'zarr') if m in sys.modules];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
