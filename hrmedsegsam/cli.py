@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from hrmedsegsam import __version__
 from hrmedsegsam.errors import HRMedSegSAMError, InputError
@@ -65,9 +66,63 @@ def cmd_segment(args: argparse.Namespace) -> int:
     # Propagation visits each slice once: a small embedding cache is enough, and keeps a
     # 512x512x600 CT under 1.5 GB (README, memory).
     predictor = Predictor(load_model(args.model, args.device), cache_bytes=SEGMENT_CACHE_BYTES)
+    source = _store_source(args.store, predictor, vol.array, window) if args.store else None
     labels, _ = segment_volume(predictor, vol.array, prompts, window, propagate_3d=args.propagate, log=_print)
+    if source is not None:
+        _print(f"store: {source.hits} slice embeddings read from {args.store}")
     written = write_labels(out, labels, like=vol, overwrite=args.overwrite)
     _print(f"wrote {written}")
+    return 0
+
+
+def _store_source(path: str, predictor, volume, window):  # type: ignore[no-untyped-def]
+    """Point ``predictor`` at the store's embeddings of ``volume`` (keys ``("segment", z)``)."""
+    from hrmedsegsam.embedding_store import EmbeddingStore, ModelIdentity
+
+    try:
+        store = EmbeddingStore(path, mode="r")
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from exc
+    ident = ModelIdentity.of(predictor.model)
+    source = store.source_for(volume, ident, "segment")
+    state = store.status(source.vid, window, ident)
+    if state == "stale":
+        made = store.describe(source.vid, window) or {}
+        _print(f"store: its embeddings of this volume were made by {made.get('model')} with other weights; "
+               "computing them instead")
+    elif state != "ok":
+        _print(f"store: no {'complete ' if state == 'incomplete' else ''}embeddings of this volume "
+               f"for window {window[0]:g}..{window[1]:g}; computing them")
+    predictor.features_source = source
+    return source
+
+
+# -------------------------------------------------------------------------- embed
+def cmd_embed(args: argparse.Namespace) -> int:
+    from hrmedsegsam.embed import embed_volumes, local_client
+
+    for path in args.paths:
+        if not Path(path).exists():
+            raise InputError(f"no such file or folder: {path}")
+    if args.scheduler:
+        from dask.distributed import Client
+
+        client = Client(args.scheduler)
+        threads = None
+    else:
+        client = local_client(args.workers)
+        threads = 1
+    try:
+        windows = [tuple(w) for w in args.window] if args.window else None
+        done = embed_volumes(client, args.paths, args.store, model=args.model, windows=windows, preset=args.preset,
+                             backend=args.backend, threads=threads, slices_per_task=args.slices_per_task, log=_print)
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None and not args.scheduler:
+            cluster.close()
+    computed = sum(s.status == "computed" for s in done)
+    _print(f"store {args.store}: {computed} volume-window entries computed, {len(done) - computed} already present")
     return 0
 
 
@@ -118,7 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--series", help="DICOM series instance UID")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--store", help="embedding store (DIR.zarr from 'hrmedsegsam embed') to read before computing")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("embed", help="precompute embeddings of volumes on Dask into a zarr store")
+    p.add_argument("paths", nargs="+", help="image volumes (each readable by 'hrmedsegsam info')")
+    p.add_argument("--store", required=True, help="the store folder, e.g. embeddings.zarr (created if absent)")
+    p.add_argument("--window", nargs=2, type=float, action="append", metavar=("LO", "HI"),
+                   help="intensity window (repeat for several); default: the modality's")
+    p.add_argument("--preset", help="window preset when no --window: abdomen, lung, bone, brain, mr")
+    p.add_argument("--model", default=None, help="hrmedsegsam (default), litemedsam, or a weights file")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (default: a LocalCluster)")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
+    p.add_argument("--slices-per-task", type=int, default=8, help="slices embedded by one task")
+    p.add_argument("--backend", default=None, help="encoder backend: auto (default), torch, onnx")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("benchmark", help="speed and memory of HRMedSegSAM vs LiteMedSAM, slice and volume scale")
     p.add_argument("--json", action="store_true", help="print JSON")

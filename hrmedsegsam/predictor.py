@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -33,6 +33,8 @@ from hrmedsegsam.runtime import keep_freed_memory
 
 Window = tuple[float, float]
 CACHE_BYTES = 256 << 20
+#: ``(cache key, window) -> encoder output (1, 256, G, G) or None``: precomputed embeddings.
+FeaturesSource = Callable[[Hashable, Window], "np.ndarray | None"]
 
 
 @dataclass
@@ -105,11 +107,15 @@ class Predictor:
     """Embed a slice once with :meth:`set_image`, then :meth:`predict` prompts against it."""
 
     def __init__(self, model: PromptableModel, device: torch.device | None = None,
-                 cache_bytes: int = CACHE_BYTES, backend: str | None = None) -> None:
+                 cache_bytes: int = CACHE_BYTES, backend: str | None = None,
+                 features_source: FeaturesSource | None = None) -> None:
         """``cache_bytes``: bound of the embedding cache; the newest entry is kept even if
         it alone is larger. ``backend``: where the image encoder runs, ``"auto"`` (None),
         ``"torch"`` or ``"onnx"`` (see :mod:`hrmedsegsam.encoder_backend`); chosen at the
-        first embedding.
+        first embedding. ``features_source(key, window)``: asked on a cache miss before the
+        encoder runs, returns stored encoder output ``(1, 256, G, G)`` for that key or None
+        (e.g. an :class:`~hrmedsegsam.embedding_store.StoreSource`); settable later as an
+        attribute.
         """
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
@@ -120,6 +126,7 @@ class Predictor:
         self._lock = threading.RLock()
         self._current: Embedding | None = None
         self._backend_request = backend
+        self.features_source = features_source
         self._encoder: tuple[str, EncodeFn] | None = None
         if self.device.type == "cpu":
             keep_freed_memory()
@@ -173,9 +180,13 @@ class Predictor:
                 self._cache.move_to_end(ck)
                 return hit
         frame, native, input_hw = self.preprocess(arr, win)  # type: ignore[arg-type]
-        _, encode = self.encoder()
+        stored = self.features_source(ck[0], ck[1]) if self.features_source is not None else None
+        encode = self.encoder()[1] if stored is None else None
         with self._lock, torch.inference_mode(), self._autocast():
-            features = encode(frame[:1].contiguous()).float()
+            if encode is None:
+                features = torch.from_numpy(np.asarray(stored, np.float32)).to(self.device)
+            else:
+                features = encode(frame[:1].contiguous()).float()
             _require_finite(features, "image embedding")
             emb = Embedding(features, native[:1], input_hw, ck[1])
             old = self._cache.pop(ck, None)
