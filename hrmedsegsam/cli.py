@@ -66,35 +66,32 @@ def cmd_segment(args: argparse.Namespace) -> int:
     # Propagation visits each slice once: a small embedding cache is enough, and keeps a
     # 512x512x600 CT under 1.5 GB (README, memory).
     predictor = Predictor(load_model(args.model, args.device), cache_bytes=SEGMENT_CACHE_BYTES)
-    source = _store_source(args.store, predictor, vol.array, window) if args.store else None
-    labels, _ = segment_volume(predictor, vol.array, prompts, window, propagate_3d=args.propagate, log=_print)
-    if source is not None:
-        _print(f"store: {source.hits} slice embeddings read from {args.store}")
+    store = _open_store(args.store, predictor, vol.array, window) if args.store else None
+    labels, _ = segment_volume(predictor, vol.array, prompts, window, propagate_3d=args.propagate, log=_print,
+                               store=store)
     written = write_labels(out, labels, like=vol, overwrite=args.overwrite)
     _print(f"wrote {written}")
     return 0
 
 
-def _store_source(path: str, predictor, volume, window):  # type: ignore[no-untyped-def]
-    """Point ``predictor`` at the store's embeddings of ``volume`` (keys ``("segment", z)``)."""
-    from hrmedsegsam.embedding_store import EmbeddingStore, ModelIdentity
+def _open_store(path: str, predictor, volume, window):  # type: ignore[no-untyped-def]
+    """The embedding store at ``path``; says when it cannot serve this volume and model."""
+    from hrmedsegsam.embedding_store import EmbeddingStore, ModelIdentity, volume_id
 
     try:
         store = EmbeddingStore(path, mode="r")
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(str(exc)) from exc
-    ident = ModelIdentity.of(predictor.model)
-    source = store.source_for(volume, ident, "segment")
-    state = store.status(source.vid, window, ident)
+    vid = volume_id(volume)
+    state = store.status(vid, window, ModelIdentity.of(predictor.model))
     if state == "stale":
-        made = store.describe(source.vid, window) or {}
+        made = store.describe(vid, window) or {}
         _print(f"store: its embeddings of this volume were made by {made.get('model')} with other weights; "
                "computing them instead")
     elif state != "ok":
         _print(f"store: no {'complete ' if state == 'incomplete' else ''}embeddings of this volume "
                f"for window {window[0]:g}..{window[1]:g}; computing them")
-    predictor.features_source = source
-    return source
+    return store
 
 
 # -------------------------------------------------------------------------- embed

@@ -18,7 +18,7 @@ computes instead) and overwritten by the next ``embed`` with this model.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,27 +144,32 @@ class EmbeddingStore:
             return None
         return np.asarray(arr[z : z + 1])
 
-    def source_for(self, volume: np.ndarray, model: ModelIdentity, prefix: Hashable) -> StoreSource:
-        """A :class:`StoreSource` answering Predictor keys ``(prefix, z)`` for ``volume``."""
-        return StoreSource(self, volume_id(volume), model, prefix)
+    def source_for(self, volume: np.ndarray, model: ModelIdentity,
+                   slice_of: Callable[[Hashable], int | None]) -> StoreSource:
+        """A :class:`StoreSource` for ``volume``; ``slice_of(key)`` is the slice a Predictor
+        cache key names (None for keys of other images).
+        """
+        return StoreSource(self, volume_id(volume), model, slice_of)
 
 
 @dataclass
 class StoreSource:
-    """Looks up the embedding of Predictor cache key ``(prefix, z)`` under a window in a store
-    (the Predictor's ``features_source``); other keys are not its business (None).
+    """A Predictor ``features_source``: the stored embedding of the slice a cache key names,
+    under a window, if the store holds a usable one (else None: the Predictor encodes).
+    ``hits`` counts the slices read.
     """
 
     store: EmbeddingStore
     vid: str
     model: ModelIdentity
-    prefix: Hashable
+    slice_of: Callable[[Hashable], int | None]
     hits: int = 0
 
     def __call__(self, key: Hashable, window: Window) -> np.ndarray | None:
-        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == self.prefix and isinstance(key[1], int)):
+        z = self.slice_of(key)
+        if z is None:
             return None
-        out = self.store.read(self.vid, window, key[1], self.model)
+        out = self.store.read(self.vid, window, z, self.model)
         if out is not None:
             self.hits += 1
         return out

@@ -34,6 +34,7 @@ from hrmedsegsam.masks import bbox_xyxy
 from hrmedsegsam.session import AnnotationSession, HistoryEntry, PromptState
 
 if TYPE_CHECKING:
+    from hrmedsegsam.embedding_store import EmbeddingStore, StoreSource
     from hrmedsegsam.io import Volume
     from hrmedsegsam.predictor import Embedding, Prediction, Predictor
     from hrmedsegsam.volume import PropagationStep, StopRule
@@ -72,6 +73,8 @@ class InteractiveAnnotation:
             place (default: zeros); a front end passes the array it displays.
         spacing_zyx: voxel size in mm, ``(z, y, x)``, for object volumes.
         prediction_cache: recent predictions kept, so undo/redo of prompts is instant.
+        store: an :class:`~hrmedsegsam.embedding_store.EmbeddingStore` read before the
+            encoder runs (entries of this image, window and model only).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class InteractiveAnnotation:
         preview: np.ndarray | None = None,
         spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
         prediction_cache: int = 12,
+        store: EmbeddingStore | None = None,
     ) -> None:
         self.image = _as_3d(np.asarray(image))
         shape = self.image.shape
@@ -98,6 +102,9 @@ class InteractiveAnnotation:
         self._image_id = next(_IMAGES)
         self._predictions: OrderedDict[tuple, Prediction] = OrderedDict()
         self._prediction_cache = int(prediction_cache)
+        self.store = store
+        self.store_source: StoreSource | None = None
+        self._store_model: object | None = None
 
     # ------------------------------------------------------------------ views
     @property
@@ -114,6 +121,12 @@ class InteractiveAnnotation:
     def embedding_key(self, z: int) -> Hashable:
         """The Predictor cache key of slice ``z``: the one scheme every caller uses."""
         return ("interactive", self._image_id, int(z))
+
+    def slice_of_key(self, key: Hashable) -> int | None:
+        """The slice an :meth:`embedding_key` names, None for another image's key."""
+        if isinstance(key, tuple) and len(key) == 3 and key[:2] == ("interactive", self._image_id):
+            return int(key[2])
+        return None
 
     def is_embedded(self, z: int) -> bool:
         """Whether slice ``z`` is in the Predictor's cache under the current window."""
@@ -303,7 +316,20 @@ class InteractiveAnnotation:
     def _need_predictor(self) -> Predictor:
         if self.predictor is None:
             raise HRMedSegSAMError("No model loaded: choose a model first.")
+        if self.store is not None:
+            self._read_store_through(self.predictor)
         return self.predictor
+
+    def _read_store_through(self, predictor: Predictor) -> None:
+        """Make ``predictor`` consult the store for this image's slices (its model's entries)."""
+        src = self.store_source
+        if src is None or predictor.features_source is not src or self._store_model is not predictor.model:
+            from hrmedsegsam.embedding_store import ModelIdentity
+
+            assert self.store is not None
+            src = self.store.source_for(self.image, ModelIdentity.of(predictor.model), self.slice_of_key)
+            self.store_source = predictor.features_source = src
+            self._store_model = predictor.model
 
     def _prompt_kwargs(self, state: PromptState, z: int) -> dict[str, Any]:
         kwargs = state.predict_kwargs(z)

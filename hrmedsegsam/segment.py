@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hrmedsegsam.prompts import ObjectPrompt
+
+if TYPE_CHECKING:
+    from hrmedsegsam.embedding_store import EmbeddingStore
 
 
 @dataclass
@@ -27,20 +31,22 @@ def segment_volume(
     window: tuple[float, float],
     propagate_3d: bool = False,
     log: Callable[[str], None] | None = None,
+    store: EmbeddingStore | None = None,
 ) -> tuple[np.ndarray, list[ObjectResult]]:
     """Labels ``(z, y, x)`` (uint16) with each prompt's object painted with its label.
 
     Drives the same :class:`~hrmedsegsam.interactive.InteractiveAnnotation` as the napari
     widget: each prompt is set on its slice, predicted, and accepted (or propagated through
     the volume with ``propagate_3d``, then committed). Objects are painted in the given
-    order; where two overlap, the later one wins.
+    order; where two overlap, the later one wins. ``store``: precomputed embeddings read
+    before the encoder runs (``hrmedsegsam embed``).
     """
     from hrmedsegsam.interactive import InteractiveAnnotation
 
     vol = np.asarray(volume_zyx)
     for p in prompts:
         p.check_against(vol.shape)
-    ann = InteractiveAnnotation(vol, window, predictor, labels=np.zeros(vol.shape, dtype=np.uint16))
+    ann = InteractiveAnnotation(vol, window, predictor, labels=np.zeros(vol.shape, dtype=np.uint16), store=store)
     results: list[ObjectResult] = []
     for p in prompts:
         ann.next_object()
@@ -65,4 +71,6 @@ def segment_volume(
         if log is not None:
             log(f"label {p.label}: {res.voxels} voxels on slices {res.slices[0]}..{res.slices[1]} "
                 f"(predicted IoU {res.score:.2f})")
+    if log is not None and ann.store_source is not None:
+        log(f"store: {ann.store_source.hits} slice embeddings read from {ann.store_source.store.path}")
     return ann.labels, results

@@ -87,19 +87,22 @@ def test_embed_on_local_cluster_then_read_by_the_same_model_only(client, weights
 
     prompts = load_prompts_from(tmp_path, [{"label": 1, "slice": 2, "box": [10, 10, 36, 30]}])
 
-    # The model that wrote the store segments without running its encoder.
-    pred_a = Predictor(model_a, backend="torch", features_source=store.source_for(arr, ident_a, "segment"))
+    # The model that wrote the store segments (through the interactive core) without
+    # running its encoder, propagation included.
+    pred_a = Predictor(model_a, backend="torch")
     monkeypatch.setattr(model_a, "encode", _refuse)
-    labels_a, _ = segment_volume(pred_a, arr, prompts, WINDOW, propagate_3d=True)
-    assert pred_a.features_source.hits >= 1
+    lines = []
+    labels_a, _ = segment_volume(pred_a, arr, prompts, WINDOW, propagate_3d=True, store=store, log=lines.append)
+    assert pred_a.features_source.hits >= 2 and labels_a.any()
+    assert f"store: {pred_a.features_source.hits} slice embeddings read" in lines[-1]
     monkeypatch.undo()
 
     # Another model is refused by the store and computes its own embeddings.
-    pred_b = Predictor(model_b, backend="torch", features_source=store.source_for(arr, ident_b, "segment"))
+    pred_b = Predictor(model_b, backend="torch")
     calls = []
     original = model_b.encode
     monkeypatch.setattr(model_b, "encode", lambda x: calls.append(1) or original(x))
-    segment_volume(pred_b, arr, prompts, WINDOW, propagate_3d=True)
+    segment_volume(pred_b, arr, prompts, WINDOW, propagate_3d=True, store=store)
     assert pred_b.features_source.hits == 0 and len(calls) >= 1
 
     # Embedding with the other model replaces the entry; the first model's reads are refused.
