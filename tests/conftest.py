@@ -16,6 +16,19 @@ def shared_data_dir() -> Path:
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip the tests marked ``cuda`` where torch sees no CUDA device."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not cuda_items:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh)")
+        for item in cuda_items:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The project's root folder."""
