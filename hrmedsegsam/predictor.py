@@ -128,6 +128,7 @@ class Predictor:
         self._backend_request = backend
         self.features_source = features_source
         self._encoder: tuple[str, EncodeFn] | None = None
+        self._encoder_lock = threading.Lock()
         if self.device.type == "cpu":
             keep_freed_memory()
 
@@ -139,7 +140,9 @@ class Predictor:
 
     def encoder(self) -> tuple[str, EncodeFn]:
         """The encoder backend's name and callable (resolved, and exported if needed, once)."""
-        with self._lock:
+        # Its own lock: a first-use export takes tens of seconds, and cache look-ups (e.g.
+        # is_cached from a UI thread) must not wait for it.
+        with self._encoder_lock:
             if self._encoder is None:
                 self._encoder = make_encoder(self.model, self.device, self._backend_request)
             return self._encoder
