@@ -224,7 +224,7 @@ def measure_volume(name: str = "hrmedsegsam", device: str | None = None, backend
     keep_freed_memory()
     vol, source = benchmark_volume(depth)
     model = load_model(name, device)
-    pred = Predictor(model, cache_size=1, backend=backend)
+    pred = Predictor(model, cache_bytes=0, backend=backend)  # keeps only the newest
     backend_name, _ = pred.encoder()  # export (first use) is not part of the timing
     pred.embed(vol[0], WINDOW)  # warm-up
     t = time.perf_counter()
@@ -234,7 +234,7 @@ def measure_volume(name: str = "hrmedsegsam", device: str | None = None, backend
 
     n = max(1, min(propagate_slices, vol.shape[0] - 1))
     start = max(0, vol.shape[0] // 2 - n // 2)
-    pred.cache_size = n + 2  # room for the propagated slices, so the second run is warm
+    pred.cache_bytes = (n + 2) * (8 << 20)  # room for the propagated slices: the second run is warm
     mask = _start_mask(pred, vol, start)
     timings = []
     for _ in range(2):  # cold cache (encoder per slice), then warm (decoder and rules only)

@@ -57,7 +57,7 @@ def _worker_predictor(model: str | None, backend: str | None, threads: int | Non
 
     if threads:
         torch.set_num_threads(threads)
-    return Predictor(load_model(model, "cpu"), cache_size=1, backend=backend)
+    return Predictor(load_model(model, "cpu"), cache_bytes=0, backend=backend)  # no reuse: keep one
 
 
 def _read(path: str, series: str | None = None) -> Any:
