@@ -133,7 +133,7 @@ def register_evaluate(subparsers: Any) -> None:
     p.add_argument("--propagate", action="store_true", help="also 3D Dice of propagation from a box on each organ")
     p.add_argument("--organs", default="liver,spleen,kidney_left,kidney_right", help="labels for --propagate")
     p.add_argument("--box-margin", type=float, default=None,
-                   help="propagation's box widening per side, as a fraction of the mask's box (default 0.1)")
+                   help="propagation's box widening per side, as a fraction of the mask's box (default 0: 1 px)")
     p.add_argument("--json", type=Path, default=None, help="write the full result (per object) as JSON here")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=2)
