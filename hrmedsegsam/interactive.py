@@ -14,8 +14,11 @@ A prediction has three parts so that a front end can run the slow one elsewhere:
 :meth:`request` (cheap: which prompts, feedback logits, cache hits; call it where the state
 lives), :meth:`compute` (the encoder and decoder; thread-safe, touches no state) and
 :meth:`show` (stores the result and writes the preview). :meth:`predict` does all three.
-:meth:`propagate` is a generator: the caller gets each slice as it is done, shows progress,
-and cancels by no longer iterating.
+:meth:`propagate` returns a :class:`Propagation`, an iterator: the caller gets each slice
+as it is done, shows progress, cancels by no longer iterating, and commits what it found.
+
+The window is ``(lo, hi)`` for every slice, or None for each slice's own 0.5-99.5
+percentile range (:meth:`InteractiveAnnotation.slice_window`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hrmedsegsam.errors import HRMedSegSAMError, PromptError
+from hrmedsegsam.intensity import percentile_window, resolve_window
 from hrmedsegsam.masks import bbox_xyxy
 from hrmedsegsam.session import AnnotationSession, HistoryEntry, PromptState
 
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
     from hrmedsegsam.embedding_store import EmbeddingStore, StoreSource
     from hrmedsegsam.io import Volume
     from hrmedsegsam.predictor import Embedding, Prediction, Predictor
-    from hrmedsegsam.volume import PropagationStep, StopRule
+    from hrmedsegsam.volume import PropagationStep, PropagationStop, StopRule
 
 Window = tuple[float, float]
 
@@ -60,12 +64,70 @@ class PredictionRequest:
     window: Window
 
 
+class Propagation:
+    """One propagation run through the volume from slice ``start_z``; an iterator of
+    :class:`~hrmedsegsam.volume.PropagationStep` (one per accepted slice, computed when
+    asked for). Iterating fills :attr:`mask3d`; stopping early (``close()`` or just not
+    iterating on) is a cancel. Commit the result with
+    :meth:`InteractiveAnnotation.commit_propagation`.
+
+    Attributes:
+        start_z: the slice the object was prompted on.
+        mask3d: bool ``(z, y, x)``: the start mask and every slice accepted so far.
+        stops: one :class:`~hrmedsegsam.volume.PropagationStop` per direction that ended.
+        done, total: slices visited / to visit, for progress.
+        finished: both directions ran to their end (False: cancelled or still running).
+    """
+
+    def __init__(self, steps: Iterator[PropagationStep], start_z: int, mask3d: np.ndarray,
+                 stops: list[PropagationStop]) -> None:
+        self._steps = steps
+        self.start_z = start_z
+        self.mask3d = mask3d
+        self.stops = stops
+        self.done = 0
+        self.total = 0
+        self.finished = False
+
+    def __iter__(self) -> Propagation:
+        return self
+
+    def __next__(self) -> PropagationStep:
+        try:
+            step = next(self._steps)
+        except StopIteration:
+            self.finished = True
+            self.done = self.total
+            raise
+        self.mask3d[step.z] = step.mask
+        self.done, self.total = step.done, step.total
+        return step
+
+    def close(self) -> None:
+        """Stop here (a cancel); what was found so far stays in :attr:`mask3d`."""
+        if hasattr(self._steps, "close"):
+            self._steps.close()
+
+    def slices(self) -> np.ndarray:
+        """Sorted slice indices where :attr:`mask3d` has the object."""
+        return np.flatnonzero(self.mask3d.reshape(self.mask3d.shape[0], -1).any(axis=1))
+
+    def describe(self) -> str:
+        """Where it went and why it stopped, e.g. ``"slices 3..9; stopped up: slice 10, ..."``."""
+        zs = self.slices()
+        text = f"{len(zs)} slice(s) ({int(zs.min())}..{int(zs.max())})"
+        if not self.finished:
+            return f"{text}; cancelled"
+        return f"{text}; stopped " + "; ".join(stop.describe() for stop in self.stops)
+
+
 class InteractiveAnnotation:
     """Annotation state for one volume.
 
     Args:
         image: ``(z, y, x)`` or ``(y, x)`` voxels (a 2D image is one slice); not copied.
-        window: the intensity window ``(lo, hi)`` the model sees.
+        window: the intensity window ``(lo, hi)`` the model sees; None: each slice's own
+            percentile window.
         predictor: a :class:`~hrmedsegsam.predictor.Predictor`; may be set later
             (:attr:`predictor`), e.g. when a model loads in the background.
         labels: integer array shaped like ``image``, edited in place (default: zeros).
@@ -75,12 +137,13 @@ class InteractiveAnnotation:
         prediction_cache: recent predictions kept, so undo/redo of prompts is instant.
         store: an :class:`~hrmedsegsam.embedding_store.EmbeddingStore` read before the
             encoder runs (entries of this image, window and model only).
+        low_confidence: a prediction whose predicted IoU is below this gets a warning.
     """
 
     def __init__(
         self,
         image: np.ndarray,
-        window: Sequence[float],
+        window: Sequence[float] | None,
         predictor: Predictor | None = None,
         *,
         labels: np.ndarray | None = None,
@@ -88,23 +151,35 @@ class InteractiveAnnotation:
         spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
         prediction_cache: int = 12,
         store: EmbeddingStore | None = None,
+        low_confidence: float = 0.5,
     ) -> None:
         self.image = _as_3d(np.asarray(image))
-        shape = self.image.shape
-        self.labels = labels if labels is not None else np.zeros(np.asarray(image).shape, np.int32)
         self.preview = preview if preview is not None else np.zeros(np.asarray(image).shape, np.uint8)
-        for name, array in (("labels", self.labels), ("preview", self.preview)):
-            if _as_3d(array).shape != shape:
-                raise HRMedSegSAMError(f"The {name} are {array.shape} but the image is {shape}.")
-        self.session = AnnotationSession(self.labels, spacing_zyx=spacing_zyx)
+        if _as_3d(self.preview).shape != self.image.shape:
+            raise HRMedSegSAMError(f"The preview is {self.preview.shape} but the image is {self.image.shape}.")
         self.predictor = predictor
-        self.window: Window = (float(window[0]), float(window[1]))
+        self.window: Window | None = None if window is None else (float(window[0]), float(window[1]))
+        self.low_confidence = float(low_confidence)
         self._image_id = next(_IMAGES)
+        self._slice_windows: dict[int, Window] = {}
+        self._presets: dict[tuple[str, str], Window] = {}
         self._predictions: OrderedDict[tuple, Prediction] = OrderedDict()
         self._prediction_cache = int(prediction_cache)
         self.store = store
         self.store_source: StoreSource | None = None
         self._store_model: object | None = None
+        self.set_labels(labels if labels is not None else np.zeros(np.asarray(image).shape, np.int32), spacing_zyx)
+
+    def set_labels(self, labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+        """Annotate into ``labels`` (integers shaped like the image, edited in place) from now
+        on: a new session (objects, prompts, history); embeddings and the window are kept.
+        """
+        if _as_3d(labels).shape != self.image.shape:
+            raise HRMedSegSAMError(f"The labels are {labels.shape} but the image is {self.image.shape}.")
+        self.labels = labels
+        self.session = AnnotationSession(labels, spacing_zyx=spacing_zyx)
+        self._predictions.clear()
+        self.preview3d[:] = 0
 
     # ------------------------------------------------------------------ views
     @property
@@ -116,6 +191,34 @@ class InteractiveAnnotation:
     def state(self) -> PromptState:
         """The prompts of the object being edited."""
         return self.session.state
+
+    # ------------------------------------------------------------------ window
+    def slice_window(self, z: int) -> Window:
+        """The window slice ``z`` is seen through: :attr:`window`, or without one the
+        slice's own percentile range (what ``Predictor.embed`` uses for ``window=None``).
+        """
+        if self.window is not None:
+            return self.window
+        if z not in self._slice_windows:
+            self._slice_windows[z] = percentile_window(np.asarray(self.image[z]))
+        return self._slice_windows[z]
+
+    def set_window(self, window: Sequence[float] | None) -> list[int]:
+        """Change the window the model sees; returns the prompted slices to predict again."""
+        new = None if window is None else (float(window[0]), float(window[1]))
+        if new == self.window:
+            return []
+        self.window = new
+        return self.session.state.slices()
+
+    def preset_window(self, preset: str, modality: str = "") -> Window:
+        """The window of a named preset (see :func:`~hrmedsegsam.intensity.resolve_window`;
+        ``"percentile"`` is computed once over the volume).
+        """
+        key = (preset, modality)
+        if key not in self._presets:
+            self._presets[key] = resolve_window(self.image, preset=preset, modality=modality)
+        return self._presets[key]
 
     # ------------------------------------------------------------------ embeddings
     def embedding_key(self, z: int) -> Hashable:
@@ -130,11 +233,11 @@ class InteractiveAnnotation:
 
     def is_embedded(self, z: int) -> bool:
         """Whether slice ``z`` is in the Predictor's cache under the current window."""
-        return self.predictor is not None and self.predictor.is_cached(self.embedding_key(z), self.window)
+        return self.predictor is not None and self.predictor.is_cached(self.embedding_key(z), self.slice_window(z))
 
     def embed(self, z: int) -> Embedding:
         """Embed slice ``z`` (or fetch it from the cache). Thread-safe."""
-        return self._need_predictor().embed(np.asarray(self.image[z]), self.window, key=self.embedding_key(z))
+        return self._need_predictor().embed(np.asarray(self.image[z]), self.slice_window(z), key=self.embedding_key(z))
 
     def prefetch_requests(self, z0: int, radius: int) -> list[int]:
         """Slices within ``radius`` of ``z0``, nearest first, whose embedding is not cached."""
@@ -200,7 +303,7 @@ class InteractiveAnnotation:
         seed = None
         if state.object_id is not None and feedback is None:
             seed = self.session.slice_mask(state.object_id, z).copy()
-        return PredictionRequest(int(z), key, kwargs, seed, self.window)
+        return PredictionRequest(int(z), key, kwargs, seed, self.slice_window(z))
 
     def compute(self, request: PredictionRequest) -> Prediction:
         """Run the model for ``request`` (slow; thread-safe, changes no annotation state)."""
@@ -219,7 +322,7 @@ class InteractiveAnnotation:
         self._predictions[request.key] = prediction
         while len(self._predictions) > self._prediction_cache:
             self._predictions.popitem(last=False)
-        if request.key[1] != self.session.state.slice_key(request.z) or request.window != self.window:
+        if request.key[1] != self.session.state.slice_key(request.z) or request.window != self.slice_window(request.z):
             return False
         self.preview3d[request.z] = prediction.mask
         return True
@@ -232,6 +335,18 @@ class InteractiveAnnotation:
         pred = self.compute(req)
         self.show(req, pred)
         return pred
+
+    def describe(self, z: int, prediction: Prediction) -> str:
+        """One line for the user about ``prediction`` on slice ``z``, with a warning when
+        the mask is empty or its predicted IoU is below :attr:`low_confidence`.
+        """
+        if not prediction.mask.any():
+            return f"Slice {z}: the model found nothing there; try a box or more points."
+        text = f"Slice {z}: predicted IoU {prediction.score:.2f}"
+        if prediction.score < self.low_confidence:
+            return (f"{text}, low confidence ({int(prediction.mask.sum())} px): check the mask "
+                    "before accepting; add prompts or a box.")
+        return f"{text}. Accept, add prompts, or propagate."
 
     def last_prediction(self, z: int) -> Prediction | None:
         """The prediction for slice ``z`` under the current prompts and window, if kept."""
@@ -265,6 +380,10 @@ class InteractiveAnnotation:
         self.preview3d[:] = 0
         return label_id
 
+    def commit_propagation(self, run: Propagation, label_id: int | None = None, overwrite: bool = True) -> int:
+        """Commit what ``run`` found (finished or cancelled) as one object, one undo step."""
+        return self.commit_volume(run.mask3d, label_id, overwrite)
+
     def next_object(self) -> bool:
         """Drop the prompts and the preview; the next prompt starts a new object."""
         changed = self.session.clear_prompts()
@@ -286,24 +405,31 @@ class InteractiveAnnotation:
         return self._step(self.session.redo)
 
     # ------------------------------------------------------------------ propagation
-    def propagate(self, z: int, rule: StopRule | None = None) -> Iterator[PropagationStep]:
+    def propagate(self, z: int, rule: StopRule | None = None) -> Propagation:
         """Follow the previewed object on slice ``z`` through the volume, slice by slice.
 
-        A generator of :class:`~hrmedsegsam.volume.PropagationStep` (nothing is committed:
-        collect the masks and call :meth:`commit_volume`). Slices are embedded under
-        :meth:`embedding_key`, so prefetched slices are not encoded again.
+        Returns a :class:`Propagation` (an iterator of steps; nothing is committed until
+        :meth:`commit_propagation`). Slices are embedded under :meth:`embedding_key`, so
+        prefetched slices are not encoded again.
         """
         from hrmedsegsam.volume import StopRule, propagate_steps
 
+        if self.image.shape[0] == 1:
+            raise PromptError("Propagation needs a 3D volume; this image is 2D.")
+        predictor = self._need_predictor()
         start = self.preview3d[z].astype(bool)
         if not start.any():
             raise PromptError(f"Nothing to propagate from slice {z}: prompt the object on this slice first.")
         last = self.last_prediction(z)
-        return propagate_steps(
-            self._need_predictor(), self.image, int(z), start, self.window,
+        stops: list[PropagationStop] = []
+        steps = propagate_steps(
+            predictor, self.image, int(z), start, self.window,
             start_logits=last.logits if last is not None else None,
-            key=self.embedding_key, rule=rule if rule is not None else StopRule(),
+            key=self.embedding_key, rule=rule if rule is not None else StopRule(), stops=stops,
         )
+        mask3d = np.zeros(self.image.shape, bool)
+        mask3d[z] = start
+        return Propagation(steps, int(z), mask3d, stops)
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path, like: Volume, overwrite: bool = False) -> Path:

@@ -28,7 +28,7 @@ def segment_volume(
     predictor: Predictor,  # noqa: F821
     volume_zyx: np.ndarray,
     prompts: Sequence[ObjectPrompt],
-    window: tuple[float, float],
+    window: tuple[float, float] | None,
     propagate_3d: bool = False,
     log: Callable[[str], None] | None = None,
     store: EmbeddingStore | None = None,
@@ -38,8 +38,9 @@ def segment_volume(
     Drives the same :class:`~hrmedsegsam.interactive.InteractiveAnnotation` as the napari
     widget: each prompt is set on its slice, predicted, and accepted (or propagated through
     the volume with ``propagate_3d``, then committed). Objects are painted in the given
-    order; where two overlap, the later one wins. ``store``: precomputed embeddings read
-    before the encoder runs (``hrmedsegsam embed``).
+    order; where two overlap, the later one wins. ``window`` None windows each slice by
+    its own 0.5-99.5 percentile range. ``store``: precomputed embeddings read before the
+    encoder runs (``hrmedsegsam embed``).
     """
     from hrmedsegsam.interactive import InteractiveAnnotation
 

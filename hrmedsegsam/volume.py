@@ -42,6 +42,44 @@ class StopRule:
     max_intensity_jump: float | None = 0.2
     intensity_history: int = 3
 
+    def shape_reason(self, score: float, area: int, prev_area: int, overlap: int, start_area: int) -> str | None:
+        """Why a slice's mask ends the propagation by its score and shape, or None.
+
+        ``area``/``prev_area``/``start_area`` are the pixel counts of this slice's, the
+        previous slice's and the start mask; ``overlap`` the pixels shared with the previous.
+        """
+        if score < self.min_score:
+            return f"predicted IoU {score:.2f} < {self.min_score:g}"
+        floor = max(self.min_area_px, self.min_area_ratio * start_area)
+        if area < floor:
+            return f"mask of {area} px < {floor:g} px (the object ended)"
+        if area > self.max_growth * prev_area:
+            return f"mask grew {area / max(prev_area, 1):.1f}x > {self.max_growth:g}x (a leak)"
+        if overlap < self.min_overlap * area:
+            return f"overlap with the previous slice {overlap / max(area, 1):.2f} < {self.min_overlap:g}"
+        return None
+
+
+@dataclass(frozen=True)
+class PropagationStop:
+    """Where and why one direction of a propagation ended.
+
+    ``direction`` +1 (up, towards higher z) or -1 (down); ``z`` the first slice not
+    accepted (-1 or the slice count when the volume's edge was reached); ``reason`` in words.
+    """
+
+    direction: int
+    z: int
+    reason: str
+
+    def describe(self) -> str:
+        """E.g. ``"up: slice 12, predicted IoU 0.31 < 0.5"``."""
+        where = "the volume's edge" if self.reason == EDGE else f"slice {self.z}, {self.reason}"
+        return f"{'up' if self.direction > 0 else 'down'}: {where}"
+
+
+EDGE = "the volume's edge"
+
 
 def _prompt_from(mask: np.ndarray, margin: float = 0.0) -> tuple[list[int], list[list[int]]]:
     """Box ``[x0, y0, x1, y1]`` around ``mask`` ``(H, W)`` widened on each side by ``margin``
@@ -133,15 +171,17 @@ def propagate_steps(
     rule: StopRule = StopRule(),
     prompt: str = "box+point",
     box_margin: float = BOX_MARGIN,
+    stops: list[PropagationStop] | None = None,
 ) -> Iterator[PropagationStep]:
     """Propagation as a generator: one :class:`PropagationStep` per accepted slice.
 
     Arguments as :func:`propagate`, except ``key``: ``key(z)`` names the embedding cache
-    entry of slice ``z`` (None: the slice's content hash). The caller gets progress from
-    each step and cancels by no longer iterating (the next slice is only computed when it
-    asks for it). Each slice's box is the previous mask's, widened by ``box_margin`` of its
-    size per side; of the new mask, only the parts touching the previous mask are kept
-    (:func:`connected_to`).
+    entry of slice ``z`` (None: the slice's content hash), and ``stops``: a list that gets
+    one :class:`PropagationStop` per direction when that direction ends. The caller gets
+    progress from each step and cancels by no longer iterating (the next slice is only
+    computed when it asks for it). Each slice's box is the previous mask's, widened by
+    ``box_margin`` of its size per side; of the new mask, only the parts touching the
+    previous mask are kept (:func:`connected_to`).
     """
     vol, start = _checked(volume_zyx, start_z, start_mask, direction, prompt)
     Z = vol.shape[0]
@@ -173,21 +213,22 @@ def propagate_steps(
             area = int(mask.sum())
             prev_area = int(prev.sum())
             done += 1
-            ended = (
-                pred.score < rule.min_score
-                or area < max(rule.min_area_px, rule.min_area_ratio * start_area)
-                or area > rule.max_growth * prev_area
-                or np.logical_and(mask, prev).sum() < rule.min_overlap * area
-            )
-            if not ended and rule.max_intensity_jump is not None and area > 0:
+            reason = rule.shape_reason(pred.score, area, prev_area, int(np.logical_and(mask, prev).sum()), start_area)
+            if reason is None and rule.max_intensity_jump is not None and area > 0:
                 mean = mean_intensity(z, mask)
-                ended = abs(mean - float(np.mean(means[-max(1, rule.intensity_history):]))) > rule.max_intensity_jump
+                recent = float(np.mean(means[-max(1, rule.intensity_history):]))
+                if abs(mean - recent) > rule.max_intensity_jump:
+                    reason = f"mean intensity moved {abs(mean - recent):.2f} > {rule.max_intensity_jump:g}"
                 means.append(mean)
-            if ended:
+            if reason is not None:
                 break
             yield PropagationStep(z, mask, pred.score, pred.logits, done, total)
             prev, prev_logits = mask, pred.logits
             z += step
+        else:
+            reason = EDGE
+        if stops is not None:
+            stops.append(PropagationStop(step, z, reason))
         # Slices not visited in this direction count as done.
         done = sum((Z - 1 - start_z) if s > 0 else start_z for s in steps[: i + 1])
 

@@ -163,3 +163,96 @@ def test_prompts_outside_the_image_and_empty_accepts_are_refused(counted) -> Non
         ann.accept()
     with pytest.raises(PromptError, match="Nothing to propagate"):
         ann.propagate(0)
+
+
+def test_without_a_window_each_slice_gets_its_own_percentile_window(counted) -> None:  # type: ignore[no-untyped-def]
+    from hrmedsegsam.intensity import percentile_window
+
+    predictor, calls = counted
+    vol, a, _ = two_objects()
+    vol[4:] += 1000  # the upper slices are brighter: their own window differs
+    ann = InteractiveAnnotation(vol, None, predictor)
+    assert ann.slice_window(8) == percentile_window(vol[8]) != ann.slice_window(2)
+    ann.set_box(8, 5, 7, 22, 20)
+    req = ann.request(8)
+    assert isinstance(req, PredictionRequest) and req.window == percentile_window(vol[8])
+    ann.show(req, ann.compute(req))
+    assert np.array_equal(ann.preview3d[8].astype(bool), a[8]) and ann.is_embedded(8)
+    run = ann.propagate(8)
+    steps = list(run)
+    assert sorted(s.z for s in steps) == [4, 5, 6, 7, 9, 10, 11] and run.finished
+    assert len(calls) == 1 + 4 + 5  # slice 8 once (propagation reuses it), then 9..12 and 7..3
+
+
+def test_new_labels_keep_the_embeddings(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, calls = counted
+    vol, _, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    for z in (2, 3):
+        ann.embed(z)
+    ann.add_point(2, 40, 28)
+    ann.predict(2)
+    loaded = np.zeros(vol.shape, np.uint8)
+    loaded[5, 1:4, 1:4] = 7
+    ann.set_labels(loaded, (2.0, 1.0, 1.0))
+    assert ann.session.labels is loaded and [o.id for o in ann.session.objects()] == [7]
+    assert ann.state.is_empty() and not ann.preview.any()
+    assert ann.is_embedded(2) and ann.is_embedded(3) and ann.prefetch_requests(2, 1) == [1]
+    ann.add_point(3, 40, 28)
+    ann.predict(3)
+    assert len(calls) == 2 and ann.accept() == 8  # nothing re-encoded; next free id
+
+
+def test_changing_the_window_repredicts_the_prompted_slices(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, _ = counted
+    vol, _, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    ann.set_box(8, 5, 7, 22, 20)
+    ann.add_point(3, 40, 28)
+    assert ann.set_window(WINDOW) == [] and ann.set_window((-1000, 1000)) == [3, 8]
+    assert not ann.is_embedded(8)
+    assert ann.preset_window("bone") == (-500.0, 1300.0)
+    lo, hi = ann.preset_window("percentile")
+    assert lo == -500.0 and hi == 200.0
+
+
+def test_propagation_reports_where_and_why_it_stopped(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, _ = counted
+    vol, a, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    ann.set_box(8, 5, 7, 22, 20)
+    ann.predict(8)
+    run = ann.propagate(8)
+    for _ in run:
+        pass
+    assert [(s.direction, s.z) for s in run.stops] == [(1, 12), (-1, 3)]
+    assert all(s.reason == "predicted IoU 0.05 < 0.5" for s in run.stops)  # the object ended
+    assert run.describe() == (
+        "8 slice(s) (4..11); stopped up: slice 12, predicted IoU 0.05 < 0.5; down: slice 3, predicted IoU 0.05 < 0.5"
+    )
+    label = ann.commit_propagation(run)
+    assert np.array_equal(ann.labels == label, a)
+
+    ann.set_box(2, 33, 21, 47, 35)  # disk B is on every slice: both edges are reached
+    ann.predict(2)
+    run = ann.propagate(2)
+    next(run)
+    run.close()
+    assert not run.finished and run.describe() == "2 slice(s) (2..3); cancelled"
+
+
+def test_a_low_confidence_prediction_is_flagged(counted) -> None:  # type: ignore[no-untyped-def]
+    from hrmedsegsam.predictor import Prediction
+
+    predictor, _ = counted
+    vol, _, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    ann.set_box(8, 5, 7, 22, 20)
+    good = ann.predict(8)
+    assert good is not None and "low confidence" not in ann.describe(8, good)
+    mask = np.zeros(vol.shape[1:], bool)
+    mask[:30, :40] = True  # a click in air: a big mask at a low predicted IoU
+    weak = Prediction(mask, 0.31, good.logits, mask[None], np.array([0.31]))
+    text = ann.describe(8, weak)
+    assert "IoU 0.31" in text and "low confidence" in text and "1200 px" in text
+    assert "nothing" in ann.describe(8, Prediction(~mask & False, 0.9, good.logits, mask[None], np.array([0.9])))
