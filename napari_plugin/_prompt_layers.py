@@ -83,7 +83,12 @@ def make_box_layer(viewer: Any, image_layer: Any, name: str = "prompts: box") ->
 
 
 def set_negative_mode(points_layer: Any, negative: bool) -> None:
-    """New points are negative (``True``) or positive, and are drawn in that colour."""
+    """New points are negative (``True``) or positive, and are drawn in that colour.
+
+    Placed points keep their polarity and colour: napari applies ``current_face_color``
+    to the selected points, so the selection is dropped first.
+    """
+    points_layer.selected_data = set()
     points_layer.feature_defaults["positive"] = not negative
     points_layer.current_face_color = NEGATIVE_COLOR if negative else POSITIVE_COLOR
 
@@ -145,6 +150,7 @@ def show_state(points_layer: Any, box_layer: Any, state: PromptState, ndim: int)
     else:
         rows, positive = np.zeros((0, ndim)), np.zeros(0, dtype=bool)
     default = points_layer.feature_defaults["positive"].iloc[0]
+    points_layer.selected_data = set()  # a selection left on removed points breaks napari
     points_layer.data = np.asarray(rows, dtype=float).reshape(-1, ndim)
     points_layer.features = {"positive": positive}
     points_layer.feature_defaults["positive"] = bool(default)

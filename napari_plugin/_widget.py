@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QProgressBar,
     QPushButton,
     QShortcut,
     QSpinBox,
@@ -38,6 +39,16 @@ from napari_plugin._prompt_layers import role
 from napari_plugin._writer import nifti_path
 
 OVERWRITE, KEEP = "overwrite", "keep existing"
+
+#: keyboard shortcuts (napari key names): action -> key; shown in tooltips and README
+SHORTCUTS = {
+    "undo": "Control-Z", "redo": "Control-Shift-Z", "negative": "N", "accept": "Alt-A",
+    "next": "Alt-N", "propagate": "Alt-P", "points": "Alt-1", "box": "Alt-2",
+}
+
+
+def _key_text(key: str) -> str:
+    return key.replace("Control", "Ctrl").replace("-", "+")
 
 
 class AnnotatorWidget(QWidget):
@@ -77,6 +88,21 @@ class AnnotatorWidget(QWidget):
         self.undo_btn, self.redo_btn = QPushButton("Undo"), QPushButton("Redo")
         self.propagate_btn, self.cancel_btn = QPushButton("Propagate"), QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setFormat("Propagating: %v of %m slices")
+        self.progress.setVisible(False)
+        tips = {
+            "accept": (self.accept_btn, "Commit the current object into the labels"),
+            "next": (self.next_btn, "Drop the prompts; the next prompt starts a new object"),
+            "propagate": (self.propagate_btn, "Follow the object from the shown slice through the volume"),
+            "points": (self.point_btn, "Click positive points (negative with N)"),
+            "box": (self.box_btn, "Drag a box around the object"),
+            "negative": (self.negative_check, "New points are negative (placed points keep theirs)"),
+            "undo": (self.undo_btn, "Undo the last prompt, commit or delete"),
+            "redo": (self.redo_btn, "Redo"),
+        }
+        for action, (w, tip) in tips.items():
+            w.setToolTip(f"{tip} ({_key_text(SHORTCUTS[action])})")
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["id", "name", "slices", "mL"])
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -87,6 +113,8 @@ class AnnotatorWidget(QWidget):
             mode = QHeaderView.ResizeMode.Stretch if col == 1 else QHeaderView.ResizeMode.ResizeToContents
             header.setSectionResizeMode(col, mode)
         self.reopen_btn, self.delete_btn = QPushButton("Reopen"), QPushButton("Delete")
+        for w in (self.reopen_btn, self.delete_btn):
+            w.setEnabled(False)  # until an object is selected in the list
         self.export_btn = QPushButton("Export NIfTI…")
         self.status = QLabel(self.model.status)
         self.status.setWordWrap(True)
@@ -121,6 +149,7 @@ class AnnotatorWidget(QWidget):
         layout.addWidget(prompts)
         layout.addLayout(target)
         layout.addLayout(grid)
+        layout.addWidget(self.progress)
         layout.addWidget(obj_box)
         layout.addWidget(self.export_btn)
         layout.addWidget(self.status)
@@ -132,8 +161,8 @@ class AnnotatorWidget(QWidget):
         self.labels_combo.activated.connect(lambda _: self._run(m.set_labels_layer, self._chosen_labels()))
         self.model_combo.activated.connect(lambda _: self._run(m.load_model, self.model_combo.currentText()))
         self.window_combo.currentTextChanged.connect(lambda text: self._run(m.set_window_choice, text))
-        self.point_btn.clicked.connect(lambda: self._run(m.use_points))
-        self.box_btn.clicked.connect(lambda: self._run(m.use_box))
+        self.point_btn.clicked.connect(lambda: self._run(m.use_tool, "points"))
+        self.box_btn.clicked.connect(lambda: self._run(m.use_tool, "box"))
         self.negative_check.toggled.connect(lambda on: self._run(m.set_negative, on))
         self.id_spin.valueChanged.connect(lambda v: setattr(m, "target_id", int(v)))
         self.policy_combo.currentTextChanged.connect(lambda t: setattr(m, "overwrite", t == OVERWRITE))
@@ -143,9 +172,10 @@ class AnnotatorWidget(QWidget):
         self.redo_btn.clicked.connect(lambda: self._run(m.redo))
         self.propagate_btn.clicked.connect(lambda: self._run(m.propagate))
         self.cancel_btn.clicked.connect(lambda: self._run(m.cancel))
-        self.reopen_btn.clicked.connect(lambda: self._run(m.reopen, self._selected_id()))
-        self.delete_btn.clicked.connect(lambda: self._run(m.delete_object, self._selected_id()))
+        self.reopen_btn.clicked.connect(lambda: self._run(lambda: m.reopen(self._selected_id())))
+        self.delete_btn.clicked.connect(lambda: self._run(lambda: m.delete_object(self._selected_id())))
         self.table.itemChanged.connect(self._on_item_changed)
+        self.table.itemSelectionChanged.connect(self._on_selection_changed)
         self.export_btn.clicked.connect(lambda: self._run(self._export_dialog))
 
         self._objects_timer = QTimer(self, singleShot=True, interval=150)
@@ -154,20 +184,24 @@ class AnnotatorWidget(QWidget):
         m.events.objects.connect(lambda e: self._objects_timer.start())
         m.events.history.connect(lambda e: self._refresh_history())
         m.events.propagating.connect(lambda e: self._set_propagating(e.value))
+        m.events.progress.connect(lambda e: self._on_progress(*e.value))
         self.viewer.layers.events.inserted.connect(lambda e: self._run(m.on_layer_inserted, e.value))
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh_layers(attach=True))
         self.viewer.layers.events.removed.connect(lambda e: self._run(m.sync_with_layers))
         self.viewer.layers.events.removed.connect(lambda e: self._refresh_layers())
 
-        self._bindings = {
-            "Control-Z": lambda v: self._run(m.undo),
-            "Control-Shift-Z": lambda v: self._run(m.redo),
-            "N": lambda v: self.negative_check.toggle(),
+        actions = {
+            "undo": m.undo, "redo": m.redo, "negative": self.negative_check.toggle, "accept": m.accept,
+            "next": m.next_object, "propagate": m.propagate, "points": lambda: m.use_tool("points"),
+            "box": lambda: m.use_tool("box"),
         }
+        self._bindings = {SHORTCUTS[a]: (lambda v, fn=fn: self._run(fn)) for a, fn in actions.items()}
         for key, fn in self._bindings.items():
             self.viewer.bind_key(key, fn, overwrite=True)
-        for seq, fn in (("Ctrl+Z", m.undo), ("Ctrl+Shift+Z", m.redo)):
-            shortcut = QShortcut(QKeySequence(seq), self)
+        m.labels_keys = {SHORTCUTS[a]: self._bindings[SHORTCUTS[a]] for a in ("undo", "redo")}
+        m.bind_labels_keys()
+        for action, fn in actions.items():
+            shortcut = QShortcut(QKeySequence(_key_text(SHORTCUTS[action])), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(lambda fn=fn: self._run(fn))
 
@@ -225,7 +259,7 @@ class AnnotatorWidget(QWidget):
                 combo.setCurrentText(current.name)
             combo.blockSignals(False)
         images = self._layers_of("image")
-        if attach and self.model.image_layer is None and images:
+        if attach and self.model.image_layer is None and not self.model.rebuilding and images:
             self._run(self.model.set_image_layer, images[-1])
             self._refresh_layers(attach=False)
 
@@ -245,6 +279,11 @@ class AnnotatorWidget(QWidget):
     def _on_item_changed(self, item: QTableWidgetItem) -> None:
         self._run(self.model.rename, int(self.table.item(item.row(), 0).text()), item.text())
 
+    def _on_selection_changed(self) -> None:
+        selected = bool(self.table.selectionModel().selectedRows())
+        for w in (self.reopen_btn, self.delete_btn):
+            w.setEnabled(selected)
+
     def _selected_id(self) -> int:
         rows = self.table.selectionModel().selectedRows()
         if not rows:
@@ -256,7 +295,14 @@ class AnnotatorWidget(QWidget):
         self.undo_btn.setEnabled(bool(session and session.can_undo))
         self.redo_btn.setEnabled(bool(session and session.can_redo))
 
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setMaximum(max(1, total))
+        self.progress.setValue(min(done, total))
+
     def _set_propagating(self, on: bool) -> None:
+        self.progress.setVisible(on)
+        if on:
+            self.progress.setValue(0)
         self.cancel_btn.setEnabled(on)
         for w in (self.accept_btn, self.propagate_btn, self.undo_btn, self.redo_btn):
             w.setEnabled(not on)

@@ -194,12 +194,15 @@ def test_propagate_labels_more_slices_and_cancel(annotator, qtbot, wait_idle, ma
     wait_idle(m)
     widget.propagate_btn.click()
     assert widget.cancel_btn.isEnabled() and not widget.accept_btn.isEnabled()
-    assert m._progress is not None  # the napari progress bar
+    assert widget.progress.isVisibleTo(widget)  # the progress bar in the widget
     wait_idle(m)
     labelled = np.flatnonzero((labels == 1).reshape(labels.shape[0], -1).any(axis=1))
     assert len(labelled) > 1 and 3 in labelled
-    assert not widget.cancel_btn.isEnabled() and m._progress is None
+    assert not widget.cancel_btn.isEnabled() and not widget.progress.isVisibleTo(widget)
+    assert widget.progress.value() == widget.progress.maximum() == vol.shape[0] - 1
     assert "Propagated" in widget.status.text()
+    # where it stopped, in both directions: here the volume's edges (a permissive rule)
+    assert "stopped up: the volume's edge; down: the volume's edge" in widget.status.text()
     widget.undo_btn.click()
     assert labels.max() == 0
 
@@ -341,3 +344,84 @@ def test_labels_file_opened_onto_the_image_becomes_the_target(annotator, tmp_pat
     m.export(str(out))
     back = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert (back[1:4, 10:30, 10:30] == 3).all() and (back[5] == 4).any()
+
+
+def test_negative_toggle_after_accept_and_n_keeps_placed_points(annotator, qtbot, wait_idle, make_rect):
+    """Regression: N / the Negative box after Accept raised IndexError (a selection left
+    on the emptied points layer), and N recoloured a placed point without changing it.
+    """
+    viewer, widget, image, vol = annotator
+    m = widget.model
+    _show_slice(m, 2)
+    m.points_layer.add([[2, 30, 30]])
+    m.points_layer.selected_data = {0}  # as after a click in napari's select mode
+    wait_idle(m)
+    handler = viewer.window._qt_viewer.canvas._key_map_handler
+    viewer.layers.selection.active = image
+    handler.press_key("N")
+    handler.release_key("N")
+    assert widget.negative_check.isChecked()
+    assert [p.positive for p in m.session.state.points] == [True]
+    green = np.asarray(m.points_layer.face_color)[0]
+    np.testing.assert_allclose(green[:3], [0x39 / 255, 1.0, 0x14 / 255], atol=0.01)  # still drawn positive
+    widget.negative_check.setChecked(False)
+    m.points_layer.selected_data = {0}
+    widget.accept_btn.click()
+    assert len(m.points_layer.data) == 0 and len(m.points_layer.selected_data) == 0
+    widget.negative_check.setChecked(True)  # raised IndexError before the fix
+    handler.press_key("N")
+    handler.release_key("N")
+    assert not widget.negative_check.isChecked()
+    m.points_layer.add([[3, 5, 5]])
+    assert [p.positive for p in m.session.state.points] == [True]
+
+
+def test_reopen_and_delete_without_a_selected_row(annotator, qtbot):
+    """Regression: Reopen / Delete with no row selected raised past the status line."""
+    viewer, widget, image, vol = annotator
+    m = widget.model
+    m.session.commit(np.ones(vol.shape[1:], bool), z=1)
+    m.events.objects()
+    qtbot.waitUntil(lambda: widget.table.rowCount() == 1)
+    assert not widget.reopen_btn.isEnabled() and not widget.delete_btn.isEnabled()
+    widget._run(lambda: m.delete_object(widget._selected_id()))  # the buttons' own call
+    assert "Select an object" in widget.status.text() and (m.labels_layer.data == 1).any()
+    widget.table.selectRow(0)
+    assert widget.reopen_btn.isEnabled() and widget.delete_btn.isEnabled()
+    widget.delete_btn.click()
+    assert not (m.labels_layer.data == 1).any()
+
+
+def test_undo_keys_reach_the_annotation_history_from_the_labels_layer(annotator, wait_idle, make_rect):
+    """Regression: with the labels layer active, napari's paint undo took Ctrl+Z."""
+    viewer, widget, image, vol = annotator
+    m = widget.model
+    _show_slice(m, 2)
+    m.box_layer.add_rectangles(make_rect(2, 12, 10, 44, 40))
+    wait_idle(m)
+    assert m.accept() == 1 and (m.labels_layer.data == 1).any()
+    viewer.layers.selection.active = m.labels_layer  # where README says to brush
+    handler = viewer.window._qt_viewer.canvas._key_map_handler
+    handler.press_key("Control-Z")
+    handler.release_key("Control-Z")
+    assert not (m.labels_layer.data == 1).any() and len(m.box_layer.data) == 1
+    handler.press_key("Control-Shift-Z")
+    handler.release_key("Control-Shift-Z")
+    assert (m.labels_layer.data == 1).any()
+
+
+def test_shortcuts_are_in_the_tooltips_and_readme(annotator, repo_root):
+    from napari_plugin._widget import SHORTCUTS, _key_text
+
+    viewer, widget, image, vol = annotator
+    readme = (repo_root / "README.md").read_text()
+    for btn, action in ((widget.accept_btn, "accept"), (widget.next_btn, "next"),
+                        (widget.propagate_btn, "propagate"), (widget.point_btn, "points"), (widget.box_btn, "box")):
+        assert _key_text(SHORTCUTS[action]) in btn.toolTip()
+        assert _key_text(SHORTCUTS[action]) in readme
+    m = widget.model
+    handler = viewer.window._qt_viewer.canvas._key_map_handler
+    viewer.layers.selection.active = image
+    handler.press_key("Alt-2")
+    handler.release_key("Alt-2")
+    assert viewer.layers.selection.active is m.box_layer and m.box_layer.mode == "add_rectangle"
