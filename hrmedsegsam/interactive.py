@@ -34,7 +34,7 @@ import numpy as np
 
 from hrmedsegsam.errors import HRMedSegSAMError, PromptError
 from hrmedsegsam.intensity import percentile_window, resolve_window
-from hrmedsegsam.masks import bbox_xyxy
+from hrmedsegsam.masks import bbox_xyxy, largest_component
 from hrmedsegsam.session import AnnotationSession, HistoryEntry, PromptState
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ class InteractiveAnnotation:
         self.predictor = predictor
         self.window: Window | None = None if window is None else (float(window[0]), float(window[1]))
         self.low_confidence = float(low_confidence)
+        self.kept = 0  # voxels of other objects the last commit left alone
         self._image_id = next(_IMAGES)
         self._slice_windows: dict[int, Window] = {}
         self._presets: dict[tuple[str, str], Window] = {}
@@ -357,11 +358,12 @@ class InteractiveAnnotation:
         self._predictions.clear()
 
     # ------------------------------------------------------------------ commits & history
-    def accept(self, label_id: int | None = None, overwrite: bool = True) -> int:
+    def accept(self, label_id: int | None = None, overwrite: bool = False) -> int:
         """Commit the preview of the prompted slices as one object (one undo step).
 
         ``label_id``: None for the reopened object's id, else the next free one;
-        ``overwrite``: False keeps other objects' voxels. Returns the id.
+        ``overwrite``: True lets the new object take voxels of other objects; by default
+        they are kept (:attr:`kept` says how many the preview wanted). Returns the id.
         """
         slices = self.session.state.slices()
         if not slices:
@@ -371,16 +373,49 @@ class InteractiveAnnotation:
         label_id = self.session.commit(
             preview.view(bool), label_id=label_id, overwrite=overwrite, slices=slices
         )
+        self._count_kept(preview.view(bool), label_id)
         self.preview3d[:] = 0
         return label_id
 
-    def commit_volume(self, mask3d: np.ndarray, label_id: int | None = None, overwrite: bool = True) -> int:
-        """Commit a bool ``(z, y, x)`` mask (a propagation) as one object, one undo step."""
+    def commit_volume(self, mask3d: np.ndarray, label_id: int | None = None, overwrite: bool = False) -> int:
+        """Commit a bool ``(z, y, x)`` mask (a propagation) as one object, one undo step;
+        ``overwrite`` as in :meth:`accept`.
+        """
         label_id = self.session.commit(mask3d, label_id=label_id, overwrite=overwrite, description="propagate")
+        self._count_kept(mask3d, label_id)
         self.preview3d[:] = 0
         return label_id
 
-    def commit_propagation(self, run: Propagation, label_id: int | None = None, overwrite: bool = True) -> int:
+    def _count_kept(self, mask3d: np.ndarray, label_id: int) -> None:
+        self.kept = int(np.count_nonzero(mask3d & (_as_3d(self.labels) != label_id)))
+
+    def kept_note(self) -> str:
+        """After a commit: how many voxels of other objects were kept, or ``""``."""
+        if not self.kept:
+            return ""
+        return f" {self.kept} voxel(s) of other objects were kept (choose overwrite to replace them)."
+
+    def keep_largest(self, label_id: int | None = None) -> list[int]:
+        """Remove islands: keep only the largest connected component.
+
+        ``label_id`` None: the preview of the object being edited, on each slice by itself
+        (8-connected); returns ``[]``. An accepted object's id: its voxels in 3D
+        (26-connected), one undo step; returns the slices that changed.
+        """
+        if label_id is None:
+            for z in self.state.slices():
+                self.preview3d[z] = largest_component(self.preview3d[z] > 0)
+            return []
+        whole = self.session.object_mask(int(label_id))
+        if not whole.any():
+            raise PromptError(f"There is no object with id {label_id}.")
+        zs = np.flatnonzero(_as_3d(whole).any(axis=(1, 2)))
+        kept = largest_component(_as_3d(whole))
+        self.session.commit(kept, label_id=int(label_id), slices=zs, next_state=None,
+                            description=f"remove islands of {self.session.name_of(label_id)}")
+        return [int(z) for z in zs if not np.array_equal(kept[z], _as_3d(whole)[z])]
+
+    def commit_propagation(self, run: Propagation, label_id: int | None = None, overwrite: bool = False) -> int:
         """Commit what ``run`` found (finished or cancelled) as one object, one undo step."""
         return self.commit_volume(run.mask3d, label_id, overwrite)
 
@@ -414,12 +449,12 @@ class InteractiveAnnotation:
         """
         from hrmedsegsam.volume import StopRule, propagate_steps
 
-        if self.image.shape[0] == 1:
-            raise PromptError("Propagation needs a 3D volume; this image is 2D.")
-        predictor = self._need_predictor()
         start = self.preview3d[z].astype(bool)
         if not start.any():
             raise PromptError(f"Nothing to propagate from slice {z}: prompt the object on this slice first.")
+        if self.image.shape[0] == 1:
+            raise PromptError("Propagation needs a 3D volume; this image is 2D.")
+        predictor = self._need_predictor()
         last = self.last_prediction(z)
         stops: list[PropagationStop] = []
         steps = propagate_steps(
