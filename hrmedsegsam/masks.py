@@ -57,8 +57,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a 2D bool mask: an int32 ``(H, W)`` label image (0 outside,
-    1..n inside) and ``n``.
+    """Connected components of a bool mask, 2D ``(H, W)`` (8-connected) or 3D ``(z, y, x)``
+    (26-connected): an int32 label image of the same shape (0 outside, 1..n inside) and ``n``.
     """
     import SimpleITK as sitk
 
@@ -66,3 +66,13 @@ def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     lab = sitk.ConnectedComponent(img, True)  # fully connected: 8-neighbours in 2D
     arr = sitk.GetArrayFromImage(lab).astype(np.int32)
     return arr, int(arr.max())
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of a 2D or 3D bool mask (see :func:`components`),
+    as a bool array of the same shape; islands are dropped. An empty mask stays empty.
+    """
+    lab, n = components(mask)
+    if n <= 1:
+        return lab > 0
+    return lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1

@@ -64,7 +64,7 @@ def segment_volume(
             if propagate_3d:
                 for step in ann.propagate(p.slice):
                     mask3d[step.z] = step.mask
-            ann.commit_volume(mask3d | (ann.labels == p.label), label_id=p.label)  # a repeated label adds up
+            ann.commit_volume(mask3d | (ann.labels == p.label), label_id=p.label, overwrite=True)  # a repeated label adds up
         zs = np.flatnonzero(mask3d.any(axis=(1, 2)))
         res = ObjectResult(p.label, int(mask3d.sum()), (int(zs[0]), int(zs[-1])) if zs.size else (p.slice, p.slice),
                            pred.score)

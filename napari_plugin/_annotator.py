@@ -77,7 +77,7 @@ class AnnotatorModel:
         self.predictor = predictor
         self.model_name = "hrmedsegsam" if predictor is None else "custom"
         self.prefetch_radius = int(prefetch_radius)
-        self.overwrite = True
+        self.overwrite = False  # True: a new object may take voxels of accepted ones
         self.target_id = 0  # 0: automatic (the reopened object, else the next free id)
         self.negative = False
         self.propagate_rule: Any = None  # a hrmedsegsam.volume.StopRule; None: its defaults
@@ -295,7 +295,7 @@ class AnnotatorModel:
         label_id = self.core.accept(self.target_id or None, self.overwrite)
         self._sync()
         name = self.core.session.name_of(label_id)
-        self._say(f"Accepted {name} (label {label_id}) on {len(slices)} slice(s). Next object.")
+        self._say(f"Accepted {name} (label {label_id}) on {len(slices)} slice(s).{self.core.kept_note()}")
         return label_id
 
     def next_object(self) -> None:
@@ -316,6 +316,12 @@ class AnnotatorModel:
         self.session.delete_object(label_id)
         self._sync()
         self._say(f"Deleted label {label_id} (Ctrl+Z to undo).")
+
+    def keep_largest(self, label_id: int | None = None) -> None:
+        """Remove islands of accepted object ``label_id`` (one undo step) or of the preview."""
+        changed = self.core.keep_largest(label_id)
+        self._sync(labels=label_id is not None)
+        self._say(f"Removed islands of {f'label {label_id} on {len(changed)} slice(s)' if label_id else 'the preview'}.")
 
     def rename(self, label_id: int, name: str) -> None:
         self.session.rename(label_id, name)
@@ -368,7 +374,7 @@ class AnnotatorModel:
         except HRMedSegSAMError as exc:
             return self._on_error(exc)
         self._sync()
-        self._say(f"Propagated {self.session.name_of(label_id)}: {run.describe()}. Ctrl+Z to undo.")
+        self._say(f"Propagated {self.session.name_of(label_id)}: {run.describe()}.{self.core.kept_note()}")
         self._schedule_prefetch()
 
     def export(self, path: str, overwrite: bool = False) -> str:

@@ -83,7 +83,7 @@ class AnnotatorWidget(QWidget):
         self.id_spin.setRange(0, 65535)
         self.id_spin.setSpecialValueText("auto")
         self.policy_combo = QComboBox()
-        self.policy_combo.addItems([OVERWRITE, KEEP])
+        self.policy_combo.addItems([KEEP, OVERWRITE])
         self.accept_btn, self.next_btn = QPushButton("Accept"), QPushButton("Next object")
         self.undo_btn, self.redo_btn = QPushButton("Undo"), QPushButton("Redo")
         self.propagate_btn, self.cancel_btn = QPushButton("Propagate"), QPushButton("Cancel")
@@ -113,6 +113,8 @@ class AnnotatorWidget(QWidget):
             mode = QHeaderView.ResizeMode.Stretch if col == 1 else QHeaderView.ResizeMode.ResizeToContents
             header.setSectionResizeMode(col, mode)
         self.reopen_btn, self.delete_btn = QPushButton("Reopen"), QPushButton("Delete")
+        self.islands_btn = QPushButton("Remove islands")
+        self.islands_btn.setToolTip("Keep the largest connected part of the selected object (or of the preview)")
         for w in (self.reopen_btn, self.delete_btn):
             w.setEnabled(False)  # until an object is selected in the list
         self.export_btn = QPushButton("Export NIfTI…")
@@ -142,6 +144,7 @@ class AnnotatorWidget(QWidget):
         obj_row = QHBoxLayout()
         obj_row.addWidget(self.reopen_btn)
         obj_row.addWidget(self.delete_btn)
+        obj_row.addWidget(self.islands_btn)
         obj_layout.addLayout(obj_row)
 
         layout = QVBoxLayout(self)
@@ -174,6 +177,7 @@ class AnnotatorWidget(QWidget):
         self.cancel_btn.clicked.connect(lambda: self._run(m.cancel))
         self.reopen_btn.clicked.connect(lambda: self._run(lambda: m.reopen(self._selected_id())))
         self.delete_btn.clicked.connect(lambda: self._run(lambda: m.delete_object(self._selected_id())))
+        self.islands_btn.clicked.connect(lambda: self._run(lambda: m.keep_largest(self._selected_id(None))))
         self.table.itemChanged.connect(self._on_item_changed)
         self.table.itemSelectionChanged.connect(self._on_selection_changed)
         self.export_btn.clicked.connect(lambda: self._run(self._export_dialog))
@@ -284,8 +288,11 @@ class AnnotatorWidget(QWidget):
         for w in (self.reopen_btn, self.delete_btn):
             w.setEnabled(selected)
 
-    def _selected_id(self) -> int:
+    def _selected_id(self, default: Any = ...) -> Any:
+        """The id of the selected object; without a selection ``default``, or an error."""
         rows = self.table.selectionModel().selectedRows()
+        if not rows and default is not ...:
+            return default
         if not rows:
             raise HRMedSegSAMError("Select an object in the list first.")
         return int(self.table.item(rows[0].row(), 0).text())

@@ -256,3 +256,40 @@ def test_a_low_confidence_prediction_is_flagged(counted) -> None:  # type: ignor
     text = ann.describe(8, weak)
     assert "IoU 0.31" in text and "low confidence" in text and "1200 px" in text
     assert "nothing" in ann.describe(8, Prediction(~mask & False, 0.9, good.logits, mask[None], np.array([0.9])))
+
+
+def test_a_new_object_keeps_accepted_voxels_unless_told_to_overwrite(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, _ = counted
+    vol, a, _ = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    ann.set_box(8, 5, 7, 22, 20)
+    ann.predict(8)
+    first = ann.accept()
+    ann.set_box(8, 0, 0, 55, 39)  # a leaky object over the whole slice, A included
+    ann.predict(8)
+    second = ann.accept()
+    assert np.array_equal(ann.labels[8] == first, a[8]) and ann.kept == a[8].sum()
+    assert f"{a[8].sum()} voxel(s) of other objects were kept" in ann.kept_note()
+    ann.undo()
+    ann.set_box(8, 0, 0, 55, 39)
+    ann.predict(8)
+    assert ann.accept(label_id=second, overwrite=True) == second
+    assert not (ann.labels == first).any() and ann.kept == 0 and ann.kept_note() == ""
+
+
+def test_keep_largest_removes_islands_of_the_preview_and_of_an_object(counted) -> None:  # type: ignore[no-untyped-def]
+    predictor, _ = counted
+    vol, a, b = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    ann.set_box(8, 0, 0, 55, 39)  # A and B on slice 8: two components, A is larger
+    ann.predict(8)
+    assert np.array_equal(ann.preview3d[8].astype(bool), a[8] | b[8])
+    assert ann.keep_largest() == [] and np.array_equal(ann.preview3d[8].astype(bool), a[8])
+    ann.next_object()
+    both = np.zeros(vol.shape, bool)
+    both[4:12] = (a | b)[4:12]
+    label = ann.commit_volume(both)
+    assert ann.keep_largest(label) == list(range(4, 12))
+    assert np.array_equal(ann.labels == label, a)  # B's disk on those slices was the island
+    ann.undo()
+    assert np.array_equal(ann.labels == label, both)

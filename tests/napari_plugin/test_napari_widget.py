@@ -425,3 +425,31 @@ def test_shortcuts_are_in_the_tooltips_and_readme(annotator, repo_root):
     handler.press_key("Alt-2")
     handler.release_key("Alt-2")
     assert viewer.layers.selection.active is m.box_layer and m.box_layer.mode == "add_rectangle"
+
+
+def test_keep_existing_by_default_and_remove_islands(annotator, qtbot, wait_idle, make_rect):
+    viewer, widget, image, vol = annotator
+    m = widget.model
+    labels = m.labels_layer.data
+    assert widget.policy_combo.currentText() == "keep existing" and m.overwrite is False
+    labels[2, 20:30, 20:30] = 1  # an accepted object
+    labels[2, 50:53, 50:53] = 1  # and an island of it
+    m.labels_layer.refresh()
+    _show_slice(m, 2)
+    m.box_layer.add_rectangles(make_rect(2, 5, 5, 60, 60))
+    wait_idle(m)
+    m.preview_layer.data[2, 20:30, 20:30] = 1  # the new mask covers object 1
+    covered = int(((m.preview_layer.data[2] > 0) & (labels[2] == 1)).sum())
+    assert covered >= 100
+    widget.accept_btn.click()
+    assert (labels[2, 20:30, 20:30] == 1).all() and (labels == 1).sum() == 109
+    assert f"{covered} voxel(s) of other objects were kept" in widget.status.text()
+    widget.undo_btn.click()
+    m.events.objects()
+    qtbot.waitUntil(lambda: widget.table.rowCount() == 1)
+    widget.table.selectRow(0)
+    widget.islands_btn.click()
+    assert (labels[2, 20:30, 20:30] == 1).all() and not (labels[2, 50:53, 50:53] == 1).any()
+    assert "Removed islands of label 1 on 1 slice(s)" in widget.status.text()
+    widget.undo_btn.click()
+    assert (labels[2, 50:53, 50:53] == 1).all()
