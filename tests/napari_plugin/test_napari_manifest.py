@@ -57,3 +57,18 @@ def test_plugin_package_import_is_light():
         "bad = [m for m in ('torch', 'qtpy', 'PyQt6') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_the_reader_claims_only_files_it_can_read(tmp_path):
+    """A PNG goes to napari's own reader without a "Choose reader" question."""
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+
+    def claims(path) -> bool:
+        return any(r.plugin_name == "hrmedsegsam" for r in pm.iter_compatible_readers([str(path)]))
+
+    assert not claims(tmp_path / "photo.png") and not claims(tmp_path / "notes.txt")
+    for name in ("ct.nii.gz", "ct.nii", "ct.nrrd", "ct.mha", "slice.dcm"):
+        assert claims(tmp_path / name), name
+    assert claims(tmp_path)  # a DICOM series folder
