@@ -1,0 +1,137 @@
+"""Prompt-to-preview latency through the napari widget, against the library on the same slice.
+
+Opens a synthetic CT (``--size`` pixels square, ``--slices`` slices) in napari with the
+HRMedSegSAM widget, embeds one slice, then draws ``--n`` box prompts on it the way a user
+does (a rectangle added to the box layer) and times each from the shapes event to the
+preview being written and refreshed. The same boxes go through ``Predictor.predict`` for
+the library's time. Prints medians and where the widget's time goes (main-thread prompt
+handling, the model in the compute thread, the hand-offs between threads, drawing the
+preview).
+
+Run under a display: ``xvfb-run -a python scripts/latency.py [--random-weights]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--slices", type=int, default=6)
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--random-weights", action="store_true", help="a randomly initialised model")
+    args = ap.parse_args()
+
+    import napari
+    import torch
+    from qtpy.QtCore import QEventLoop, QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from hrmedsegsam import Predictor, load_model
+    from hrmedsegsam.interactive import InteractiveAnnotation
+    from hrmedsegsam.model.build import build_model
+    from napari_plugin import _annotator
+    from napari_plugin._reader import image_layer_data
+    from napari_plugin._sample_data import make_ct_volume
+    from napari_plugin._widget import AnnotatorWidget
+
+    torch.manual_seed(0)
+    model = build_model("hrmedsegsam") if args.random_weights else load_model()
+    predictor = Predictor(model, torch.device("cpu"))
+    vol, _ = make_ct_volume((args.slices, args.size, args.size))
+    viewer = napari.Viewer(show=True)
+    data, kwargs, _ = image_layer_data(vol, name="ct")
+    viewer.add_image(data, **kwargs)
+    widget = AnnotatorWidget(viewer, predictor=predictor, prefetch_radius=0)
+    viewer.window.add_dock_widget(widget)
+    app = QApplication.instance()
+    m = widget.model
+    z = args.slices // 2
+    m.set_current_z(z)
+    m.core.embed(z)
+    c = args.size // 2
+    boxes = [[c - 120 + i, c - 90, c + 60 + i, c + 80] for i in range(args.n + 1)]  # the first warms up
+
+    # where the time goes: wrap the steps of one prompt
+    spent: dict[str, list[float]] = defaultdict(list)
+
+    def timed(owner, name, label):
+        fn = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label].append(time.perf_counter() - t)
+
+        setattr(owner, name, wrapper)
+
+    timed(InteractiveAnnotation, "compute", "compute thread: model (decode)")
+    timed(_annotator.AnnotatorModel, "_on_shown", "main: preview refresh + status")
+    shown: list[float] = []
+    loop = QEventLoop()
+    guard = QTimer(singleShot=True, interval=60_000)  # never wait forever
+    guard.timeout.connect(loop.quit)
+    on_shown = _annotator.AnnotatorModel._on_shown
+
+    def record(self, zz, pred):
+        on_shown(self, zz, pred)
+        if pred is not None:
+            shown.append(time.perf_counter())
+            loop.quit()
+
+    _annotator.AnnotatorModel._on_shown = record
+
+    widget_ms = []
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        m.next_object()
+        for _ in range(5):
+            app.processEvents()
+        rect = np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float)
+        t0 = time.perf_counter()
+        m.box_layer.add_rectangles(rect)  # emits the shapes event; the prompt is handled in it
+        queued = time.perf_counter()
+        guard.start()
+        loop.exec()  # the UI thread idles in its event loop, as in napari
+        spent["main: shapes event -> request queued"].append(queued - t0)
+        widget_ms.append((shown[-1] - t0) * 1000)
+        if i == 0:
+            spent.clear()  # the first one warms up the decoder cache
+            widget_ms.clear()
+
+    predictor.set_image(vol.array[z], m.core.window, key=m.core.embedding_key(z))
+    lib_ms = []
+    for box in boxes:
+        t = time.perf_counter()
+        predictor.predict(box=box)
+        lib_ms.append((time.perf_counter() - t) * 1000)
+
+    med = statistics.median
+    print(f"slice {args.size}x{args.size}, {len(widget_ms)} box prompts on an embedded slice")
+    print(f"widget: shapes event -> preview shown, median {med(widget_ms):.1f} ms")
+    print(f"library: Predictor.predict(box), median {med(lib_ms):.1f} ms")
+    accounted = 0.0
+    for label, values in spent.items():
+        ms = med(values) * 1000
+        accounted += ms
+        print(f"  {label}: median {ms:.1f} ms")
+    print(f"  thread hand-offs and event loop (the rest): {med(widget_ms) - accounted:.1f} ms")
+    m.close()
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
