@@ -257,14 +257,13 @@ class AnnotatorModel:
 
     def _predict_slices(self, slices: list[int]) -> None:
         """Predicts ``slices`` (nearest to the shown one first) after the prompts changed."""
-        self.preview_layer.refresh()
         for z in sorted(slices, key=lambda s: abs(s - self.current_z())):
             self._jobs.predict(self.core, z, self._on_shown)
 
     def _on_shown(self, z: int, prediction: Any) -> None:
         if self._closed or self.core is None:
             return
-        self.preview_layer.refresh()
+        self.preview_layer.refresh(thumbnail=False, extent=False)  # one slice changed; the extent did not
         if prediction is not None:
             self._say(self.core.describe(z, prediction))
         if not self.busy:
@@ -402,6 +401,7 @@ class AnnotatorModel:
             self.events.objects()
         self._jobs.forget()
         self._show_state(self.core.state)
+        self.preview_layer.refresh()
         self._predict_slices(list(slices))
         self.events.history()
 

@@ -7,6 +7,8 @@ known exactly; encoder calls are counted on the model itself.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from hrmedsegsam.io import Volume, read_volume
 from hrmedsegsam.predictor import Predictor
 
 WINDOW = (-160.0, 240.0)
+Counted = tuple[Predictor, list[int]]  # a Predictor and the batch sizes its encoder was called with
 
 
 def two_objects(Z: int = 16, H: int = 40, W: int = 56) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,7 +34,7 @@ def two_objects(Z: int = 16, H: int = 40, W: int = 56) -> tuple[np.ndarray, np.n
 
 
 @pytest.fixture
-def counted(box_threshold_model):  # type: ignore[no-untyped-def]
+def counted(box_threshold_model: torch.nn.Module) -> Counted:
     """A Predictor over the box-threshold model, and the list of encoder batch sizes."""
     calls: list[int] = []
     encode = box_threshold_model.encode
@@ -44,7 +47,7 @@ def counted(box_threshold_model):  # type: ignore[no-untyped-def]
     return Predictor(box_threshold_model, torch.device("cpu")), calls
 
 
-def test_prompt_preview_accept_undo_redo_export(counted, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_prompt_preview_accept_undo_redo_export(counted: Counted, tmp_path: Path) -> None:
     predictor, _ = counted
     vol, a, b = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -73,7 +76,7 @@ def test_prompt_preview_accept_undo_redo_export(counted, tmp_path) -> None:  # t
     assert np.array_equal(back.array, ann.labels) and back.spacing == pytest.approx((0.8, 0.8, 2.5))
 
 
-def test_points_refine_with_the_previous_logits_and_cached_predictions(counted) -> None:  # type: ignore[no-untyped-def]
+def test_points_refine_with_the_previous_logits_and_cached_predictions(counted: Counted) -> None:
     predictor, _ = counted
     vol, a, _ = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -81,14 +84,14 @@ def test_points_refine_with_the_previous_logits_and_cached_predictions(counted) 
     first = ann.predict(6)
     ann.add_point(6, 12, 12)
     req = ann.request(6)
-    assert isinstance(req, PredictionRequest)
-    np.testing.assert_array_equal(req.kwargs["mask_input"], first.logits)  # type: ignore[union-attr]
+    assert isinstance(req, PredictionRequest) and first is not None
+    np.testing.assert_array_equal(req.kwargs["mask_input"], first.logits)
     ann.show(req, ann.compute(req))
     ann.undo()  # back to the box alone: its prediction is kept, nothing is computed
     assert ann.request(6) is first
 
 
-def test_a_stale_result_is_kept_but_not_shown(counted) -> None:  # type: ignore[no-untyped-def]
+def test_a_stale_result_is_kept_but_not_shown(counted: Counted) -> None:
     predictor, _ = counted
     vol, _, _ = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -100,7 +103,7 @@ def test_a_stale_result_is_kept_but_not_shown(counted) -> None:  # type: ignore[
     assert not ann.show(req, pred) and not ann.preview.any()
 
 
-def test_propagation_after_prefetch_encodes_no_prefetched_slice(counted) -> None:  # type: ignore[no-untyped-def]
+def test_propagation_after_prefetch_encodes_no_prefetched_slice(counted: Counted) -> None:
     predictor, calls = counted
     vol, a, _ = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -128,7 +131,7 @@ def test_propagation_after_prefetch_encodes_no_prefetched_slice(counted) -> None
     assert not ann.labels.any()
 
 
-def test_propagation_is_cancelled_by_not_iterating(counted) -> None:  # type: ignore[no-untyped-def]
+def test_propagation_is_cancelled_by_not_iterating(counted: Counted) -> None:
     predictor, calls = counted
     vol, _, _ = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -140,7 +143,7 @@ def test_propagation_is_cancelled_by_not_iterating(counted) -> None:  # type: ig
     assert first.z == 9 and len(calls) == 2  # slice 8 and slice 9, nothing further
 
 
-def test_reopen_refines_the_committed_object(counted) -> None:  # type: ignore[no-untyped-def]
+def test_reopen_refines_the_committed_object(counted: Counted) -> None:
     predictor, _ = counted
     vol, a, _ = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -154,7 +157,7 @@ def test_reopen_refines_the_committed_object(counted) -> None:  # type: ignore[n
     assert req.seed is not None and np.array_equal(req.seed, a[8])
 
 
-def test_prompts_outside_the_image_and_empty_accepts_are_refused(counted) -> None:  # type: ignore[no-untyped-def]
+def test_prompts_outside_the_image_and_empty_accepts_are_refused(counted: Counted) -> None:
     predictor, _ = counted
     ann = InteractiveAnnotation(np.zeros((30, 40), np.int16), WINDOW, predictor)
     with pytest.raises(PromptError, match="outside"):
@@ -165,7 +168,7 @@ def test_prompts_outside_the_image_and_empty_accepts_are_refused(counted) -> Non
         ann.propagate(0)
 
 
-def test_without_a_window_each_slice_gets_its_own_percentile_window(counted) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_window_each_slice_gets_its_own_percentile_window(counted: Counted) -> None:
     from hrmedsegsam.intensity import percentile_window
 
     predictor, calls = counted
@@ -184,7 +187,7 @@ def test_without_a_window_each_slice_gets_its_own_percentile_window(counted) -> 
     assert len(calls) == 1 + 4 + 5  # slice 8 once (propagation reuses it), then 9..12 and 7..3
 
 
-def test_new_labels_keep_the_embeddings(counted) -> None:  # type: ignore[no-untyped-def]
+def test_new_labels_keep_the_embeddings(counted: Counted) -> None:
     predictor, calls = counted
     vol, _, _ = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -203,7 +206,7 @@ def test_new_labels_keep_the_embeddings(counted) -> None:  # type: ignore[no-unt
     assert len(calls) == 2 and ann.accept() == 8  # nothing re-encoded; next free id
 
 
-def test_changing_the_window_repredicts_the_prompted_slices(counted) -> None:  # type: ignore[no-untyped-def]
+def test_changing_the_window_repredicts_the_prompted_slices(counted: Counted) -> None:
     predictor, _ = counted
     vol, _, _ = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -216,7 +219,7 @@ def test_changing_the_window_repredicts_the_prompted_slices(counted) -> None:  #
     assert lo == -500.0 and hi == 200.0
 
 
-def test_propagation_reports_where_and_why_it_stopped(counted) -> None:  # type: ignore[no-untyped-def]
+def test_propagation_reports_where_and_why_it_stopped(counted: Counted) -> None:
     predictor, _ = counted
     vol, a, _ = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -241,7 +244,7 @@ def test_propagation_reports_where_and_why_it_stopped(counted) -> None:  # type:
     assert not run.finished and run.describe() == "2 slice(s) (2..3); cancelled"
 
 
-def test_a_low_confidence_prediction_is_flagged(counted) -> None:  # type: ignore[no-untyped-def]
+def test_a_low_confidence_prediction_is_flagged(counted: Counted) -> None:
     from hrmedsegsam.predictor import Prediction
 
     predictor, _ = counted
@@ -258,7 +261,7 @@ def test_a_low_confidence_prediction_is_flagged(counted) -> None:  # type: ignor
     assert "nothing" in ann.describe(8, Prediction(~mask & False, 0.9, good.logits, mask[None], np.array([0.9])))
 
 
-def test_a_new_object_keeps_accepted_voxels_unless_told_to_overwrite(counted) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_object_keeps_accepted_voxels_unless_told_to_overwrite(counted: Counted) -> None:
     predictor, _ = counted
     vol, a, _ = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
@@ -277,7 +280,7 @@ def test_a_new_object_keeps_accepted_voxels_unless_told_to_overwrite(counted) ->
     assert not (ann.labels == first).any() and ann.kept == 0 and ann.kept_note() == ""
 
 
-def test_keep_largest_removes_islands_of_the_preview_and_of_an_object(counted) -> None:  # type: ignore[no-untyped-def]
+def test_keep_largest_removes_islands_of_the_preview_and_of_an_object(counted: Counted) -> None:
     predictor, _ = counted
     vol, a, b = two_objects()
     ann = InteractiveAnnotation(vol, WINDOW, predictor)
