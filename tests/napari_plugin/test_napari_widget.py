@@ -414,7 +414,7 @@ def test_shortcuts_are_in_the_tooltips_and_readme(annotator, repo_root):
     from napari_plugin._widget import SHORTCUTS, _key_text
 
     viewer, widget, image, vol = annotator
-    readme = (repo_root / "README.md").read_text()
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
     for btn, action in ((widget.accept_btn, "accept"), (widget.next_btn, "next"),
                         (widget.propagate_btn, "propagate"), (widget.point_btn, "points"), (widget.box_btn, "box")):
         assert _key_text(SHORTCUTS[action]) in btn.toolTip()
