@@ -393,9 +393,7 @@ class AnnotatorModel:
 
     # ================================================================ events & helpers
     def _sync(self, slices: list[int] | tuple[int, ...] = (), labels: bool = True) -> None:
-        """Show the core's state after it changed (labels, prompts, preview) and predict
-        ``slices``; results of earlier requests are no longer wanted.
-        """
+        """Show the core's changed state and predict ``slices`` (earlier requests are dropped)."""
         if labels:
             self.labels_layer.refresh()
             self.events.objects()
