@@ -453,3 +453,23 @@ def test_keep_existing_by_default_and_remove_islands(annotator, qtbot, wait_idle
     assert "Removed islands of label 1 on 1 slice(s)" in widget.status.text()
     widget.undo_btn.click()
     assert (labels[2, 50:53, 50:53] == 1).all()
+
+
+def test_a_preset_sets_the_contrast_and_a_contrast_drag_is_one_window_change(annotator, qtbot, wait_idle, make_rect):
+    viewer, widget, image, vol = annotator
+    m = widget.model
+    _show_slice(m, 2)
+    m.box_layer.add_rectangles(make_rect(2, 12, 10, 44, 40))
+    wait_idle(m)
+    calls = []
+    set_window = m.core.set_window
+    m.core.set_window = lambda w: calls.append(tuple(w)) or set_window(w)
+    for lo in range(-200, -100, 10):  # a drag: ten changes in quick succession
+        image.contrast_limits = (float(lo), 300.0)
+    assert calls == []  # nothing re-embedded while dragging
+    qtbot.waitUntil(lambda: len(calls) == 1, timeout=5000)
+    qtbot.wait(500)
+    assert calls == [(-110.0, 300.0)] and m.core.window == (-110.0, 300.0)
+    wait_idle(m)
+    widget.window_combo.setCurrentText("bone")
+    assert tuple(image.contrast_limits) == (-500.0, 1300.0) == m.core.window
