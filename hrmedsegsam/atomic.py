@@ -152,6 +152,17 @@ def write_verified(
     return out
 
 
+def write_text(out: Path, text: str, overwrite: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``out`` through :func:`write_verified` (read back and
+    compared before the rename).
+    """
+
+    def verify(tmp: Path) -> str | None:
+        return None if tmp.read_text(encoding="utf-8") == text else "it does not read back as written"
+
+    return write_verified(Path(out), lambda tmp: tmp.write_text(text, encoding="utf-8"), verify, overwrite=overwrite)
+
+
 def _link_no_clobber(src: Path, dst: Path) -> None:
     """Put ``src`` at ``dst`` unless ``dst`` exists (atomic where hard links work)."""
     try:

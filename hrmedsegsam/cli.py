@@ -46,31 +46,65 @@ SEGMENT_CACHE_BYTES = 64 << 20
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from hrmedsegsam.intensity import resolve_window
-    from hrmedsegsam.io import check_label_output, read_volume, write_labels
-
-    out, _ = check_label_output(args.output, args.overwrite)  # fail before any slow work
+    from hrmedsegsam.io import check_export_output, read_volume
     from hrmedsegsam.prompts import load_prompts
+    from hrmedsegsam.session_file import check_session_folder, fingerprint, is_session
 
-    prompts = load_prompts(args.prompts)
+    if args.prompts is None and args.session is None:
+        raise InputError("segment needs --prompts P.json, or --session DIR to export a saved session.")
+    if args.prompts is None and args.output is None:
+        raise InputError("nothing to do: give -o OUT to export the session, or --prompts to add objects to it.")
+    if args.session is None and args.output is None:
+        raise InputError("give -o OUT for the labels, or --session DIR to keep the objects in a session.")
+    if args.format is not None and args.output is None:
+        raise InputError("--format applies to -o OUT; give -o too.")
+    # fail before any slow work
+    if args.output is not None:
+        check_export_output(args.output, args.overwrite, args.format)
+    if args.session is not None:
+        check_session_folder(args.session)
+        if args.prompts is None and not is_session(args.session):
+            raise InputError(f"{args.session} is not an annotation session (no session.json in it).")
+    prompts = load_prompts(args.prompts) if args.prompts is not None else []
     vol = read_volume(args.path, series_uid=args.series)
     for p in prompts:
         p.check_against(vol.shape)
-    window = resolve_window(vol.array, tuple(args.window) if args.window else None, args.preset, vol.modality)
-    _print(f"volume {vol.shape[2]}x{vol.shape[1]}x{vol.shape[0]} (x, y, z), window {window[0]:g}..{window[1]:g}")
 
-    from hrmedsegsam.model.build import load_model
-    from hrmedsegsam.predictor import Predictor
-    from hrmedsegsam.segment import segment_volume
+    from hrmedsegsam.interactive import InteractiveAnnotation
 
-    # Propagation visits each slice once: a small embedding cache is enough, and keeps a
-    # 512x512x600 CT under 1.5 GB (README, memory).
-    predictor = Predictor(load_model(args.model, args.device), cache_bytes=SEGMENT_CACHE_BYTES)
-    store = _open_store(args.store, predictor, vol.array, window) if args.store else None
-    labels, _ = segment_volume(predictor, vol.array, prompts, window, propagate_3d=args.propagate, log=_print,
-                               store=store)
-    written = write_labels(out, labels, like=vol, overwrite=args.overwrite)
-    _print(f"wrote {written}")
+    ann = InteractiveAnnotation(vol.array, (0.0, 1.0), labels=np.zeros(vol.shape, dtype=np.uint16),
+                                spacing_zyx=vol.spacing_zyx)
+    fp = fingerprint(vol) if args.session is not None else None
+    saved_window = None
+    if args.session is not None and is_session(args.session):
+        saved = ann.open_session(args.session, vol, image_fingerprint=fp)
+        saved_window = saved.window
+        _print(f"session {args.session}: {len(saved.objects)} object(s)")
+    if args.window or args.preset or saved_window is None:  # else the session's window goes on
+        ann.window = resolve_window(vol.array, tuple(args.window) if args.window else None, args.preset, vol.modality)
+    lo, hi = ann.window
+    _print(f"volume {vol.shape[2]}x{vol.shape[1]}x{vol.shape[0]} (x, y, z), window {lo:g}..{hi:g}")
+
+    if prompts:
+        from hrmedsegsam.model.build import load_model
+        from hrmedsegsam.predictor import Predictor
+        from hrmedsegsam.segment import segment_into
+
+        # Propagation visits each slice once: a small embedding cache is enough, and keeps a
+        # 512x512x600 CT under 1.5 GB (README, memory).
+        ann.predictor = Predictor(load_model(args.model, args.device), cache_bytes=SEGMENT_CACHE_BYTES)
+        ann.store = _open_store(args.store, ann.predictor, vol.array, ann.window) if args.store else None
+        segment_into(ann, prompts, propagate_3d=args.propagate, log=_print)
+        if ann.store_source is not None:
+            _print(f"store: {ann.store_source.hits} slice embeddings read from {ann.store_source.store.path}")
+    if args.session is not None and prompts:
+        _print(f"saved session {ann.save_session(args.session, vol, image_fingerprint=fp)}")
+    if args.output is not None:
+        written = ann.export(args.output, vol, overwrite=args.overwrite, fmt=args.format)
+        _print(f"wrote {written}")
     return 0
 
 
@@ -158,10 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("segment", help="segment objects from prompts and write a labels NIfTI")
+    p = sub.add_parser("segment", help="segment objects from prompts; write labels (NIfTI or DICOM SEG) "
+                                       "and/or keep them in a session")
     p.add_argument("path", help="the image volume")
-    p.add_argument("--prompts", required=True, help="prompts JSON: [{label, slice, box, points}, ...]")
-    p.add_argument("-o", "--output", required=True, help="output labels file (.nii.gz)")
+    p.add_argument("--prompts", help="prompts JSON: [{label, slice, box, points, name}, ...]")
+    p.add_argument("--session", metavar="DIR", help="session folder: prompted objects are added to it (made if "
+                                                   "missing); without --prompts, -o exports its labels")
+    p.add_argument("-o", "--output", help="output labels: .nii.gz/.nii (with a .labels.tsv table) or .dcm "
+                                          "(DICOM SEG, for DICOM images)")
+    p.add_argument("--format", choices=("nifti", "seg"), help="output format (default: from the -o suffix)")
     win = p.add_mutually_exclusive_group()
     win.add_argument("--window", nargs=2, type=float, metavar=("LO", "HI"), help="intensity window")
     win.add_argument("--preset", help="window preset: abdomen, lung, bone, brain, mr (percentile)")

@@ -40,7 +40,9 @@ from hrmedsegsam.session import AnnotationSession, HistoryEntry, PromptState
 if TYPE_CHECKING:
     from hrmedsegsam.embedding_store import EmbeddingStore, StoreSource
     from hrmedsegsam.io import Volume
+    from hrmedsegsam.io.seg import Segment
     from hrmedsegsam.predictor import Embedding, Prediction, Predictor
+    from hrmedsegsam.session_file import SavedSession
     from hrmedsegsam.volume import PropagationStep, PropagationStop, StopRule
 
 Window = tuple[float, float]
@@ -358,12 +360,20 @@ class InteractiveAnnotation:
         self._predictions.clear()
 
     # ------------------------------------------------------------------ commits & history
-    def accept(self, label_id: int | None = None, overwrite: bool = False) -> int:
+    def accept(
+        self,
+        label_id: int | None = None,
+        overwrite: bool = False,
+        name: str | None = None,
+        color: tuple[int, int, int] | None = None,
+    ) -> int:
         """Commit the preview of the prompted slices as one object (one undo step).
 
         ``label_id``: None for the reopened object's id, else the next free one;
         ``overwrite``: True lets the new object take voxels of other objects; by default
-        they are kept (:attr:`kept` says how many the preview wanted). Returns the id.
+        they are kept (:attr:`kept` says how many the preview wanted); ``name``, ``color`` (RGB 0..255):
+        the object's name and colour (default: the ones it has, else ``object <id>`` and
+        that name's colour). Returns the id.
         """
         slices = self.session.state.slices()
         if not slices:
@@ -371,17 +381,26 @@ class InteractiveAnnotation:
         preview = self.preview3d
         np.minimum(preview, 1, out=preview)  # brushed-in values count as foreground
         label_id = self.session.commit(
-            preview.view(bool), label_id=label_id, overwrite=overwrite, slices=slices
+            preview.view(bool), label_id=label_id, overwrite=overwrite, slices=slices, name=name, color=color
         )
         self._count_kept(preview.view(bool), label_id)
         self.preview3d[:] = 0
         return label_id
 
-    def commit_volume(self, mask3d: np.ndarray, label_id: int | None = None, overwrite: bool = False) -> int:
-        """Commit a bool ``(z, y, x)`` mask (a propagation) as one object, one undo step;
-        ``overwrite`` as in :meth:`accept`.
+    def commit_volume(
+        self,
+        mask3d: np.ndarray,
+        label_id: int | None = None,
+        overwrite: bool = False,
+        name: str | None = None,
+        color: tuple[int, int, int] | None = None,
+    ) -> int:
+        """Commit a bool ``(z, y, x)`` mask (a propagation) as one object, one undo step
+        (``overwrite``, ``name``, ``color`` as in :meth:`accept`).
         """
-        label_id = self.session.commit(mask3d, label_id=label_id, overwrite=overwrite, description="propagate")
+        label_id = self.session.commit(
+            mask3d, label_id=label_id, overwrite=overwrite, description="propagate", name=name, color=color
+        )
         self._count_kept(mask3d, label_id)
         self.preview3d[:] = 0
         return label_id
@@ -426,10 +445,12 @@ class InteractiveAnnotation:
             self.preview3d[:] = 0
         return changed
 
-    def reopen(self, label_id: int) -> list[int]:
-        """Edit an accepted object again; returns the slices to predict."""
+    def reopen(self, label_id: int, with_prompts: bool = False) -> list[int]:
+        """Edit an accepted object again (``with_prompts``: from the prompts of its last
+        commit, e.g. after reopening a saved session); returns the slices to predict.
+        """
         before = self.session.state
-        return self.changed_slices(before, self.session.reopen(label_id))
+        return self.changed_slices(before, self.session.reopen(label_id, with_prompts))
 
     def undo(self) -> tuple[HistoryEntry | None, list[int]]:
         """Undo one step; returns it (None: nothing to undo) and the slices to predict."""
@@ -466,12 +487,45 @@ class InteractiveAnnotation:
         mask3d[z] = start
         return Propagation(steps, int(z), mask3d, stops)
 
-    # ------------------------------------------------------------------ export
-    def export(self, path: str | Path, like: Volume, overwrite: bool = False) -> Path:
-        """Write the labels as NIfTI on the grid of ``like`` (see :func:`write_labels`)."""
-        from hrmedsegsam.io import write_labels
+    # ------------------------------------------------------------------ files
+    def segments(self) -> list[Segment]:
+        """Name and colour of every object in the labels, for exports."""
+        from hrmedsegsam.io.seg import Segment
 
-        return write_labels(path, self.labels, like=like, overwrite=overwrite)
+        return [Segment(o.id, o.name, o.color) for o in self.session.objects()]
+
+    def export(self, path: str | Path, like: Volume, overwrite: bool = False, fmt: str | None = None) -> Path:
+        """Write the labels on the grid of ``like`` with the objects' names and colours:
+        NIfTI plus its ``.labels.tsv`` table, or DICOM SEG for ``.dcm`` / ``fmt="seg"``
+        (see :func:`hrmedsegsam.io.export.export_labels`). Returns the labels file.
+        """
+        from hrmedsegsam.io.export import export_labels
+
+        return export_labels(path, self.labels, like, self.segments(), overwrite=overwrite, fmt=fmt)[0]
+
+    def save_session(self, path: str | Path, like: Volume, *, image_fingerprint: str | None = None) -> Path:
+        """Save labels, objects (names, colours, prompts) and window as a session folder
+        (see :mod:`hrmedsegsam.session_file`); ``like`` is the source volume.
+        """
+        from hrmedsegsam.session_file import save_session
+
+        return save_session(path, self.labels, self.session.infos(), like, self.window,
+                            image_fingerprint=image_fingerprint)
+
+    def open_session(self, path: str | Path, like: Volume, *, image_fingerprint: str | None = None) -> SavedSession:
+        """Replace this annotation's labels, objects and window with the session saved at
+        ``path`` (for the image ``like``; another image's session is refused). The prompts,
+        preview and undo history start afresh. Returns what was read.
+        """
+        from hrmedsegsam.session_file import load_session
+
+        saved = load_session(path, like, image_fingerprint=image_fingerprint)
+        self.session.restore(saved.labels, saved.objects)
+        if saved.window is not None:
+            self.window = saved.window
+        self.preview3d[:] = 0
+        self.forget_predictions()
+        return saved
 
     # ------------------------------------------------------------------ internals
     def _need_predictor(self) -> Predictor:

@@ -9,13 +9,15 @@ Prompt files for ``hrmedsegsam segment``:
 
 A prompts file is a JSON list of objects::
 
-    [{"label": 1, "slice": 12, "box": [x0, y0, x1, y1], "points": [[x, y, 1], [x, y, 0]]}]
+    [{"label": 1, "slice": 12, "box": [x0, y0, x1, y1], "points": [[x, y, 1], [x, y, 0]],
+      "name": "liver"}]
 
 ``slice`` indexes axis 0 of the ``(z, y, x)`` array of :func:`hrmedsegsam.read_volume`;
 ``x`` is the pixel column and ``y`` the pixel row of that slice. ``box`` and ``points`` are
 each optional but at least one is needed; a point's third value is 1 (positive, the
-default when omitted) or 0 (negative). A file holds at most :data:`MAX_OBJECTS` objects,
-an object at most :data:`MAX_POINTS` points, and the file at most :data:`MAX_FILE_BYTES`.
+default when omitted) or 0 (negative). ``name`` (optional) names the object in sessions
+and exports. A file holds at most :data:`MAX_OBJECTS` objects, an object at most
+:data:`MAX_POINTS` points, and the file at most :data:`MAX_FILE_BYTES`.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class ObjectPrompt:
     box: tuple[float, float, float, float] | None = None
     points: tuple[tuple[float, float], ...] = ()
     point_labels: tuple[int, ...] = ()
+    name: str | None = None
 
     def check_against(self, shape_zyx: Sequence[int]) -> None:
         """Raise PromptError if the slice index or any coordinate lies outside the volume."""
@@ -168,7 +171,10 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
             raise PromptError(f"{where} needs a 'box' or 'points'")
         if box is None and 1 not in plabels:
             raise PromptError(f"{where} has only negative points; add a positive point or a box")
-        out.append(ObjectPrompt(label, z, box, tuple(pts), tuple(plabels)))  # type: ignore[arg-type]
+        name = item.get("name")
+        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 256):
+            raise PromptError(f"{where} 'name' must be a non-empty string of at most 256 characters")
+        out.append(ObjectPrompt(label, z, box, tuple(pts), tuple(plabels), name))  # type: ignore[arg-type]
     return out
 
 

@@ -12,6 +12,8 @@ from hrmedsegsam.prompts import ObjectPrompt
 
 if TYPE_CHECKING:
     from hrmedsegsam.embedding_store import EmbeddingStore
+    from hrmedsegsam.interactive import InteractiveAnnotation
+    from hrmedsegsam.predictor import Predictor
 
 
 @dataclass
@@ -25,7 +27,7 @@ class ObjectResult:
 
 
 def segment_volume(
-    predictor: Predictor,  # noqa: F821
+    predictor: Predictor,
     volume_zyx: np.ndarray,
     prompts: Sequence[ObjectPrompt],
     window: tuple[float, float] | None,
@@ -36,10 +38,8 @@ def segment_volume(
     """Labels ``(z, y, x)`` (uint16) with each prompt's object painted with its label.
 
     Drives the same :class:`~hrmedsegsam.interactive.InteractiveAnnotation` as the napari
-    widget: each prompt is set on its slice, predicted, and accepted (or propagated through
-    the volume with ``propagate_3d``, then committed). Objects are painted in the given
-    order; where two overlap, the later one wins. ``window`` None windows each slice by
-    its own 0.5-99.5 percentile range. ``store``: precomputed embeddings read before the
+    widget (see :func:`segment_into`). ``window`` None windows each slice by its own
+    0.5-99.5 percentile range. ``store``: precomputed embeddings read before the
     encoder runs (``hrmedsegsam embed``).
     """
     from hrmedsegsam.interactive import InteractiveAnnotation
@@ -48,6 +48,29 @@ def segment_volume(
     for p in prompts:
         p.check_against(vol.shape)
     ann = InteractiveAnnotation(vol, window, predictor, labels=np.zeros(vol.shape, dtype=np.uint16), store=store)
+    results = segment_into(ann, prompts, propagate_3d, log)
+    if log is not None and ann.store_source is not None:
+        log(f"store: {ann.store_source.hits} slice embeddings read from {ann.store_source.store.path}")
+    return ann.labels, results
+
+
+def segment_into(
+    ann: InteractiveAnnotation,
+    prompts: Sequence[ObjectPrompt],
+    propagate_3d: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[ObjectResult]:
+    """Add each prompt's object to the annotation ``ann`` (its predictor must be set).
+
+    Each prompt is set on its slice, predicted, and accepted (or propagated through the
+    volume with ``propagate_3d``, then committed) under the prompt's ``label`` and
+    ``name``. Objects are painted in the given order; where two overlap, the later one
+    wins; a label that is already there (an earlier prompt, or an object of a reopened
+    session) grows by the new mask.
+    """
+    vol = ann.image
+    for p in prompts:
+        p.check_against(vol.shape)
     results: list[ObjectResult] = []
     for p in prompts:
         ann.next_object()
@@ -64,7 +87,9 @@ def segment_volume(
             if propagate_3d:
                 for step in ann.propagate(p.slice):
                     mask3d[step.z] = step.mask
-            ann.commit_volume(mask3d | (ann.labels == p.label), label_id=p.label, overwrite=True)  # a repeated label adds up
+            # a repeated label adds up; later objects win where they overlap
+            ann.commit_volume(mask3d | (ann.labels.reshape(vol.shape) == p.label), label_id=p.label, overwrite=True,
+                              name=p.name)
         zs = np.flatnonzero(mask3d.any(axis=(1, 2)))
         res = ObjectResult(p.label, int(mask3d.sum()), (int(zs[0]), int(zs[-1])) if zs.size else (p.slice, p.slice),
                            pred.score)
@@ -72,6 +97,4 @@ def segment_volume(
         if log is not None:
             log(f"label {p.label}: {res.voxels} voxels on slices {res.slices[0]}..{res.slices[1]} "
                 f"(predicted IoU {res.score:.2f})")
-    if log is not None and ann.store_source is not None:
-        log(f"store: {ann.store_source.hits} slice embeddings read from {ann.store_source.store.path}")
-    return ann.labels, results
+    return results

@@ -7,7 +7,8 @@ widget, a notebook) edits while a user segments several objects in one image:
   as one slice). The session keeps a *reference* to the caller's array and edits it in
   place, so a viewer that shows the same array sees every commit, and edits the user
   makes directly in it (brush, eraser, fill) are part of the state too;
-* the object names (id -> name), the current prompts (:class:`PromptState`) and the
+* each object's record (id -> :class:`ObjectInfo`: name, colour, and the prompts of its
+  last commit, so a reopened or reloaded object can be refined from them), the current prompts (:class:`PromptState`) and the
   object being edited (a new one, or an accepted one that was reopened);
 * an undo/redo history of prompt changes and label commits.
 
@@ -42,6 +43,7 @@ __all__ = [
     "Point",
     "Box",
     "ObjectSummary",
+    "ObjectInfo",
     "LabelsDiff",
     "HistoryEntry",
 ]
@@ -145,7 +147,7 @@ class PromptState:
 
 @dataclass(frozen=True)
 class ObjectSummary:
-    """One object in the labels: id, name, extent along z and size."""
+    """One object in the labels: id, name, extent along z, size and display colour (RGB 0..255)."""
 
     id: int
     name: str
@@ -154,6 +156,29 @@ class ObjectSummary:
     z_max: int
     slices: int  # number of slices that contain the object
     volume_ml: float
+    color: tuple[int, int, int] = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a session knows about one object besides its voxels.
+
+    ``name``: free text (completion from :data:`hrmedsegsam.anatomy.NAMES` in the front
+    ends); ``color``: RGB 0..255, or None for the name's stable colour
+    (:func:`hrmedsegsam.anatomy.color_for`); ``prompts``: the points and boxes of the
+    object's last commit (``object_id`` None), empty for objects that came from elsewhere.
+    """
+
+    name: str
+    color: tuple[int, int, int] | None = None
+    prompts: PromptState = PromptState()
+
+    @property
+    def display_color(self) -> tuple[int, int, int]:
+        """``color``, or the name's stable colour."""
+        from hrmedsegsam.anatomy import color_for
+
+        return self.color if self.color is not None else color_for(self.name)
 
 
 @dataclass
@@ -180,8 +205,9 @@ class HistoryEntry:
     state_before: PromptState
     state_after: PromptState
     diff: LabelsDiff | None = None
-    names_before: dict[int, str] = field(default_factory=dict)
-    names_after: dict[int, str] = field(default_factory=dict)
+    #: the records of the objects the step changes, before and after (absent: no record)
+    info_before: dict[int, ObjectInfo] = field(default_factory=dict)
+    info_after: dict[int, ObjectInfo] = field(default_factory=dict)
     #: the slices (z) whose labels the step changes
     slices: tuple[int, ...] = ()
 
@@ -230,7 +256,7 @@ class AnnotationSession:
         if len(spacing) != 3 or min(spacing) <= 0:
             raise HRMedSegSAMError(f"Spacing must be 3 positive numbers, got {spacing_zyx}.")
         self.spacing_zyx: tuple[float, float, float] = spacing  # type: ignore[assignment]
-        self._names: dict[int, str] = dict(names or {})
+        self._info: dict[int, ObjectInfo] = {int(k): ObjectInfo(str(v)) for k, v in (names or {}).items()}
         self._state = PromptState()
         self._undo: deque[HistoryEntry] = deque()
         self._redo: list[HistoryEntry] = []
@@ -259,11 +285,26 @@ class AnnotationSession:
         return self._state.object_id
 
     def name_of(self, label_id: int) -> str:
-        return self._names.get(int(label_id), f"object {int(label_id)}")
+        return self.info_of(label_id).name
 
-    def rename(self, label_id: int, name: str) -> None:
-        """Sets an object's display name (not an undo step)."""
-        self._names[int(label_id)] = str(name)
+    def info_of(self, label_id: int) -> ObjectInfo:
+        """The record of object ``label_id`` (a default one named ``object <id>`` if none)."""
+        label_id = int(label_id)
+        return self._info.get(label_id) or ObjectInfo(f"object {label_id}")
+
+    def rename(self, label_id: int, name: str, color: tuple[int, int, int] | None = None) -> None:
+        """Sets an object's name, and its colour if given (not an undo step)."""
+        info = self.info_of(label_id)
+        color = info.color if color is None else _rgb(color)
+        self._info[int(label_id)] = dataclasses.replace(info, name=str(name), color=color)
+
+    def set_info(self, infos: dict[int, ObjectInfo]) -> None:
+        """Replaces every object record (a reloaded session); not an undo step."""
+        self._info = {int(k): v for k, v in infos.items()}
+
+    def infos(self) -> dict[int, ObjectInfo]:
+        """Every object record, id -> :class:`ObjectInfo` (a copy)."""
+        return dict(self._info)
 
     def next_free_id(self) -> int:
         """One more than the largest id in the labels (1 for empty labels)."""
@@ -317,6 +358,7 @@ class AnnotationSession:
                     z_max=int(zs[-1]),
                     slices=int(zs.size),
                     volume_ml=n * voxel_ml,
+                    color=self.info_of(i).display_color,
                 )
             )
         return out
@@ -346,12 +388,18 @@ class AnnotationSession:
         """Next object: drops every prompt and stops editing a reopened object."""
         return self.set_prompts(PromptState(), "next object")
 
-    def reopen(self, label_id: int) -> PromptState:
-        """Makes an accepted object the current one; its committed mask is the prompt."""
+    def reopen(self, label_id: int, with_prompts: bool = False) -> PromptState:
+        """Makes an accepted object the current one; its committed mask is the prompt.
+
+        ``with_prompts``: also bring back the points and boxes of its last commit (kept in
+        its :class:`ObjectInfo`, and in saved sessions), to refine from them.
+        """
         label_id = int(label_id)
         if not np.any(self._labels3d == label_id):
             raise PromptError(f"There is no object with id {label_id} to reopen.")
-        self.set_prompts(PromptState(object_id=label_id), f"reopen {self.name_of(label_id)}")
+        kept = self.info_of(label_id).prompts if with_prompts else PromptState()
+        state = dataclasses.replace(kept, object_id=label_id)
+        self.set_prompts(state, f"reopen {self.name_of(label_id)}")
         return self._state
 
     # ------------------------------------------------------------------ commits
@@ -362,6 +410,7 @@ class AnnotationSession:
         *,
         label_id: int | None = None,
         name: str | None = None,
+        color: tuple[int, int, int] | None = None,
         overwrite: bool = True,
         slices: Iterable[int] | None = None,
         next_state: PromptState | None = PromptState(),
@@ -375,6 +424,7 @@ class AnnotationSession:
             label_id: Target id. Default: the reopened object (:attr:`current_id`), else
                 :meth:`next_free_id`.
             name: Name for the object (default: the one it has, or ``"object <id>"``).
+            color: RGB 0..255 (default: the one it has, or the name's stable colour).
             overwrite: ``True``: the mask's pixels take the id even where another object is.
                 ``False`` (keep existing): only background pixels (and the object's own) change.
             slices: For a 3D mask, the slices the commit replaces the object on (default: the
@@ -407,15 +457,20 @@ class AnnotationSession:
             raise PromptError("Nothing to accept: the mask is empty.")
 
         diff, changed = self._apply(label_id, sub_mask, zz, overwrite)
-        names_before = {label_id: self._names[label_id]} if label_id in self._names else {}
-        new_name = name if name is not None else self.name_of(label_id)
-        names_after = {label_id: new_name}
-        self._names[label_id] = new_name
+        info_before = {label_id: self._info[label_id]} if label_id in self._info else {}
+        old = self.info_of(label_id)
+        prompts = dataclasses.replace(self._state, object_id=None)
+        new = ObjectInfo(
+            name if name is not None else old.name,
+            _rgb(color) if color is not None else old.color,
+            prompts if prompts.slices() else old.prompts,
+        )
+        self._info[label_id] = new
         state_after = self._state if next_state is None else next_state
-        verb = description or f"accept {new_name}"
+        verb = description or f"accept {new.name}"
         self._push(
             HistoryEntry(
-                verb, self._state, state_after, diff, names_before, names_after, tuple(changed)
+                verb, self._state, state_after, diff, info_before, {label_id: new}, tuple(changed)
             )
         )
         self._state = state_after
@@ -444,6 +499,27 @@ class AnnotationSession:
         self._push(entry)
         self._state = state_after
 
+    def restore(self, labels: np.ndarray, infos: dict[int, ObjectInfo]) -> None:
+        """Replaces the labels (written into the session's array in place) and the object
+        records with saved ones; the prompts and the undo history start afresh.
+
+        Raises:
+            HRMedSegSAMError: ``labels`` has another shape, or ids that the array's dtype
+                cannot hold.
+        """
+        labels = np.asarray(labels)
+        labels3d = labels[np.newaxis] if labels.ndim == 2 else labels
+        if labels3d.shape != self._labels3d.shape:
+            raise HRMedSegSAMError(f"The saved labels are {labels3d.shape}, these are {self._labels3d.shape}.")
+        info = np.iinfo(self._labels3d.dtype)
+        if labels3d.size and (labels3d.min() < info.min or labels3d.max() > info.max):
+            raise HRMedSegSAMError(f"The saved label ids do not fit the labels' type {self._labels3d.dtype}.")
+        self._labels3d[...] = labels3d
+        self.set_info(infos)
+        self._state = PromptState()
+        self._undo.clear()
+        self._redo.clear()
+
     # ------------------------------------------------------------------ history
     @property
     def can_undo(self) -> bool:
@@ -467,9 +543,9 @@ class AnnotationSession:
         entry = self._undo.pop()
         if entry.diff is not None:
             self._revert(entry.diff, forward=False)
-        for k in entry.names_after:
-            self._names.pop(k, None)
-        self._names.update(entry.names_before)
+        for k in entry.info_after:
+            self._info.pop(k, None)
+        self._info.update(entry.info_before)
         self._state = entry.state_before
         self._redo.append(entry)
         return entry
@@ -481,7 +557,7 @@ class AnnotationSession:
         entry = self._redo.pop()
         if entry.diff is not None:
             self._revert(entry.diff, forward=True)
-        self._names.update(entry.names_after)
+        self._info.update(entry.info_after)
         self._state = entry.state_after
         self._undo.append(entry)
         return entry
@@ -571,3 +647,10 @@ class AnnotationSession:
             len(self._undo) > self.max_history_steps or total > self.max_history_bytes
         ):
             total -= self._undo.popleft().nbytes
+
+
+def _rgb(color: Sequence[int]) -> tuple[int, int, int]:
+    values = tuple(int(c) for c in color)
+    if len(values) != 3 or not all(0 <= c <= 255 for c in values):
+        raise HRMedSegSAMError(f"A colour is three numbers 0..255 (R, G, B), got {tuple(color)}.")
+    return values  # type: ignore[return-value]

@@ -161,3 +161,82 @@ def test_benchmark_quick_json_runs_every_measurement() -> None:
     assert vol["propagation_s_per_slice_cold"] > 0 and vol["propagation_s_per_slice_warm"] > 0
     assert ses["peak_rss_mb"] > ses["volume_mb"] > 0
     assert report["targets"] == {}  # a quick run checks no target
+
+
+def test_segment_into_a_session_then_export_it(ct: Path, weights: Path, tmp_path: Path) -> None:
+    from hrmedsegsam.io import read_label_table
+
+    session = tmp_path / "session"
+    first = write_prompts(tmp_path / "a.json", [{"label": 3, "slice": 5, "box": [12, 8, 38, 28], "name": "liver"}])
+    proc = run(["segment", ct, "--prompts", first, "--session", session, "--model", weights])
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((session / "session.json").read_text())
+    assert [(o["id"], o["name"]) for o in meta["objects"]] == [(3, "liver")]
+    second = write_prompts(tmp_path / "b.json", [{"label": 7, "slice": 6, "box": [10, 8, 40, 30]}])
+    proc = run(["segment", ct, "--prompts", second, "--session", session, "--model", weights])
+    assert proc.returncode == 0, proc.stderr
+    assert "1 object(s)" in proc.stdout  # the session was reopened, not started afresh
+    meta = json.loads((session / "session.json").read_text())
+    assert [o["id"] for o in meta["objects"]] == [3, 7]
+    in_session = sitk.GetArrayFromImage(sitk.ReadImage(str(session / meta["labels"])))
+
+    out = tmp_path / "out.nii.gz"
+    proc = run(["segment", ct, "--session", session, "-o", out])  # no prompts: no model needed
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), in_session)
+    assert [(s.label_id, s.name) for s in read_label_table(tmp_path / "out.labels.tsv")] == \
+        [(3, "liver"), (7, "object 7")]
+    assert_clean_error(run(["segment", ct, "--session", session, "-o", out]), "exists", "--overwrite")
+
+    # bad input: one line, non-zero exit, nothing written
+    other = tmp_path / "other.nii.gz"
+    img = sitk.ReadImage(str(ct))
+    sitk.WriteImage(sitk.Add(img, 1), str(other))
+    assert_clean_error(run(["segment", other, "--session", session, "-o", tmp_path / "x.nii.gz"]),
+                       "belongs to another image")
+    assert_clean_error(run(["segment", ct, "--session", tmp_path / "none", "-o", tmp_path / "x.nii.gz"]),
+                       "not an annotation session")
+    assert_clean_error(run(["segment", ct, "-o", tmp_path / "x.nii.gz"]), "--prompts")
+    assert_clean_error(run(["segment", ct, "--session", session, "-o", tmp_path / "x.nii.gz", "--format", "seg"]),
+                       ".dcm")
+    assert_clean_error(run(["segment", ct, "--session", session, "-o", tmp_path / "x.dcm"]), "dicom series")
+    (session / "session.json").write_text("{broken")
+    assert_clean_error(run(["segment", ct, "--session", session, "-o", tmp_path / "x.nii.gz"]), "corrupt")
+    assert not (tmp_path / "x.nii.gz").exists() and not (tmp_path / "x.dcm").exists()
+
+
+@pytest.mark.parametrize("oblique", [False, True], ids=["axial", "oblique"])
+def test_segment_writes_dicom_seg_for_a_dicom_series(tmp_path: Path, weights: Path, oblique: bool) -> None:
+    pytest.importorskip("highdicom")
+    import pydicom
+    from test_io import OBLIQUE, make_image, write_dicom_series
+
+    from hrmedsegsam.io import read_seg, read_volume
+
+    arr = np.full((6, 32, 40), -800, np.int16)
+    arr[1:5, 8:24, 10:30] = 120
+    image = make_image(arr, (0.7, 0.7, 2.0), (5.0, -3.0, 11.0), OBLIQUE if oblique else None)
+    write_dicom_series(tmp_path / "ct", image, "1.2.826.0.1.3680043.2.1125.8." + str(int(oblique)))
+    prompts = write_prompts(tmp_path / "p.json", [
+        {"label": 2, "slice": 2, "box": [8, 6, 32, 26], "name": "liver"},
+        {"label": 5, "slice": 3, "box": [8, 6, 32, 26], "name": "kidney_left"},
+    ])
+    out = tmp_path / "seg.dcm"
+    proc = run(["segment", tmp_path / "ct", "--prompts", prompts, "-o", out, "--model", weights])
+    assert proc.returncode == 0, proc.stderr
+    ds = pydicom.dcmread(out)
+    assert ds.Modality == "SEG"
+    names = [s.SegmentLabel for s in ds.SegmentSequence]
+    labels, segments = read_seg(out, read_volume(tmp_path / "ct"))
+    assert {(s.label_id, s.name) for s in segments} == {(i, n) for i, n in [(2, "liver"), (5, "kidney_left")]
+                                                         if n in names}
+    assert segments and set(np.flatnonzero(labels.any(axis=(1, 2)))) <= {2, 3}  # on the prompted frames
+
+    # --format seg with a session; a NIfTI image cannot go out as SEG (one clear line)
+    session = tmp_path / "s"
+    assert run(["segment", tmp_path / "ct", "--prompts", prompts, "--session", session, "--model", weights]).returncode == 0
+    proc = run(["segment", tmp_path / "ct", "--session", session, "-o", tmp_path / "again.dcm", "--format", "seg"])
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(read_seg(tmp_path / "again.dcm", read_volume(tmp_path / "ct"))[0], labels)
+    assert_clean_error(run(["segment", tmp_path / "ct", "--session", session, "-o", tmp_path / "again.dcm"]),
+                       "exists")
