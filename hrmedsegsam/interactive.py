@@ -527,6 +527,20 @@ class InteractiveAnnotation:
         self.forget_predictions()
         return saved
 
+    def open_seg(self, path: str | Path, like: Volume) -> list[Segment]:
+        """Replace this annotation's labels and objects with a DICOM SEG of the series
+        ``like`` was read from (each segment on its referenced source frames, with its
+        name and colour); a SEG of another series is refused. Returns its segments.
+        """
+        from hrmedsegsam.io.seg import read_seg
+        from hrmedsegsam.session import ObjectInfo
+
+        labels, segments = read_seg(path, like)
+        self.session.restore(labels, {s.label_id: ObjectInfo(s.name, s.color) for s in segments})
+        self.preview3d[:] = 0
+        self.forget_predictions()
+        return segments
+
     # ------------------------------------------------------------------ internals
     def _need_predictor(self) -> Predictor:
         if self.predictor is None:

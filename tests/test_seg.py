@@ -42,6 +42,8 @@ def test_seg_round_trip_lands_on_the_source_frames(tmp_path, direction) -> None:
     back, segments = read_seg(out, vol)
     np.testing.assert_array_equal(back, labels)
     assert {(s.label_id, s.name) for s in segments} == {(3, "liver"), (7, "spleen")}
+    liver = next(s for s in segments if s.label_id == 3)
+    assert np.abs(np.subtract(liver.color, (200, 40, 40))).max() <= 2  # colour survives the CIELab round trip
 
 
 def test_seg_needs_a_dicom_source_and_never_overwrites(tmp_path) -> None:
@@ -76,3 +78,26 @@ def test_seg_of_another_series_is_refused(tmp_path) -> None:
     out = write_seg(tmp_path / "s.dcm", labels, va)
     with pytest.raises(InputError, match="other images"):
         read_seg(out, vb)
+
+
+def test_seg_opens_as_an_annotation_with_names_and_colours(tmp_path) -> None:
+    from hrmedsegsam.errors import HRMedSegSAMError
+    from hrmedsegsam.interactive import InteractiveAnnotation
+
+    image = make_image(ramp((4, 12, 14)), direction=OBLIQUE)
+    write_dicom_series(tmp_path / "ct", image, "1.2.826.0.1.3680043.2.1125.7.5")
+    write_dicom_series(tmp_path / "b", image, "1.2.826.0.1.3680043.2.1125.7.6", prefix="other")
+    vol = read_volume(tmp_path / "ct")
+    ann = InteractiveAnnotation(vol.array, (0, 1), labels=np.zeros(vol.shape, np.int32))
+    mask = np.zeros(vol.shape, bool)
+    mask[1:3, 2:6, 3:9] = True
+    ann.commit_volume(mask, name="pancreas", color=(240, 200, 20))
+    out = ann.export(tmp_path / "seg.dcm", vol)
+
+    again = InteractiveAnnotation(vol.array, (0, 1), labels=np.zeros(vol.shape, np.int32))
+    segments = again.open_seg(out, read_volume(tmp_path / "ct"))
+    assert [s.name for s in segments] == ["pancreas"]
+    np.testing.assert_array_equal(again.labels, ann.labels)
+    assert np.abs(np.subtract(again.session.info_of(1).color, (240, 200, 20))).max() <= 2
+    with pytest.raises(HRMedSegSAMError, match="other images"):
+        again.open_seg(out, read_volume(tmp_path / "b"))

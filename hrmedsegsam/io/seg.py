@@ -70,6 +70,19 @@ def _cielab(color: tuple[int, int, int]) -> Any:
                                 float(np.clip(lab[2], -128, 127)))
 
 
+def _rgb_from_dicom_lab(values: Sequence[int]) -> tuple[int, int, int]:
+    """RGB 0..255 of a DICOM-encoded CIELab triple (the inverse of :func:`_cielab`)."""
+    v = [float(x) / 65535.0 for x in values]
+    L, a, b = v[0] * 100.0, v[1] * 255.0 - 128.0, v[2] * 255.0 - 128.0
+    fy = (L + 16) / 116
+    f = np.array([fy + a / 500, fy, fy - b / 200])
+    xyz = np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * np.array([0.95047, 1.0, 1.08883])
+    m = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
+    lin = np.clip(m @ xyz, 0, 1)
+    rgb = np.where(lin > 0.0031308, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
+    return tuple(int(round(c)) for c in np.clip(rgb * 255, 0, 255))  # type: ignore[return-value]
+
+
 def write_seg(path: PathLike, labels_zyx: np.ndarray, like: Volume, segments: Sequence[Segment] | None = None,
               overwrite: bool = False) -> Path:
     """Write ``labels_zyx`` (integer ids, shape of ``like.array``) as a DICOM SEG referencing
@@ -156,7 +169,8 @@ def _decode(path: Path, files: Sequence[str]) -> tuple[np.ndarray, list[Segment]
         px = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[number],
                                                ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
         labels[px[..., 0] > 0] = label_id
-        segments.append(Segment(label_id, str(desc.SegmentLabel)))
+        lab = getattr(desc, "RecommendedDisplayCIELabValue", None)
+        segments.append(Segment(label_id, str(desc.SegmentLabel), _rgb_from_dicom_lab(lab) if lab else None))
     return labels, segments
 
 
