@@ -18,7 +18,7 @@ from hrmedsegsam.errors import InputError, OutputExistsError
 from hrmedsegsam.io._itk import PathLike
 from hrmedsegsam.io.label_table import label_table_path, write_label_table
 from hrmedsegsam.io.labels import check_label_output, write_labels
-from hrmedsegsam.io.seg import SEG_SUFFIXES, Segment, write_seg
+from hrmedsegsam.io.seg import SEG_SUFFIXES, Segment, check_seg_output, write_seg
 from hrmedsegsam.io.volume import Volume
 
 FORMATS = ("nifti", "seg")
@@ -43,13 +43,7 @@ def check_export_output(path: PathLike, overwrite: bool = False, fmt: str | None
     """
     out = Path(os.fspath(path)).expanduser()
     if export_format(out, fmt) == "seg":
-        if not out.name.lower().endswith(SEG_SUFFIXES):
-            raise InputError(f"{out}: a DICOM SEG file name must end in .dcm.")
-        if not out.parent.is_dir():
-            raise InputError(f"cannot write {out}: the folder {out.parent} does not exist.")
-        if out.exists() and not overwrite:
-            raise OutputExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it.")
-        return [out]
+        return [check_seg_output(out, overwrite)]
     out, _ = check_label_output(out, overwrite)
     table = label_table_path(out)
     if table.exists() and not overwrite:

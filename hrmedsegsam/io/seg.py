@@ -83,6 +83,23 @@ def _rgb_from_dicom_lab(values: Sequence[int]) -> tuple[int, int, int]:
     return tuple(int(round(c)) for c in np.clip(rgb * 255, 0, 255))  # type: ignore[return-value]
 
 
+def check_seg_output(path: PathLike, overwrite: bool = False) -> Path:
+    """Check that a DICOM SEG can be written to ``path`` before any slow work; returns it.
+
+    Raises:
+        InputError: not a ``.dcm`` name, or a missing folder.
+        OutputExistsError: ``path`` exists and ``overwrite`` is false.
+    """
+    out = Path(os.fspath(path)).expanduser()
+    if not out.name.lower().endswith(SEG_SUFFIXES):
+        raise InputError(f"{out}: a DICOM SEG file name must end in .dcm.")
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: the folder {out.parent} does not exist.")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass overwrite (--overwrite) to replace it.")
+    return out
+
+
 def write_seg(path: PathLike, labels_zyx: np.ndarray, like: Volume, segments: Sequence[Segment] | None = None,
               overwrite: bool = False) -> Path:
     """Write ``labels_zyx`` (integer ids, shape of ``like.array``) as a DICOM SEG referencing
@@ -98,13 +115,7 @@ def write_seg(path: PathLike, labels_zyx: np.ndarray, like: Volume, segments: Se
     import pydicom
     from pydicom.sr.codedict import codes
 
-    out = Path(os.fspath(path)).expanduser()
-    if not out.name.lower().endswith(SEG_SUFFIXES):
-        raise InputError(f"{out}: a DICOM SEG file name must end in .dcm.")
-    if not out.parent.is_dir():
-        raise InputError(f"{out}: the folder {out.parent} does not exist.")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; choose another name or allow overwriting.")
+    out = check_seg_output(path, overwrite)
     labels = np.asarray(labels_zyx)
     if labels.shape != like.array.shape:
         raise InputError(f"{out}: labels of shape {labels.shape} do not match the image's {like.array.shape}.")
@@ -198,4 +209,4 @@ def read_seg(path: PathLike, like: Volume) -> tuple[np.ndarray, list[Segment]]:
     return labels, segments
 
 
-__all__ = ["Segment", "write_seg", "read_seg", "source_files", "SEG_SUFFIXES"]
+__all__ = ["Segment", "check_seg_output", "write_seg", "read_seg", "source_files", "SEG_SUFFIXES"]
