@@ -24,7 +24,9 @@ from typing import Any
 
 from hrmedsegsam.errors import InputError, OutputExistsError
 
-_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
+_SIGNALS = tuple(
+    s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s
+)
 _lock = threading.Lock()
 _pending: set[Path] = set()
 _previous: dict[int, Any] = {}
@@ -53,8 +55,10 @@ def check_name_length(path: Path) -> None:
         limit = 255
     length = len(os.fsencode(path.name))
     if length > limit:
-        raise InputError(f"cannot write {path.name[:40]}...: the file name has {length} bytes; "
-                         f"this file system allows {limit}")
+        raise InputError(
+            f"cannot write {path.name[:40]}...: the file name has {length} bytes; "
+            f"this file system allows {limit}"
+        )
 
 
 def _cleanup(signum: int, frame: FrameType | None) -> None:
@@ -138,9 +142,11 @@ def write_verified(
             size = tmp.stat().st_size
             problem = "it is empty" if size == 0 else verify(tmp)
             if problem:
-                raise InputError(f"could not write {out}: the written file is incomplete ({problem}; "
-                                 f"is the disk full?); {'the previous file' if out.exists() else 'nothing'} "
-                                 "was left at that name")
+                raise InputError(
+                    f"could not write {out}: the written file is incomplete ({problem}; "
+                    f"is the disk full?); {'the previous file' if out.exists() else 'nothing'} "
+                    "was left at that name"
+                )
             if overwrite:
                 os.replace(tmp, out)
             else:
@@ -158,9 +164,13 @@ def write_text(out: Path, text: str, overwrite: bool = False) -> Path:
     """
 
     def verify(tmp: Path) -> str | None:
-        return None if tmp.read_text(encoding="utf-8") == text else "it does not read back as written"
+        return (
+            None if tmp.read_text(encoding="utf-8") == text else "it does not read back as written"
+        )
 
-    return write_verified(Path(out), lambda tmp: tmp.write_text(text, encoding="utf-8"), verify, overwrite=overwrite)
+    return write_verified(
+        Path(out), lambda tmp: tmp.write_text(text, encoding="utf-8"), verify, overwrite=overwrite
+    )
 
 
 def _link_no_clobber(src: Path, dst: Path) -> None:
@@ -168,8 +178,12 @@ def _link_no_clobber(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except FileExistsError:
-        raise OutputExistsError(f"{dst} exists; pass overwrite (--overwrite) to replace it.") from None
+        raise OutputExistsError(
+            f"{dst} exists; pass overwrite (--overwrite) to replace it."
+        ) from None
     except OSError:  # a file system without hard links
         if dst.exists():
-            raise OutputExistsError(f"{dst} exists; pass overwrite (--overwrite) to replace it.") from None
+            raise OutputExistsError(
+                f"{dst} exists; pass overwrite (--overwrite) to replace it."
+            ) from None
         os.replace(src, dst)

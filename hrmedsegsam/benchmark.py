@@ -75,7 +75,9 @@ def default_ct_path() -> Path:
     return root / "ct_thorax_512" / "image.nii.gz"
 
 
-def benchmark_volume(depth: int, size: int = 512, ct_path: Path | None = None) -> tuple[np.ndarray, str]:
+def benchmark_volume(
+    depth: int, size: int = 512, ct_path: Path | None = None
+) -> tuple[np.ndarray, str]:
     """A ``(depth, size, size)`` int16 CT volume and where it came from.
 
     The CT of :func:`default_ct_path` when it exists and has slices of ``size`` (repeated
@@ -89,7 +91,9 @@ def benchmark_volume(depth: int, size: int = 512, ct_path: Path | None = None) -
         arr = read_volume(path).array
         if arr.shape[1:] == (size, size):
             reps = -(-depth // arr.shape[0])
-            return np.ascontiguousarray(np.concatenate([arr] * reps)[:depth].astype(np.int16)), str(path)
+            return np.ascontiguousarray(np.concatenate([arr] * reps)[:depth].astype(np.int16)), str(
+                path
+            )
     base = _synthetic_slice(size)
     vol = np.stack([np.roll(base, (z % 7) - 3, axis=1) for z in range(depth)])
     return vol, f"synthetic {size}x{size}x{depth}"
@@ -101,8 +105,13 @@ def _box_prompt(size: int) -> list[float]:
 
 
 # ------------------------------------------------------------------------- per model
-def measure_model(name: str, repeats: int = 5, device: str | None = None,
-                  backends: tuple[str, ...] = ("torch", "onnx"), quick: bool = False) -> dict[str, Any]:
+def measure_model(
+    name: str,
+    repeats: int = 5,
+    device: str | None = None,
+    backends: tuple[str, ...] = ("torch", "onnx"),
+    quick: bool = False,
+) -> dict[str, Any]:
     """Parameters, encoder s per 1024 frame per backend, prompt latencies, peak memory."""
     import torch
 
@@ -180,8 +189,9 @@ def measure_model(name: str, repeats: int = 5, device: str | None = None,
     }
     if not quick:
         pred.set_image(_synthetic_slice(2048), WINDOW)
-        out["prompt_box_s_2048"] = _median_seconds(lambda: pred.predict(box=[4 * v for v in box]),
-                                                   max(2, repeats // 2))
+        out["prompt_box_s_2048"] = _median_seconds(
+            lambda: pred.predict(box=[4 * v for v in box]), max(2, repeats // 2)
+        )
     out["peak_rss_mb"] = _peak_rss_mb()
     out["peak_rss_increase_mb"] = _peak_rss_mb() - base_rss
     if notes:
@@ -195,8 +205,14 @@ def measure_model(name: str, repeats: int = 5, device: str | None = None,
 def _no_stop_rule():  # type: ignore[no-untyped-def]
     from hrmedsegsam.volume import StopRule
 
-    return StopRule(min_score=-1.0, min_area_px=0, min_area_ratio=0.0, max_growth=float("inf"),
-                    min_overlap=0.0, max_intensity_jump=None)
+    return StopRule(
+        min_score=-1.0,
+        min_area_px=0,
+        min_area_ratio=0.0,
+        max_growth=float("inf"),
+        min_overlap=0.0,
+        max_intensity_jump=None,
+    )
 
 
 def _start_mask(pred: Any, vol: np.ndarray, z: int) -> np.ndarray:
@@ -212,8 +228,13 @@ def _start_mask(pred: Any, vol: np.ndarray, z: int) -> np.ndarray:
     return mask
 
 
-def measure_volume(name: str = "hrmedsegsam", device: str | None = None, backend: str | None = None,
-                   depth: int = 141, propagate_slices: int = 16) -> dict[str, Any]:
+def measure_volume(
+    name: str = "hrmedsegsam",
+    device: str | None = None,
+    backend: str | None = None,
+    depth: int = 141,
+    propagate_slices: int = 16,
+) -> dict[str, Any]:
     """Embed every slice of a ``512 x 512 x depth`` CT; propagation s per slice (cold, warm)."""
     import torch
 
@@ -240,8 +261,16 @@ def measure_volume(name: str = "hrmedsegsam", device: str | None = None, backend
     for _ in range(2):  # cold cache (encoder per slice), then warm (decoder and rules only)
         t = time.perf_counter()
         with torch.inference_mode():
-            propagate(pred, vol[: start + n + 1], start, mask, WINDOW, key_prefix="bench", direction="up",
-                      rule=_no_stop_rule())
+            propagate(
+                pred,
+                vol[: start + n + 1],
+                start,
+                mask,
+                WINDOW,
+                key_prefix="bench",
+                direction="up",
+                rule=_no_stop_rule(),
+            )
         timings.append((time.perf_counter() - t) / n)
     return {
         "model": name,
@@ -257,8 +286,13 @@ def measure_volume(name: str = "hrmedsegsam", device: str | None = None, backend
 
 
 # --------------------------------------------------------------------------- session
-def measure_session(name: str = "hrmedsegsam", device: str | None = None, backend: str | None = None,
-                    depth: int = 600, propagate_slices: int = 8) -> dict[str, Any]:
+def measure_session(
+    name: str = "hrmedsegsam",
+    device: str | None = None,
+    backend: str | None = None,
+    depth: int = 600,
+    propagate_slices: int = 8,
+) -> dict[str, Any]:
     """Peak RSS of a napari-free annotation session on a ``512 x 512 x depth`` volume."""
     from hrmedsegsam.model.build import load_model
     from hrmedsegsam.predictor import Predictor
@@ -277,8 +311,16 @@ def measure_session(name: str = "hrmedsegsam", device: str | None = None, backen
     mask = _start_mask(pred, vol, z)
     label = session.commit(mask, z)
     n = max(1, min(propagate_slices, depth - 1 - z))
-    mask3d = propagate(pred, vol[: z + n + 1], z, mask, WINDOW, key_prefix="bench", direction="up",
-                       rule=_no_stop_rule())
+    mask3d = propagate(
+        pred,
+        vol[: z + n + 1],
+        z,
+        mask,
+        WINDOW,
+        key_prefix="bench",
+        direction="up",
+        rule=_no_stop_rule(),
+    )
     full = np.zeros(vol.shape, bool)
     full[: z + n + 1] = mask3d
     session.commit(full, label_id=label)
@@ -314,9 +356,15 @@ def _in_child(fn: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any
     return result
 
 
-def run_benchmark(models: list[str], repeats: int = 5, device: str | None = None,
-                  backends: tuple[str, ...] = ("torch", "onnx"), quick: bool = False,
-                  volume: bool = True, session: bool = True) -> dict[str, Any]:
+def run_benchmark(
+    models: list[str],
+    repeats: int = 5,
+    device: str | None = None,
+    backends: tuple[str, ...] = ("torch", "onnx"),
+    quick: bool = False,
+    volume: bool = True,
+    session: bool = True,
+) -> dict[str, Any]:
     """Every measurement of the module docstring, each in a child process, plus ratios
     against LiteMedSAM (when measured) and the targets of :data:`TARGETS`.
     """
@@ -324,8 +372,12 @@ def run_benchmark(models: list[str], repeats: int = 5, device: str | None = None
 
     if quick:
         repeats = 1
-    results = [_in_child(measure_model, name=m, repeats=repeats, device=device, backends=backends, quick=quick)
-               for m in models]
+    results = [
+        _in_child(
+            measure_model, name=m, repeats=repeats, device=device, backends=backends, quick=quick
+        )
+        for m in models
+    ]
     report: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
@@ -340,20 +392,38 @@ def run_benchmark(models: list[str], repeats: int = 5, device: str | None = None
         "models": results,
     }
     if volume:
-        report["volume"] = _in_child(measure_volume, name="hrmedsegsam", device=device, backend=None,
-                                     depth=3 if quick else 141, propagate_slices=2 if quick else 16)
+        report["volume"] = _in_child(
+            measure_volume,
+            name="hrmedsegsam",
+            device=device,
+            backend=None,
+            depth=3 if quick else 141,
+            propagate_slices=2 if quick else 16,
+        )
     if session:
-        report["session"] = _in_child(measure_session, name="hrmedsegsam", device=device, backend=None,
-                                      depth=8 if quick else 600, propagate_slices=2 if quick else 8)
-    report["machine"]["load_average_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        report["session"] = _in_child(
+            measure_session,
+            name="hrmedsegsam",
+            device=device,
+            backend=None,
+            depth=8 if quick else 600,
+            propagate_slices=2 if quick else 8,
+        )
+    report["machine"]["load_average_1min_at_end"] = (
+        os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    )
     by = {r["model"]: r for r in results if "error" not in r}
     if "hrmedsegsam" in by and "litemedsam" in by:
         a, b = by["hrmedsegsam"], by["litemedsam"]
-        ratios = {"prompt_box_time_512": b["prompt_box_s_512"] / a["prompt_box_s_512"],
-                  "params_total": b["params_total"] / a["params_total"]}
+        ratios = {
+            "prompt_box_time_512": b["prompt_box_s_512"] / a["prompt_box_s_512"],
+            "params_total": b["params_total"] / a["params_total"],
+        }
         for be in backends:
             if a["encoder_s_per_slice"].get(be) and b["encoder_s_per_slice"].get(be):
-                ratios[f"encoder_time_{be}"] = b["encoder_s_per_slice"][be] / a["encoder_s_per_slice"][be]
+                ratios[f"encoder_time_{be}"] = (
+                    b["encoder_s_per_slice"][be] / a["encoder_s_per_slice"][be]
+                )
         best_ours = min((v for v in a["encoder_s_per_slice"].values() if v), default=None)
         best_theirs = min((v for v in b["encoder_s_per_slice"].values() if v), default=None)
         if best_ours and best_theirs:
@@ -368,19 +438,32 @@ def check_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if report.get("quick"):
         return out
-    ours = next((r for r in report["models"] if r.get("model") == "hrmedsegsam" and "error" not in r), None)
+    ours = next(
+        (r for r in report["models"] if r.get("model") == "hrmedsegsam" and "error" not in r), None
+    )
 
     def add(key: str, value: float | None, higher_is_better: bool = False) -> None:
         if value is None:
             return
         limit = TARGETS[key]
-        out[key] = {"value": value, "limit": limit, "met": value >= limit if higher_is_better else value <= limit}
+        out[key] = {
+            "value": value,
+            "limit": limit,
+            "met": value >= limit if higher_is_better else value <= limit,
+        }
 
     if ours is not None:
-        add("encoder_s_per_slice", min((v for v in ours["encoder_s_per_slice"].values() if v), default=None))
+        add(
+            "encoder_s_per_slice",
+            min((v for v in ours["encoder_s_per_slice"].values() if v), default=None),
+        )
         add("prompt_box_s_512", ours["prompt_box_s_512"])
     ratios = report.get("ratios_litemedsam_over_hrmedsegsam", {})
-    add("encoder_speedup_over_litemedsam", ratios.get("encoder_time_best_backend_each"), higher_is_better=True)
+    add(
+        "encoder_speedup_over_litemedsam",
+        ratios.get("encoder_time_best_backend_each"),
+        higher_is_better=True,
+    )
     vol = report.get("volume", {})
     if "embed_volume_s" in vol and vol["shape_zyx"] == [141, 512, 512]:
         add("volume_embed_s_512x512x141", vol["embed_volume_s"])
@@ -399,7 +482,13 @@ def format_report(report: dict[str, Any]) -> str:
         ("parameters (image encoder)", lambda r: r["params_image_encoder"], "{:,}"),
     ]
     for be in backends:
-        rows.append((f"encoder s / 1024 frame, {be}", lambda r, be=be: r["encoder_s_per_slice"].get(be), "{:.3f}"))
+        rows.append(
+            (
+                f"encoder s / 1024 frame, {be}",
+                lambda r, be=be: r["encoder_s_per_slice"].get(be),
+                "{:.3f}",
+            )
+        )
     rows += [
         ("box prompt s, 512x512 slice", lambda r: r["prompt_box_s_512"], "{:.4f}"),
         ("point prompt s, 512x512 slice", lambda r: r["prompt_point_s_512"], "{:.4f}"),
@@ -407,8 +496,10 @@ def format_report(report: dict[str, Any]) -> str:
         ("peak RSS MB (process)", lambda r: r["peak_rss_mb"], "{:.0f}"),
     ]
     m = report["machine"]
-    lines = [f"machine: {m['platform']}, {m['cpus']} CPUs, torch {m['torch']}, {m['torch_threads']} threads, "
-             f"cuda={m['cuda']}, load average {m['load_average_1min_at_start']} -> {m['load_average_1min_at_end']}"]
+    lines = [
+        f"machine: {m['platform']}, {m['cpus']} CPUs, torch {m['torch']}, {m['torch_threads']} threads, "
+        f"cuda={m['cuda']}, load average {m['load_average_1min_at_start']} -> {m['load_average_1min_at_end']}"
+    ]
     if report.get("quick"):
         lines.append("quick run: sizes reduced, numbers are not benchmarks")
     models = report["models"]
@@ -418,7 +509,9 @@ def format_report(report: dict[str, Any]) -> str:
         cells = []
         for r in models:
             value = None if "error" in r else get(r)
-            cells.append(f"{'error' if 'error' in r else '-' if value is None else fmt.format(value):>14}")
+            cells.append(
+                f"{'error' if 'error' in r else '-' if value is None else fmt.format(value):>14}"
+            )
         lines.append(f"{title:<{width}}  " + "  ".join(cells))
     for r in models:
         if "error" in r:
@@ -430,21 +523,27 @@ def format_report(report: dict[str, Any]) -> str:
     vol = report.get("volume")
     if vol and "error" not in vol:
         z, y, x = vol["shape_zyx"]
-        lines.append(f"volume {x}x{y}x{z} ({vol['volume']}), encoder on {vol['encoder_backend']}: "
-                     f"embedded in {vol['embed_volume_s']:.1f} s ({vol['embed_s_per_slice']:.3f} s/slice); "
-                     f"propagation {vol['propagation_s_per_slice_cold']:.3f} s/slice cold, "
-                     f"{vol['propagation_s_per_slice_warm']:.3f} s/slice with embeddings cached")
+        lines.append(
+            f"volume {x}x{y}x{z} ({vol['volume']}), encoder on {vol['encoder_backend']}: "
+            f"embedded in {vol['embed_volume_s']:.1f} s ({vol['embed_s_per_slice']:.3f} s/slice); "
+            f"propagation {vol['propagation_s_per_slice_cold']:.3f} s/slice cold, "
+            f"{vol['propagation_s_per_slice_warm']:.3f} s/slice with embeddings cached"
+        )
     elif vol:
         lines.append(f"volume: {vol['error']}")
     ses = report.get("session")
     if ses and "error" not in ses:
         z, y, x = ses["shape_zyx"]
-        lines.append(f"annotation session on {x}x{y}x{z} (volume {ses['volume_mb']:.0f} MB + labels "
-                     f"{ses['labels_mb']:.0f} MB): peak RSS {ses['peak_rss_mb']:.0f} MB")
+        lines.append(
+            f"annotation session on {x}x{y}x{z} (volume {ses['volume_mb']:.0f} MB + labels "
+            f"{ses['labels_mb']:.0f} MB): peak RSS {ses['peak_rss_mb']:.0f} MB"
+        )
     elif ses:
         lines.append(f"session: {ses['error']}")
     for k, t in report.get("targets", {}).items():
-        lines.append(f"target {k}: {t['value']:.3f} (limit {t['limit']:g}) {'met' if t['met'] else 'NOT met'}")
+        lines.append(
+            f"target {k}: {t['value']:.3f} (limit {t['limit']:g}) {'met' if t['met'] else 'NOT met'}"
+        )
     return "\n".join(lines)
 
 

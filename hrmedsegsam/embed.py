@@ -66,7 +66,9 @@ def _read(path: str, series: str | None = None) -> Any:
     return read_volume(path, series_uid=series)
 
 
-def describe_volume(path: str, windows: Sequence[Window] | None, preset: str | None = None) -> VolumeFacts:
+def describe_volume(
+    path: str, windows: Sequence[Window] | None, preset: str | None = None
+) -> VolumeFacts:
     """A volume's content id, depth and windows (given, else the modality's default)."""
     from hrmedsegsam.intensity import resolve_window
 
@@ -78,8 +80,16 @@ def describe_volume(path: str, windows: Sequence[Window] | None, preset: str | N
     return VolumeFacts(path, volume_id(vol.array), int(vol.array.shape[0]), wins)
 
 
-def embed_slices(facts: VolumeFacts, window: Window, z0: int, z1: int, store_path: str,
-                 model: str | None, backend: str | None = None, threads: int | None = None) -> str:
+def embed_slices(
+    facts: VolumeFacts,
+    window: Window,
+    z0: int,
+    z1: int,
+    store_path: str,
+    model: str | None,
+    backend: str | None = None,
+    threads: int | None = None,
+) -> str:
     """Embed slices ``z0 .. z1 - 1`` of one volume under ``window`` into the store.
 
     Returns the worker model's weights fingerprint (the client compares it with its own).
@@ -88,10 +98,12 @@ def embed_slices(facts: VolumeFacts, window: Window, z0: int, z1: int, store_pat
     vol = _read(facts.path)
     if volume_id(vol.array) != facts.vid:
         raise RuntimeError(f"{facts.path} changed while its embeddings were computed")
-    feats = np.concatenate([
-        pred.embed(vol.array[z], window, key=("embed", facts.vid, z)).features.cpu().numpy()
-        for z in range(z0, z1)
-    ])
+    feats = np.concatenate(
+        [
+            pred.embed(vol.array[z], window, key=("embed", facts.vid, z)).features.cpu().numpy()
+            for z in range(z0, z1)
+        ]
+    )
     EmbeddingStore(store_path).write(facts.vid, window, z0, feats)
     return ModelIdentity.of(pred.model).weights
 
@@ -130,7 +142,10 @@ def embed_volumes(
     make_encoder(loaded, torch.device("cpu"), backend)
     store = EmbeddingStore(store_path)
     facts_list: list[VolumeFacts] = client.gather(
-        [client.submit(describe_volume, str(Path(p).resolve()), windows, preset, pure=False) for p in paths]
+        [
+            client.submit(describe_volume, str(Path(p).resolve()), windows, preset, pure=False)
+            for p in paths
+        ]
     )
     summaries: list[EmbedSummary] = []
     jobs: list[tuple[VolumeFacts, Window, list[Any]]] = []
@@ -142,12 +157,24 @@ def embed_volumes(
                 continue
             if log is not None and state == "stale":
                 prev = store.describe(facts.vid, window) or {}
-                log(f"{facts.path}: replacing embeddings made by {prev.get('model')} "
-                    f"(weights {str(prev.get('weights'))[:12]}) with {ident.name} (weights {ident.weights[:12]})")
+                log(
+                    f"{facts.path}: replacing embeddings made by {prev.get('model')} "
+                    f"(weights {str(prev.get('weights'))[:12]}) with {ident.name} (weights {ident.weights[:12]})"
+                )
             store.create(facts.vid, window, ident, facts.depth, source=facts.path)
             futures = [
-                client.submit(embed_slices, facts, window, z0, min(z0 + slices_per_task, facts.depth), store_path,
-                              model, backend, threads, pure=False)
+                client.submit(
+                    embed_slices,
+                    facts,
+                    window,
+                    z0,
+                    min(z0 + slices_per_task, facts.depth),
+                    store_path,
+                    model,
+                    backend,
+                    threads,
+                    pure=False,
+                )
                 for z0 in range(0, facts.depth, slices_per_task)
             ]
             jobs.append((facts, window, futures))
@@ -172,8 +199,17 @@ def local_client(workers: int | None = None, processes: bool = True) -> Any:
     from dask.distributed import Client, LocalCluster
 
     n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None
+    )
     return Client(cluster)
 
 
-__all__ = ["EmbedSummary", "VolumeFacts", "describe_volume", "embed_slices", "embed_volumes", "local_client"]
+__all__ = [
+    "EmbedSummary",
+    "VolumeFacts",
+    "describe_volume",
+    "embed_slices",
+    "embed_volumes",
+    "local_client",
+]

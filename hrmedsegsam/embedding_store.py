@@ -106,18 +106,29 @@ class EmbeddingStore:
         arr = self._array(vid, window)
         return None if arr is None else dict(arr.attrs)
 
-    def create(self, vid: str, window: Window, model: ModelIdentity, depth: int, source: str = "") -> None:
+    def create(
+        self, vid: str, window: Window, model: ModelIdentity, depth: int, source: str = ""
+    ) -> None:
         """Make an empty entry for ``depth`` slices (replacing any entry of that key)."""
         g = model.image_size // 16
         arr = self._root.create_array(
-            self.key(vid, window), shape=(depth, CHANNELS, g, g), chunks=(1, CHANNELS, g, g),
-            dtype="float32", overwrite=True,
+            self.key(vid, window),
+            shape=(depth, CHANNELS, g, g),
+            chunks=(1, CHANNELS, g, g),
+            dtype="float32",
+            overwrite=True,
         )
-        arr.attrs.update({
-            "model": model.name, "weights": model.weights, "image_size": model.image_size,
-            "window": [float(window[0]), float(window[1])], "depth": depth, "source": source,
-            "complete": False,
-        })
+        arr.attrs.update(
+            {
+                "model": model.name,
+                "weights": model.weights,
+                "image_size": model.image_size,
+                "window": [float(window[0]), float(window[1])],
+                "depth": depth,
+                "source": source,
+                "complete": False,
+            }
+        )
 
     def write(self, vid: str, window: Window, z0: int, features: np.ndarray) -> None:
         """Write embeddings ``(n, 256, G, G)`` of slices ``z0 .. z0 + n - 1`` (one chunk each,
@@ -144,8 +155,9 @@ class EmbeddingStore:
             return None
         return np.asarray(arr[z : z + 1])
 
-    def source_for(self, volume: np.ndarray, model: ModelIdentity,
-                   slice_of: Callable[[Hashable], int | None]) -> StoreSource:
+    def source_for(
+        self, volume: np.ndarray, model: ModelIdentity, slice_of: Callable[[Hashable], int | None]
+    ) -> StoreSource:
         """A :class:`StoreSource` for ``volume``; ``slice_of(key)`` is the slice a Predictor
         cache key names (None for keys of other images).
         """

@@ -118,8 +118,15 @@ def export_encoder(model: PromptableModel, path: Path) -> Path:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Encode(model), (frame,), str(tmp), input_names=["image"], output_names=["embedding"],
-                opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
+                _Encode(model),
+                (frame,),
+                str(tmp),
+                input_names=["image"],
+                output_names=["embedding"],
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
             )
         os.replace(tmp, path)
     finally:
@@ -138,18 +145,26 @@ class OnnxEncoder:
 
     name = "onnx"
 
-    def __init__(self, model: PromptableModel, folder: Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, model: PromptableModel, folder: Path | None = None, threads: int | None = None
+    ) -> None:
         import onnxruntime as ort
 
         self.path = export_path(model, folder)
         if not self.path.is_file():
-            log.info("exporting the %s image encoder to ONNX (once per weights): %s", model.name, self.path)
+            log.info(
+                "exporting the %s image encoder to ONNX (once per weights): %s",
+                model.name,
+                self.path,
+            )
             export_encoder(model, self.path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(self.path), opts, providers=["CPUExecutionProvider"]
+        )
         self.image_size = model.image_size
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -158,8 +173,12 @@ class OnnxEncoder:
         return torch.from_numpy(self.session.run(None, {"image": x})[0])
 
 
-def make_encoder(model: PromptableModel, device: torch.device, backend: str | None = None,
-                 folder: Path | None = None) -> tuple[str, EncodeFn]:
+def make_encoder(
+    model: PromptableModel,
+    device: torch.device,
+    backend: str | None = None,
+    folder: Path | None = None,
+) -> tuple[str, EncodeFn]:
     """The backend's name and encoder callable for ``model`` on ``device``.
 
     Falls back to ``("torch", model.encode)`` with one warning when the ONNX path fails.
@@ -173,12 +192,22 @@ def make_encoder(model: PromptableModel, device: torch.device, backend: str | No
         except Exception as exc:  # noqa: BLE001 - any failure here means: use PyTorch
             warnings.warn(
                 f"ONNX Runtime encoder unavailable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                "using PyTorch", RuntimeWarning, stacklevel=2,
+                "using PyTorch",
+                RuntimeWarning,
+                stacklevel=2,
             )
     return "torch", model.encode
 
 
 __all__ = [
-    "BACKENDS", "BACKEND_ENV", "CACHE_ENV", "EncodeFn", "OnnxEncoder", "cache_dir", "export_encoder",
-    "export_path", "make_encoder", "resolve_backend",
+    "BACKENDS",
+    "BACKEND_ENV",
+    "CACHE_ENV",
+    "EncodeFn",
+    "OnnxEncoder",
+    "cache_dir",
+    "export_encoder",
+    "export_path",
+    "make_encoder",
+    "resolve_backend",
 ]

@@ -81,8 +81,13 @@ class Propagation:
         finished: both directions ran to their end (False: cancelled or still running).
     """
 
-    def __init__(self, steps: Iterator[PropagationStep], start_z: int, mask3d: np.ndarray,
-                 stops: list[PropagationStop]) -> None:
+    def __init__(
+        self,
+        steps: Iterator[PropagationStep],
+        start_z: int,
+        mask3d: np.ndarray,
+        stops: list[PropagationStop],
+    ) -> None:
         self._steps = steps
         self.start_z = start_z
         self.mask3d = mask3d
@@ -156,11 +161,17 @@ class InteractiveAnnotation:
         low_confidence: float = 0.5,
     ) -> None:
         self.image = _as_3d(np.asarray(image))
-        self.preview = preview if preview is not None else np.zeros(np.asarray(image).shape, np.uint8)
+        self.preview = (
+            preview if preview is not None else np.zeros(np.asarray(image).shape, np.uint8)
+        )
         if _as_3d(self.preview).shape != self.image.shape:
-            raise HRMedSegSAMError(f"The preview is {self.preview.shape} but the image is {self.image.shape}.")
+            raise HRMedSegSAMError(
+                f"The preview is {self.preview.shape} but the image is {self.image.shape}."
+            )
         self.predictor = predictor
-        self.window: Window | None = None if window is None else (float(window[0]), float(window[1]))
+        self.window: Window | None = (
+            None if window is None else (float(window[0]), float(window[1]))
+        )
         self.low_confidence = float(low_confidence)
         self.kept = 0  # voxels of other objects the last commit left alone
         self._image_id = next(_IMAGES)
@@ -171,14 +182,21 @@ class InteractiveAnnotation:
         self.store = store
         self.store_source: StoreSource | None = None
         self._store_model: object | None = None
-        self.set_labels(labels if labels is not None else np.zeros(np.asarray(image).shape, np.int32), spacing_zyx)
+        self.set_labels(
+            labels if labels is not None else np.zeros(np.asarray(image).shape, np.int32),
+            spacing_zyx,
+        )
 
-    def set_labels(self, labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+    def set_labels(
+        self, labels: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)
+    ) -> None:
         """Annotate into ``labels`` (integers shaped like the image, edited in place) from now
         on: a new session (objects, prompts, history); embeddings and the window are kept.
         """
         if _as_3d(labels).shape != self.image.shape:
-            raise HRMedSegSAMError(f"The labels are {labels.shape} but the image is {self.image.shape}.")
+            raise HRMedSegSAMError(
+                f"The labels are {labels.shape} but the image is {self.image.shape}."
+            )
         self.labels = labels
         self.session = AnnotationSession(labels, spacing_zyx=spacing_zyx)
         self._predictions.clear()
@@ -236,11 +254,15 @@ class InteractiveAnnotation:
 
     def is_embedded(self, z: int) -> bool:
         """Whether slice ``z`` is in the Predictor's cache under the current window."""
-        return self.predictor is not None and self.predictor.is_cached(self.embedding_key(z), self.slice_window(z))
+        return self.predictor is not None and self.predictor.is_cached(
+            self.embedding_key(z), self.slice_window(z)
+        )
 
     def embed(self, z: int) -> Embedding:
         """Embed slice ``z`` (or fetch it from the cache). Thread-safe."""
-        return self._need_predictor().embed(np.asarray(self.image[z]), self.slice_window(z), key=self.embedding_key(z))
+        return self._need_predictor().embed(
+            np.asarray(self.image[z]), self.slice_window(z), key=self.embedding_key(z)
+        )
 
     def prefetch_requests(self, z0: int, radius: int) -> list[int]:
         """Slices within ``radius`` of ``z0``, nearest first, whose embedding is not cached."""
@@ -274,10 +296,14 @@ class InteractiveAnnotation:
         if before.object_id != after.object_id:
             self.preview3d[:] = 0
             if after.object_id is not None:
-                self.preview3d[:] = self.session.object_mask(after.object_id).reshape(self.preview3d.shape)
+                self.preview3d[:] = self.session.object_mask(after.object_id).reshape(
+                    self.preview3d.shape
+                )
             return sorted(set(before.slices()) | set(after.slices()))
         return sorted(
-            z for z in set(before.slices()) | set(after.slices()) if before.slice_key(z) != after.slice_key(z)
+            z
+            for z in set(before.slices()) | set(after.slices())
+            if before.slice_key(z) != after.slice_key(z)
         )
 
     # ------------------------------------------------------------------ predictions
@@ -291,7 +317,11 @@ class InteractiveAnnotation:
         state = self.session.state
         kwargs = self._prompt_kwargs(state, z)
         if not kwargs:
-            seed = self.session.slice_mask(state.object_id, z) if state.object_id is not None else False
+            seed = (
+                self.session.slice_mask(state.object_id, z)
+                if state.object_id is not None
+                else False
+            )
             self.preview3d[z] = seed
             return None
         key = (z, state.slice_key(z), self.window)
@@ -311,10 +341,14 @@ class InteractiveAnnotation:
     def compute(self, request: PredictionRequest) -> Prediction:
         """Run the model for ``request`` (slow; thread-safe, changes no annotation state)."""
         predictor = self._need_predictor()
-        emb = predictor.embed(np.asarray(self.image[request.z]), request.window, key=self.embedding_key(request.z))
+        emb = predictor.embed(
+            np.asarray(self.image[request.z]), request.window, key=self.embedding_key(request.z)
+        )
         predictor.set_embedding(emb)
         if request.seed is not None and request.seed.any():
-            return predictor.predict(**request.kwargs, mask_input=predictor.mask_to_logits(request.seed))
+            return predictor.predict(
+                **request.kwargs, mask_input=predictor.mask_to_logits(request.seed)
+            )
         return predictor.predict(**request.kwargs)
 
     def show(self, request: PredictionRequest, prediction: Prediction) -> bool:
@@ -325,7 +359,9 @@ class InteractiveAnnotation:
         self._predictions[request.key] = prediction
         while len(self._predictions) > self._prediction_cache:
             self._predictions.popitem(last=False)
-        if request.key[1] != self.session.state.slice_key(request.z) or request.window != self.slice_window(request.z):
+        if request.key[1] != self.session.state.slice_key(
+            request.z
+        ) or request.window != self.slice_window(request.z):
             return False
         self.preview3d[request.z] = prediction.mask
         return True
@@ -347,8 +383,10 @@ class InteractiveAnnotation:
             return f"Slice {z}: the model found nothing there; try a box or more points."
         text = f"Slice {z}: predicted IoU {prediction.score:.2f}"
         if prediction.score < self.low_confidence:
-            return (f"{text}, low confidence ({int(prediction.mask.sum())} px): check the mask "
-                    "before accepting; add prompts or a box.")
+            return (
+                f"{text}, low confidence ({int(prediction.mask.sum())} px): check the mask "
+                "before accepting; add prompts or a box."
+            )
         return f"{text}. Accept, add prompts, or propagate."
 
     def last_prediction(self, z: int) -> Prediction | None:
@@ -381,7 +419,12 @@ class InteractiveAnnotation:
         preview = self.preview3d
         np.minimum(preview, 1, out=preview)  # brushed-in values count as foreground
         label_id = self.session.commit(
-            preview.view(bool), label_id=label_id, overwrite=overwrite, slices=slices, name=name, color=color
+            preview.view(bool),
+            label_id=label_id,
+            overwrite=overwrite,
+            slices=slices,
+            name=name,
+            color=color,
         )
         self._count_kept(preview.view(bool), label_id)
         self.preview3d[:] = 0
@@ -399,7 +442,12 @@ class InteractiveAnnotation:
         (``overwrite``, ``name``, ``color`` as in :meth:`accept`).
         """
         label_id = self.session.commit(
-            mask3d, label_id=label_id, overwrite=overwrite, description="propagate", name=name, color=color
+            mask3d,
+            label_id=label_id,
+            overwrite=overwrite,
+            description="propagate",
+            name=name,
+            color=color,
         )
         self._count_kept(mask3d, label_id)
         self.preview3d[:] = 0
@@ -412,7 +460,9 @@ class InteractiveAnnotation:
         """After a commit: how many voxels of other objects were kept, or ``""``."""
         if not self.kept:
             return ""
-        return f" {self.kept} voxel(s) of other objects were kept (choose overwrite to replace them)."
+        return (
+            f" {self.kept} voxel(s) of other objects were kept (choose overwrite to replace them)."
+        )
 
     def keep_largest(self, label_id: int | None = None) -> list[int]:
         """Remove islands: keep only the largest connected component.
@@ -430,11 +480,18 @@ class InteractiveAnnotation:
             raise PromptError(f"There is no object with id {label_id}.")
         zs = np.flatnonzero(_as_3d(whole).any(axis=(1, 2)))
         kept = largest_component(_as_3d(whole))
-        self.session.commit(kept, label_id=int(label_id), slices=zs, next_state=None,
-                            description=f"remove islands of {self.session.name_of(label_id)}")
+        self.session.commit(
+            kept,
+            label_id=int(label_id),
+            slices=zs,
+            next_state=None,
+            description=f"remove islands of {self.session.name_of(label_id)}",
+        )
         return [int(z) for z in zs if not np.array_equal(kept[z], _as_3d(whole)[z])]
 
-    def commit_propagation(self, run: Propagation, label_id: int | None = None, overwrite: bool = False) -> int:
+    def commit_propagation(
+        self, run: Propagation, label_id: int | None = None, overwrite: bool = False
+    ) -> int:
         """Commit what ``run`` found (finished or cancelled) as one object, one undo step."""
         return self.commit_volume(run.mask3d, label_id, overwrite)
 
@@ -472,16 +529,24 @@ class InteractiveAnnotation:
 
         start = self.preview3d[z].astype(bool)
         if not start.any():
-            raise PromptError(f"Nothing to propagate from slice {z}: prompt the object on this slice first.")
+            raise PromptError(
+                f"Nothing to propagate from slice {z}: prompt the object on this slice first."
+            )
         if self.image.shape[0] == 1:
             raise PromptError("Propagation needs a 3D volume; this image is 2D.")
         predictor = self._need_predictor()
         last = self.last_prediction(z)
         stops: list[PropagationStop] = []
         steps = propagate_steps(
-            predictor, self.image, int(z), start, self.window,
+            predictor,
+            self.image,
+            int(z),
+            start,
+            self.window,
             start_logits=last.logits if last is not None else None,
-            key=self.embedding_key, rule=rule if rule is not None else StopRule(), stops=stops,
+            key=self.embedding_key,
+            rule=rule if rule is not None else StopRule(),
+            stops=stops,
         )
         mask3d = np.zeros(self.image.shape, bool)
         mask3d[z] = start
@@ -494,25 +559,39 @@ class InteractiveAnnotation:
 
         return [Segment(o.id, o.name, o.color) for o in self.session.objects()]
 
-    def export(self, path: str | Path, like: Volume, overwrite: bool = False, fmt: str | None = None) -> Path:
+    def export(
+        self, path: str | Path, like: Volume, overwrite: bool = False, fmt: str | None = None
+    ) -> Path:
         """Write the labels on the grid of ``like`` with the objects' names and colours:
         NIfTI plus its ``.labels.tsv`` table, or DICOM SEG for ``.dcm`` / ``fmt="seg"``
         (see :func:`hrmedsegsam.io.export.export_labels`). Returns the labels file.
         """
         from hrmedsegsam.io.export import export_labels
 
-        return export_labels(path, self.labels, like, self.segments(), overwrite=overwrite, fmt=fmt)[0]
+        return export_labels(
+            path, self.labels, like, self.segments(), overwrite=overwrite, fmt=fmt
+        )[0]
 
-    def save_session(self, path: str | Path, like: Volume, *, image_fingerprint: str | None = None) -> Path:
+    def save_session(
+        self, path: str | Path, like: Volume, *, image_fingerprint: str | None = None
+    ) -> Path:
         """Save labels, objects (names, colours, prompts) and window as a session folder
         (see :mod:`hrmedsegsam.session_file`); ``like`` is the source volume.
         """
         from hrmedsegsam.session_file import save_session
 
-        return save_session(path, self.labels, self.session.infos(), like, self.window,
-                            image_fingerprint=image_fingerprint)
+        return save_session(
+            path,
+            self.labels,
+            self.session.infos(),
+            like,
+            self.window,
+            image_fingerprint=image_fingerprint,
+        )
 
-    def open_session(self, path: str | Path, like: Volume, *, image_fingerprint: str | None = None) -> SavedSession:
+    def open_session(
+        self, path: str | Path, like: Volume, *, image_fingerprint: str | None = None
+    ) -> SavedSession:
         """Replace this annotation's labels, objects and window with the session saved at
         ``path`` (for the image ``like``; another image's session is refused). The prompts,
         preview and undo history start afresh. Returns what was read.
@@ -552,11 +631,17 @@ class InteractiveAnnotation:
     def _read_store_through(self, predictor: Predictor) -> None:
         """Make ``predictor`` consult the store for this image's slices (its model's entries)."""
         src = self.store_source
-        if src is None or predictor.features_source is not src or self._store_model is not predictor.model:
+        if (
+            src is None
+            or predictor.features_source is not src
+            or self._store_model is not predictor.model
+        ):
             from hrmedsegsam.embedding_store import ModelIdentity
 
             assert self.store is not None
-            src = self.store.source_for(self.image, ModelIdentity.of(predictor.model), self.slice_of_key)
+            src = self.store.source_for(
+                self.image, ModelIdentity.of(predictor.model), self.slice_of_key
+            )
             self.store_source = predictor.features_source = src
             self._store_model = predictor.model
 
@@ -568,7 +653,12 @@ class InteractiveAnnotation:
             if bb is not None:
                 h, w = self.image.shape[1:]
                 x0, y0, x1, y1 = bb
-                kwargs["box"] = [max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, w - 1), min(y1 + 1, h - 1)]
+                kwargs["box"] = [
+                    max(x0 - 1, 0),
+                    max(y0 - 1, 0),
+                    min(x1 + 1, w - 1),
+                    min(y1 + 1, h - 1),
+                ]
         return kwargs
 
     def _feedback_logits(self, z: int, state: PromptState) -> np.ndarray | None:
@@ -596,4 +686,3 @@ class InteractiveAnnotation:
 
 def _as_3d(array: np.ndarray) -> np.ndarray:
     return array[np.newaxis] if array.ndim == 2 else array
-

@@ -91,7 +91,9 @@ def _as_float_array(value: object, what: str) -> np.ndarray:
 def _require_finite(t: torch.Tensor, what: str) -> None:
     # NaN logits compare false with 0 and would become an empty mask: say so instead.
     if not bool(torch.isfinite(t).all()):
-        raise WeightsError(f"the model's {what} holds NaN or infinite values; its weights are damaged")
+        raise WeightsError(
+            f"the model's {what} holds NaN or infinite values; its weights are damaged"
+        )
 
 
 def slice_identity(slice2d: np.ndarray) -> str:
@@ -106,9 +108,14 @@ def slice_identity(slice2d: np.ndarray) -> str:
 class Predictor:
     """Embed a slice once with :meth:`set_image`, then :meth:`predict` prompts against it."""
 
-    def __init__(self, model: PromptableModel, device: torch.device | None = None,
-                 cache_bytes: int = CACHE_BYTES, backend: str | None = None,
-                 features_source: FeaturesSource | None = None) -> None:
+    def __init__(
+        self,
+        model: PromptableModel,
+        device: torch.device | None = None,
+        cache_bytes: int = CACHE_BYTES,
+        backend: str | None = None,
+        features_source: FeaturesSource | None = None,
+    ) -> None:
         """``cache_bytes``: bound of the embedding cache; the newest entry is kept even if
         it alone is larger. ``backend``: where the image encoder runs, ``"auto"`` (None),
         ``"torch"`` or ``"onnx"`` (see :mod:`hrmedsegsam.encoder_backend`); chosen at the
@@ -156,10 +163,17 @@ class Predictor:
             raise InputError(f"the slice is too small to segment: {arr.shape}")
         return arr
 
-    def _key(self, slice2d: np.ndarray, window: Window, key: Hashable | None) -> tuple[Hashable, Window]:
-        return (key if key is not None else slice_identity(slice2d), (float(window[0]), float(window[1])))
+    def _key(
+        self, slice2d: np.ndarray, window: Window, key: Hashable | None
+    ) -> tuple[Hashable, Window]:
+        return (
+            key if key is not None else slice_identity(slice2d),
+            (float(window[0]), float(window[1])),
+        )
 
-    def preprocess(self, slice2d: np.ndarray, window: Window) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    def preprocess(
+        self, slice2d: np.ndarray, window: Window
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """Window and resize a slice: returns the model input ``(1, 3, S, S)``, the native
         windowed slice ``(1, 3, H, W)``, and the resized size ``(h, w)`` in the frame.
         """
@@ -167,7 +181,9 @@ class Predictor:
         frame, input_hw = to_frame(native, self.model.image_size)
         return frame, native.expand(-1, 3, -1, -1), input_hw
 
-    def embed(self, slice2d: np.ndarray, window: Window | None = None, key: Hashable | None = None) -> Embedding:
+    def embed(
+        self, slice2d: np.ndarray, window: Window | None = None, key: Hashable | None = None
+    ) -> Embedding:
         """Compute (or fetch from the cache) the embedding of ``slice2d`` under ``window``.
 
         Thread-safe; does not change the current image. ``key`` identifies the slice (e.g.
@@ -212,7 +228,9 @@ class Predictor:
         with self._lock:
             return (key, (float(window[0]), float(window[1]))) in self._cache
 
-    def set_image(self, slice2d: np.ndarray, window: Window | None = None, key: Hashable | None = None) -> None:
+    def set_image(
+        self, slice2d: np.ndarray, window: Window | None = None, key: Hashable | None = None
+    ) -> None:
         """Make ``slice2d`` ``(H, W)`` the image that :meth:`predict` segments."""
         self.set_embedding(self.embed(slice2d, window, key))
 
@@ -249,7 +267,9 @@ class Predictor:
             raise PromptError(f"mask shape {m.shape} does not match the image {emb.native_hw}")
         L = self.model.lowres_size
         vh, vw = self.model.lowres_valid_hw(emb.input_hw)
-        frac = F.interpolate(torch.from_numpy(m.astype(np.float32))[None, None], size=(vh, vw), mode="area")
+        frac = F.interpolate(
+            torch.from_numpy(m.astype(np.float32))[None, None], size=(vh, vw), mode="area"
+        )
         out = np.full((L, L), -strength, np.float32)
         out[:vh, :vw] = ((frac[0, 0].numpy() * 2.0 - 1.0) * strength).astype(np.float32)
         return out
@@ -290,12 +310,23 @@ class Predictor:
         coords_t = labels_t = None
         if pts is not None:
             if pts.ndim != 2 or pts.shape[1] != 2:
-                raise PromptError(f"points must be [x, y] pairs, an (N, 2) array, got shape {pts.shape}"
-                                  + ("; give point labels in labels=, not as a third column"
-                                     if pts.ndim == 2 and pts.shape[1] == 3 else ""))
+                raise PromptError(
+                    f"points must be [x, y] pairs, an (N, 2) array, got shape {pts.shape}"
+                    + (
+                        "; give point labels in labels=, not as a third column"
+                        if pts.ndim == 2 and pts.shape[1] == 3
+                        else ""
+                    )
+                )
             if len(pts) > MAX_POINTS:
-                raise PromptError(f"{len(pts)} points; at most {MAX_POINTS} are allowed in one prediction")
-            lab_f = np.ones(len(pts)) if labels is None else _as_float_array(labels, "labels").reshape(-1)
+                raise PromptError(
+                    f"{len(pts)} points; at most {MAX_POINTS} are allowed in one prediction"
+                )
+            lab_f = (
+                np.ones(len(pts))
+                if labels is None
+                else _as_float_array(labels, "labels").reshape(-1)
+            )
             if not np.isin(lab_f, (0, 1)).all():
                 raise PromptError("point labels must be 1 (positive) or 0 (negative)")
             lab = lab_f.astype(int)
@@ -310,14 +341,24 @@ class Predictor:
             m = _as_float_array(mask_input, "mask_input").astype(np.float32)
             L = self.model.lowres_size
             if m.size != L * L:
-                raise PromptError(f"mask_input must be the ({L}, {L}) logits of an earlier prediction, got shape {m.shape}")
+                raise PromptError(
+                    f"mask_input must be the ({L}, {L}) logits of an earlier prediction, got shape {m.shape}"
+                )
             if not np.isfinite(m).all():
                 raise PromptError("mask_input holds NaN or infinite values")
             mask_t = torch.from_numpy(m.reshape(1, 1, L, L)).to(dev)
         with torch.inference_mode(), self._autocast():
             out = self.model.decode(
-                emb.features, emb.image, emb.input_hw, coords=coords_t, labels=labels_t, boxes=boxes_t,
-                mask_input=mask_t, multimask=multimask, box_native=box_native, cache=emb.decoder_cache,
+                emb.features,
+                emb.image,
+                emb.input_hw,
+                coords=coords_t,
+                labels=labels_t,
+                boxes=boxes_t,
+                mask_input=mask_t,
+                multimask=multimask,
+                box_native=box_native,
+                cache=emb.decoder_cache,
             )
         _require_finite(out.logits, "mask logits")
         _require_finite(out.iou, "predicted IoU")
@@ -325,5 +366,10 @@ class Predictor:
         order = np.argsort(-scores, kind="stable")
         masks = (out.logits[0].float() > 0).cpu().numpy()[order]
         lowres = out.lowres[0].float().cpu().numpy()[order]
-        return Prediction(mask=masks[0], score=float(scores[order[0]]), logits=lowres[0].astype(np.float32),
-                          masks=masks, scores=scores[order])
+        return Prediction(
+            mask=masks[0],
+            score=float(scores[order[0]]),
+            logits=lowres[0].astype(np.float32),
+            masks=masks,
+            scores=scores[order],
+        )

@@ -95,7 +95,9 @@ class ObjectPrompt:
         Z, H, W = shape_zyx
         where = f"object with label {self.label}"
         if not 0 <= self.slice < Z:
-            raise PromptError(f"{where}: slice {self.slice} is out of range (the volume has slices 0..{Z - 1})")
+            raise PromptError(
+                f"{where}: slice {self.slice} is out of range (the volume has slices 0..{Z - 1})"
+            )
 
         if self.box is not None:
             check_box(self.box, (H, W), f"{where}: box")
@@ -110,8 +112,11 @@ def _number(value: Any, what: str) -> float:
 
 
 def _integer(value: Any, what: str) -> int:
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or (isinstance(value, float) and not value.is_integer())):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
+    ):
         raise PromptError(f"{what} must be an integer, got {_short(value)}")
     return int(value)
 
@@ -128,7 +133,9 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
     if not isinstance(data, list) or not data:
         raise PromptError(f"{source}: expected a non-empty JSON list of prompt objects")
     if len(data) > MAX_OBJECTS:
-        raise PromptError(f"{source}: {len(data)} objects; at most {MAX_OBJECTS} are allowed in one file")
+        raise PromptError(
+            f"{source}: {len(data)} objects; at most {MAX_OBJECTS} are allowed in one file"
+        )
     out: list[ObjectPrompt] = []
     for i, item in enumerate(data):
         where = f"{source}: object #{i}"
@@ -156,16 +163,24 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
         if points is None:
             points = []
         if not isinstance(points, list):
-            raise PromptError(f"{where} 'points' must be a list of [x, y] or [x, y, 1|0], got {_short(points)}")
+            raise PromptError(
+                f"{where} 'points' must be a list of [x, y] or [x, y, 1|0], got {_short(points)}"
+            )
         if len(points) > MAX_POINTS:
-            raise PromptError(f"{where} has {len(points)} points; at most {MAX_POINTS} are allowed per object")
+            raise PromptError(
+                f"{where} has {len(points)} points; at most {MAX_POINTS} are allowed per object"
+            )
         for p in points:
             if not isinstance(p, list) or len(p) not in (2, 3):
-                raise PromptError(f"{where}: each point must be [x, y] or [x, y, 1|0], got {_short(p)}")
+                raise PromptError(
+                    f"{where}: each point must be [x, y] or [x, y, 1|0], got {_short(p)}"
+                )
             pts.append((_number(p[0], f"{where} point x"), _number(p[1], f"{where} point y")))
             lab = _integer(p[2], f"{where} point label") if len(p) == 3 else 1
             if lab not in (0, 1):
-                raise PromptError(f"{where}: a point's label must be 1 (positive) or 0 (negative), got {lab}")
+                raise PromptError(
+                    f"{where}: a point's label must be 1 (positive) or 0 (negative), got {lab}"
+                )
             plabels.append(lab)
         if box is None and not pts:
             raise PromptError(f"{where} needs a 'box' or 'points'")
@@ -173,7 +188,9 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
             raise PromptError(f"{where} has only negative points; add a positive point or a box")
         name = item.get("name")
         if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 256):
-            raise PromptError(f"{where} 'name' must be a non-empty string of at most 256 characters")
+            raise PromptError(
+                f"{where} 'name' must be a non-empty string of at most 256 characters"
+            )
         out.append(ObjectPrompt(label, z, box, tuple(pts), tuple(plabels), name))  # type: ignore[arg-type]
     return out
 
@@ -197,6 +214,11 @@ def load_prompts(path: str | Path) -> list[ObjectPrompt]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PromptError(f"prompts file {p} is not valid JSON ({exc})") from None
-    except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number, arrays nested 100,000 deep
-        raise PromptError(f"prompts file {p} is not usable JSON ({str(exc).splitlines()[0][:80]})") from None
+    except (
+        ValueError,
+        RecursionError,
+    ) as exc:  # e.g. a 5000-digit number, arrays nested 100,000 deep
+        raise PromptError(
+            f"prompts file {p} is not usable JSON ({str(exc).splitlines()[0][:80]})"
+        ) from None
     return parse_prompts(data, str(p))

@@ -43,7 +43,9 @@ def recovery_path(image_fingerprint: str, root: Path | None = None) -> Path:
     return (root or recovery_root()) / image_fingerprint.split(":", 1)[-1][:32]
 
 
-def find_recovery(like: Any, *, image_fingerprint: str | None = None, root: Path | None = None) -> dict | None:
+def find_recovery(
+    like: Any, *, image_fingerprint: str | None = None, root: Path | None = None
+) -> dict | None:
     """The recovered session's ``session.json`` for image ``like``, with its folder under
     ``"path"``; None when there is nothing (or nothing readable) to recover.
     """
@@ -57,7 +59,9 @@ def find_recovery(like: Any, *, image_fingerprint: str | None = None, root: Path
     return {**info, "path": folder}
 
 
-def discard_recovery(like: Any, *, image_fingerprint: str | None = None, root: Path | None = None) -> None:
+def discard_recovery(
+    like: Any, *, image_fingerprint: str | None = None, root: Path | None = None
+) -> None:
     """Remove the recovery folder of image ``like`` (the user declined or saved elsewhere)."""
     shutil.rmtree(recovery_path(image_fingerprint or fingerprint(like), root), ignore_errors=True)
 
@@ -125,8 +129,15 @@ class Autosaver:
     def save(self) -> Path:
         """Write the session to :attr:`path` now (atomic)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        save_session(self.path, self._labels(), self._objects(), self.like, self._window(),
-                     image_fingerprint=self.fingerprint, compress=False)
+        save_session(
+            self.path,
+            self._labels(),
+            self._objects(),
+            self.like,
+            self._window(),
+            image_fingerprint=self.fingerprint,
+            compress=False,
+        )
         self._last = self._clock()
         self._dirty = False
         self.saves += 1
@@ -138,4 +149,11 @@ class Autosaver:
         self._dirty = False
 
 
-__all__ = ["ENV", "Autosaver", "recovery_root", "recovery_path", "find_recovery", "discard_recovery"]
+__all__ = [
+    "ENV",
+    "Autosaver",
+    "recovery_root",
+    "recovery_path",
+    "find_recovery",
+    "discard_recovery",
+]

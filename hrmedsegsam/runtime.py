@@ -51,7 +51,10 @@ def _apply() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success.
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES) == 1)
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES) == 1
+        and mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES) == 1
+    )
 
 
 __all__ = ["ENV", "keep_freed_memory"]

@@ -47,10 +47,14 @@ def segment_volume(
     vol = np.asarray(volume_zyx)
     for p in prompts:
         p.check_against(vol.shape)
-    ann = InteractiveAnnotation(vol, window, predictor, labels=np.zeros(vol.shape, dtype=np.uint16), store=store)
+    ann = InteractiveAnnotation(
+        vol, window, predictor, labels=np.zeros(vol.shape, dtype=np.uint16), store=store
+    )
     results = segment_into(ann, prompts, propagate_3d, log)
     if log is not None and ann.store_source is not None:
-        log(f"store: {ann.store_source.hits} slice embeddings read from {ann.store_source.store.path}")
+        log(
+            f"store: {ann.store_source.hits} slice embeddings read from {ann.store_source.store.path}"
+        )
     return ann.labels, results
 
 
@@ -88,13 +92,23 @@ def segment_into(
                 for step in ann.propagate(p.slice):
                     mask3d[step.z] = step.mask
             # a repeated label adds up; later objects win where they overlap
-            ann.commit_volume(mask3d | (ann.labels.reshape(vol.shape) == p.label), label_id=p.label, overwrite=True,
-                              name=p.name)
+            ann.commit_volume(
+                mask3d | (ann.labels.reshape(vol.shape) == p.label),
+                label_id=p.label,
+                overwrite=True,
+                name=p.name,
+            )
         zs = np.flatnonzero(mask3d.any(axis=(1, 2)))
-        res = ObjectResult(p.label, int(mask3d.sum()), (int(zs[0]), int(zs[-1])) if zs.size else (p.slice, p.slice),
-                           pred.score)
+        res = ObjectResult(
+            p.label,
+            int(mask3d.sum()),
+            (int(zs[0]), int(zs[-1])) if zs.size else (p.slice, p.slice),
+            pred.score,
+        )
         results.append(res)
         if log is not None:
-            log(f"label {p.label}: {res.voxels} voxels on slices {res.slices[0]}..{res.slices[1]} "
-                f"(predicted IoU {res.score:.2f})")
+            log(
+                f"label {p.label}: {res.voxels} voxels on slices {res.slices[0]}..{res.slices[1]} "
+                f"(predicted IoU {res.score:.2f})"
+            )
     return results

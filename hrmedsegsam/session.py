@@ -256,7 +256,9 @@ class AnnotationSession:
         if len(spacing) != 3 or min(spacing) <= 0:
             raise HRMedSegSAMError(f"Spacing must be 3 positive numbers, got {spacing_zyx}.")
         self.spacing_zyx: tuple[float, float, float] = spacing  # type: ignore[assignment]
-        self._info: dict[int, ObjectInfo] = {int(k): ObjectInfo(str(v)) for k, v in (names or {}).items()}
+        self._info: dict[int, ObjectInfo] = {
+            int(k): ObjectInfo(str(v)) for k, v in (names or {}).items()
+        }
         self._state = PromptState()
         self._undo: deque[HistoryEntry] = deque()
         self._redo: list[HistoryEntry] = []
@@ -374,7 +376,9 @@ class AnnotationSession:
 
     def add_point(self, z: int, x: float, y: float, positive: bool = True) -> PromptState:
         self._check_point(z, x, y)
-        self.set_prompts(self._state.with_point(Point(int(z), float(x), float(y), bool(positive))), "point")
+        self.set_prompts(
+            self._state.with_point(Point(int(z), float(x), float(y), bool(positive))), "point"
+        )
         return self._state
 
     def set_box(self, z: int, x0: float, y0: float, x1: float, y1: float) -> PromptState:
@@ -510,10 +514,14 @@ class AnnotationSession:
         labels = np.asarray(labels)
         labels3d = labels[np.newaxis] if labels.ndim == 2 else labels
         if labels3d.shape != self._labels3d.shape:
-            raise HRMedSegSAMError(f"The saved labels are {labels3d.shape}, these are {self._labels3d.shape}.")
+            raise HRMedSegSAMError(
+                f"The saved labels are {labels3d.shape}, these are {self._labels3d.shape}."
+            )
         info = np.iinfo(self._labels3d.dtype)
         if labels3d.size and (labels3d.min() < info.min or labels3d.max() > info.max):
-            raise HRMedSegSAMError(f"The saved label ids do not fit the labels' type {self._labels3d.dtype}.")
+            raise HRMedSegSAMError(
+                f"The saved label ids do not fit the labels' type {self._labels3d.dtype}."
+            )
         self._labels3d[...] = labels3d
         self.set_info(infos)
         self._state = PromptState()
@@ -566,7 +574,9 @@ class AnnotationSession:
     def _check_z(self, z: int) -> int:
         z = int(z)
         if not 0 <= z < self._labels3d.shape[0]:
-            raise PromptError(f"Slice {z} is outside the volume (0..{self._labels3d.shape[0] - 1}).")
+            raise PromptError(
+                f"Slice {z} is outside the volume (0..{self._labels3d.shape[0] - 1})."
+            )
         return z
 
     def _check_point(self, z: int, x: float, y: float) -> None:

@@ -111,11 +111,15 @@ def check_session_folder(path: PathLike) -> Path:
     folder = Path(os.fspath(path)).expanduser()
     if folder.is_dir():
         if not is_session(folder) and any(folder.iterdir()):
-            raise InputError(f"{folder} is a folder that is not an annotation session; choose an empty or new one.")
+            raise InputError(
+                f"{folder} is a folder that is not an annotation session; choose an empty or new one."
+            )
     elif folder.exists():
         raise InputError(f"{folder} is a file; a session is saved into a folder.")
     elif not folder.parent.is_dir():
-        raise InputError(f"cannot save the session {folder}: the folder {folder.parent} does not exist.")
+        raise InputError(
+            f"cannot save the session {folder}: the folder {folder.parent} does not exist."
+        )
     return folder
 
 
@@ -209,7 +213,9 @@ def read_session_info(path: PathLike) -> dict:
     return _read_meta(folder)
 
 
-def load_session(path: PathLike, like: Any, *, image_fingerprint: str | None = None) -> SavedSession:
+def load_session(
+    path: PathLike, like: Any, *, image_fingerprint: str | None = None
+) -> SavedSession:
     """Read the session at ``path`` for the image ``like`` (a :class:`~hrmedsegsam.io.Volume`).
 
     Raises:
@@ -223,19 +229,34 @@ def load_session(path: PathLike, like: Any, *, image_fingerprint: str | None = N
     _check_source(folder, meta, image_fingerprint or fingerprint(like), like)
     labels_file = folder / meta["labels"]
     if not labels_file.is_file():
-        raise InputError(f"the session {folder} is corrupt: its labels file {meta['labels']} is missing.")
+        raise InputError(
+            f"the session {folder} is corrupt: its labels file {meta['labels']} is missing."
+        )
     if _sha256_file(labels_file) != meta["labels_sha256"]:
-        raise InputError(f"the session {folder} is corrupt: {meta['labels']} does not match its checksum.")
+        raise InputError(
+            f"the session {folder} is corrupt: {meta['labels']} does not match its checksum."
+        )
     try:
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_file)))
     except RuntimeError:
-        raise InputError(f"the session {folder} is corrupt: {meta['labels']} is not a readable NIfTI.") from None
+        raise InputError(
+            f"the session {folder} is corrupt: {meta['labels']} is not a readable NIfTI."
+        ) from None
     if labels.shape != tuple(like.shape):
-        raise InputError(f"the session {folder} is corrupt: its labels are {labels.shape}, the image {like.shape}.")
+        raise InputError(
+            f"the session {folder} is corrupt: its labels are {labels.shape}, the image {like.shape}."
+        )
     objects = {o["id"]: o["info"] for o in meta["objects"]}
     window = tuple(meta["window"]) if meta["window"] is not None else None
-    return SavedSession(folder, labels, objects, window, meta["source"].get("path"),  # type: ignore[arg-type]
-                        meta["source"]["fingerprint"], meta["saved"])
+    return SavedSession(
+        folder,
+        labels,
+        objects,
+        window,
+        meta["source"].get("path"),  # type: ignore[arg-type]
+        meta["source"]["fingerprint"],
+        meta["saved"],
+    )
 
 
 # ---------------------------------------------------------------------------- internals
@@ -263,7 +284,9 @@ def _read_meta(folder: Path) -> dict:
         if meta.get("format") != FORMAT:
             raise ValueError(f"format is {meta.get('format')!r}, not {FORMAT!r}")
         if int(meta.get("version", 0)) > VERSION:
-            raise ValueError(f"version {meta['version']} is newer than this HRMedSegSAM reads ({VERSION})")
+            raise ValueError(
+                f"version {meta['version']} is newer than this HRMedSegSAM reads ({VERSION})"
+            )
         name = str(meta["labels"])
         if Path(name).name != name or not name.startswith(_LABELS_PREFIX):
             raise ValueError(f"labels file {name!r}")
@@ -282,9 +305,14 @@ def _read_meta(folder: Path) -> dict:
         for o in meta["objects"]:
             prompts = o.get("prompts") or {}
             state = PromptState(
-                points=tuple(Point(int(z), float(x), float(y), bool(pos)) for z, x, y, pos in prompts.get("points", [])),
-                boxes=tuple(Box(int(z), float(a), float(b), float(c), float(d))
-                            for z, a, b, c, d in prompts.get("boxes", [])),
+                points=tuple(
+                    Point(int(z), float(x), float(y), bool(pos))
+                    for z, x, y, pos in prompts.get("points", [])
+                ),
+                boxes=tuple(
+                    Box(int(z), float(a), float(b), float(c), float(d))
+                    for z, a, b, c, d in prompts.get("boxes", [])
+                ),
             )
             color = o.get("color")
             rgb = tuple(int(c) for c in color) if color is not None else None
@@ -307,7 +335,7 @@ def _check_source(folder: Path, meta: dict, fp: str, like: Any) -> None:
 
 
 def _generation(name: str) -> int:
-    stem = name[len(_LABELS_PREFIX):].split(".", 1)[0]
+    stem = name[len(_LABELS_PREFIX) :].split(".", 1)[0]
     if not stem.isdigit():
         raise ValueError(f"labels file {name!r}")
     return int(stem)
@@ -331,5 +359,15 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-__all__ = ["FORMAT", "VERSION", "SESSION_JSON", "SavedSession", "fingerprint", "is_session", "check_session_folder",
-           "save_session", "read_session_info", "load_session"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "SESSION_JSON",
+    "SavedSession",
+    "fingerprint",
+    "is_session",
+    "check_session_folder",
+    "save_session",
+    "read_session_info",
+    "load_session",
+]

@@ -42,7 +42,9 @@ class StopRule:
     max_intensity_jump: float | None = 0.2
     intensity_history: int = 3
 
-    def shape_reason(self, score: float, area: int, prev_area: int, overlap: int, start_area: int) -> str | None:
+    def shape_reason(
+        self, score: float, area: int, prev_area: int, overlap: int, start_area: int
+    ) -> str | None:
         """Why a slice's mask ends the propagation by its score and shape, or None.
 
         ``area``/``prev_area``/``start_area`` are the pixel counts of this slice's, the
@@ -138,8 +140,9 @@ class PropagationStep:
     total: int
 
 
-def _checked(volume_zyx: np.ndarray, start_z: int, start_mask: np.ndarray, direction: str,
-             prompt: str) -> tuple[np.ndarray, np.ndarray]:
+def _checked(
+    volume_zyx: np.ndarray, start_z: int, start_mask: np.ndarray, direction: str, prompt: str
+) -> tuple[np.ndarray, np.ndarray]:
     vol = np.asarray(volume_zyx)
     if vol.ndim != 3:
         raise InputError(f"propagation needs a (z, y, x) volume, got shape {vol.shape}")
@@ -148,7 +151,9 @@ def _checked(volume_zyx: np.ndarray, start_z: int, start_mask: np.ndarray, direc
         raise PromptError(f"slice {start_z} is out of range: the volume has slices 0..{Z - 1}")
     start = np.asarray(start_mask, dtype=bool)
     if start.shape != vol.shape[1:]:
-        raise PromptError(f"start mask shape {start.shape} does not match the slice shape {vol.shape[1:]}")
+        raise PromptError(
+            f"start mask shape {start.shape} does not match the slice shape {vol.shape[1:]}"
+        )
     if not start.any():
         raise PromptError("the start mask is empty: nothing to propagate")
     if direction not in ("both", "up", "down"):
@@ -213,10 +218,12 @@ def propagate_steps(
             area = int(mask.sum())
             prev_area = int(prev.sum())
             done += 1
-            reason = rule.shape_reason(pred.score, area, prev_area, int(np.logical_and(mask, prev).sum()), start_area)
+            reason = rule.shape_reason(
+                pred.score, area, prev_area, int(np.logical_and(mask, prev).sum()), start_area
+            )
             if reason is None and rule.max_intensity_jump is not None and area > 0:
                 mean = mean_intensity(z, mask)
-                recent = float(np.mean(means[-max(1, rule.intensity_history):]))
+                recent = float(np.mean(means[-max(1, rule.intensity_history) :]))
                 if abs(mean - recent) > rule.max_intensity_jump:
                     reason = f"mean intensity moved {abs(mean - recent):.2f} > {rule.max_intensity_jump:g}"
                 means.append(mean)
@@ -268,9 +275,17 @@ def propagate(
     out = np.zeros(vol.shape, dtype=bool)
     out[start_z] = start
     steps = propagate_steps(
-        predictor, vol, start_z, start, window, start_logits=start_logits,
+        predictor,
+        vol,
+        start_z,
+        start,
+        window,
+        start_logits=start_logits,
         key=(lambda z: (key_prefix, z)) if key_prefix is not None else None,
-        direction=direction, rule=rule, prompt=prompt, box_margin=box_margin,
+        direction=direction,
+        rule=rule,
+        prompt=prompt,
+        box_margin=box_margin,
     )
     while True:
         if cancel is not None and cancel():
@@ -283,7 +298,10 @@ def propagate(
             progress(step.done, step.total)
     if progress is not None:
         Z = vol.shape[0]
-        total = sum((Z - 1 - start_z) if s > 0 else start_z
-                    for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both"))
+        total = sum(
+            (Z - 1 - start_z) if s > 0 else start_z
+            for s, name in ((1, "up"), (-1, "down"))
+            if direction in (name, "both")
+        )
         progress(total, total)
     return out

@@ -72,7 +72,13 @@ class AnnotatorModel:
 
         self.viewer = viewer
         self.events = EmitterGroup(
-            source=self, status=None, objects=None, history=None, busy=None, propagating=None, progress=None
+            source=self,
+            status=None,
+            objects=None,
+            history=None,
+            busy=None,
+            propagating=None,
+            progress=None,
         )
         self.predictor = predictor
         self.model_name = "hrmedsegsam" if predictor is None else "custom"
@@ -89,7 +95,9 @@ class AnnotatorModel:
         self._activity = ""
         self._message = "Open an image, then click points or drag a box on it."
         self._syncing = False
-        self.rebuilding = False  # the annotator itself adds or removes layers (sync_with_layers waits)
+        self.rebuilding = (
+            False  # the annotator itself adds or removes layers (sync_with_layers waits)
+        )
         self._closed = False
         self._window_settled = qdebounced(self._apply_display_window, timeout=window_delay_ms)
 
@@ -138,10 +146,17 @@ class AnnotatorModel:
             self.rebuilding = rebuilding
         pl.set_negative_mode(self.points_layer, self.negative)
         self.core = InteractiveAnnotation(
-            layer.data, self.layers.displayed_window(), self.predictor, preview=self.preview_layer.data
+            layer.data,
+            self.layers.displayed_window(),
+            self.predictor,
+            preview=self.preview_layer.data,
         )
-        self.layers.connect(self._window_settled, self._on_slice_changed, self._on_prompt_layer_changed,
-                            lambda event: self.events.objects())
+        self.layers.connect(
+            self._window_settled,
+            self._on_slice_changed,
+            self._on_prompt_layer_changed,
+            lambda event: self.events.objects(),
+        )
         self.set_labels_layer(self.labels_layer)
         self.use_tool("points")
         self._say(f"Annotating {layer.name}: click points (N toggles negative) or drag a box.")
@@ -182,7 +197,9 @@ class AnnotatorModel:
     def set_window_choice(self, choice: str) -> None:
         """A preset sets the image layer's contrast limits, which the model then sees too."""
         if choice not in WINDOW_CHOICES:
-            raise HRMedSegSAMError(f"Unknown window {choice!r}; choose one of {', '.join(WINDOW_CHOICES)}.")
+            raise HRMedSegSAMError(
+                f"Unknown window {choice!r}; choose one of {', '.join(WINDOW_CHOICES)}."
+            )
         if choice != AS_DISPLAYED and self.core is not None:
             modality = self.image_layer.metadata.get(META_KEY, {}).get("modality", "")
             self.image_layer.contrast_limits = self.core.preset_window(choice, modality)
@@ -245,7 +262,10 @@ class AnnotatorModel:
             return
         pl.recolor_points(self.points_layer)
         state, dropped = pl.state_from_layers(
-            self.points_layer, self.box_layer, self.core.session.shape_zyx, self.core.session.current_id
+            self.points_layer,
+            self.box_layer,
+            self.core.session.shape_zyx,
+            self.core.session.current_id,
         )
         if dropped:
             self._say(f"{dropped} prompt(s) outside the image were ignored.")
@@ -263,7 +283,9 @@ class AnnotatorModel:
     def _on_shown(self, z: int, prediction: Any) -> None:
         if self._closed or self.core is None:
             return
-        self.preview_layer.refresh(thumbnail=False, extent=False)  # one slice changed; the extent did not
+        self.preview_layer.refresh(
+            thumbnail=False, extent=False
+        )  # one slice changed; the extent did not
         if prediction is not None:
             self._say(self.core.describe(z, prediction))
         if not self.busy:
@@ -294,7 +316,9 @@ class AnnotatorModel:
         label_id = self.core.accept(self.target_id or None, self.overwrite)
         self._sync()
         name = self.core.session.name_of(label_id)
-        self._say(f"Accepted {name} (label {label_id}) on {len(slices)} slice(s).{self.core.kept_note()}")
+        self._say(
+            f"Accepted {name} (label {label_id}) on {len(slices)} slice(s).{self.core.kept_note()}"
+        )
         return label_id
 
     def next_object(self) -> None:
@@ -320,7 +344,9 @@ class AnnotatorModel:
         """Remove islands of accepted object ``label_id`` (one undo step) or of the preview."""
         changed = self.core.keep_largest(label_id)
         self._sync(labels=label_id is not None)
-        self._say(f"Removed islands of {f'label {label_id} on {len(changed)} slice(s)' if label_id else 'the preview'}.")
+        self._say(
+            f"Removed islands of {f'label {label_id} on {len(changed)} slice(s)' if label_id else 'the preview'}."
+        )
 
     def rename(self, label_id: int, name: str) -> None:
         self.session.rename(label_id, name)
@@ -373,7 +399,9 @@ class AnnotatorModel:
         except HRMedSegSAMError as exc:
             return self._on_error(exc)
         self._sync()
-        self._say(f"Propagated {self.session.name_of(label_id)}: {run.describe()}.{self.core.kept_note()}")
+        self._say(
+            f"Propagated {self.session.name_of(label_id)}: {run.describe()}.{self.core.kept_note()}"
+        )
         self._schedule_prefetch()
 
     def export(self, path: str, overwrite: bool = False) -> str:

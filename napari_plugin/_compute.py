@@ -95,9 +95,11 @@ class ComputeThread:
         """Blocks (not from the UI thread!) until idle; for scripts and tests."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: self._running is None
-                and not self._urgent
-                and (not include_prefetch or not self._prefetch),
+                lambda: (
+                    self._running is None
+                    and not self._urgent
+                    and (not include_prefetch or not self._prefetch)
+                ),
                 timeout,
             )
 

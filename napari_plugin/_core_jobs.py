@@ -73,7 +73,9 @@ class CoreJobs:
         self._pending.clear()
 
     # ------------------------------------------------------------------ predictions
-    def predict(self, core: InteractiveAnnotation, z: int, on_shown: Callable[[int, Any], None]) -> None:
+    def predict(
+        self, core: InteractiveAnnotation, z: int, on_shown: Callable[[int, Any], None]
+    ) -> None:
         """Predict slice ``z``; ``on_shown(z, prediction)`` once it is in the preview (at
         once for a kept prediction, or with None for a slice without prompts; never for a
         superseded request).
@@ -86,15 +88,26 @@ class CoreJobs:
         if core.predictor is None:
             raise HRMedSegSAMError("No model loaded: choose a model in the widget.")
         self._pending[z] = request.key
-        label = f"Predicting slice {z}…" if core.is_embedded(z) else f"Computing the embedding of slice {z}…"
+        label = (
+            f"Predicting slice {z}…"
+            if core.is_embedded(z)
+            else f"Computing the embedding of slice {z}…"
+        )
 
         def done(pred: Any) -> None:
             if self._pending.get(z) == request.key and core.show(request, pred):
                 on_shown(z, pred)
             self._finished(request)
 
-        self.compute.submit(Job(lambda: core.compute(request), label, done,
-                                lambda exc: self._finished(request, exc), coalesce=("predict", z)))
+        self.compute.submit(
+            Job(
+                lambda: core.compute(request),
+                label,
+                done,
+                lambda exc: self._finished(request, exc),
+                coalesce=("predict", z),
+            )
+        )
         self._on_busy(self.busy)
 
     def _finished(self, request: PredictionRequest, exc: BaseException | None = None) -> None:
@@ -122,17 +135,25 @@ class CoreJobs:
         """While idle, embed slice ``z`` and its neighbours (replaces the earlier list)."""
         if core.predictor is None:
             return
-        self.compute.set_prefetch([
-            Job(lambda z=z: core.embed(z), f"Prefetching the embedding of slice {z}…")
-            for z in core.prefetch_requests(z, radius)
-        ])
+        self.compute.set_prefetch(
+            [
+                Job(lambda z=z: core.embed(z), f"Prefetching the embedding of slice {z}…")
+                for z in core.prefetch_requests(z, radius)
+            ]
+        )
 
     def load_model(self, name: str, on_done: Callable[[Any], None]) -> None:
         """Build a Predictor over model ``name`` (``hrmedsegsam.load_model``); ``on_done(predictor)``."""
         from hrmedsegsam import Predictor, load_model
 
-        self.compute.submit(Job(lambda: Predictor(load_model(name)), f"Loading model {name}…", on_done,
-                                self._on_error))
+        self.compute.submit(
+            Job(
+                lambda: Predictor(load_model(name)),
+                f"Loading model {name}…",
+                on_done,
+                self._on_error,
+            )
+        )
         self._on_busy(self.busy)
 
     # ------------------------------------------------------------------ propagation

@@ -68,7 +68,11 @@ def transform_kwargs(vol: Any) -> dict:
     affine = np.eye(n + 1)
     affine[:n, :n] = rot[keep, keep]
     affine[:n, n] = full[:3, 3][keep]
-    return {"scale": tuple(float(s) for s in spacing_zyx[keep]), "translate": (0.0,) * n, "affine": affine}
+    return {
+        "scale": tuple(float(s) for s in spacing_zyx[keep]),
+        "translate": (0.0,) * n,
+        "affine": affine,
+    }
 
 
 def layer_kwargs(vol: Any, name: str | None = None) -> dict:

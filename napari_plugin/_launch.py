@@ -62,7 +62,9 @@ def launch(path: str | None = None) -> int:
     try:
         import napari
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        print(f"napari is not installed ({exc}); pip install 'hrmedsegsam[napari]'", file=sys.stderr)
+        print(
+            f"napari is not installed ({exc}); pip install 'hrmedsegsam[napari]'", file=sys.stderr
+        )
         return 2
     try:
         open_viewer(path)
@@ -75,6 +77,8 @@ def launch(path: str | None = None) -> int:
 
 def register_command(sub: argparse._SubParsersAction) -> None:
     """Adds ``napari [PATH]`` to the ``hrmedsegsam`` command line (entry point target)."""
-    p = sub.add_parser("napari", help="open napari with the annotation widget (and PATH, or the CT sample)")
+    p = sub.add_parser(
+        "napari", help="open napari with the annotation widget (and PATH, or the CT sample)"
+    )
     p.add_argument("path", nargs="?", default=None)
     p.set_defaults(func=lambda args: launch(args.path))

@@ -23,7 +23,9 @@ def check_image_layer(layer: Any) -> None:
         raise HRMedSegSAMError("Choose a greyscale Image layer to annotate.")
     ndim = np.asarray(layer.data).ndim
     if ndim not in (2, 3):
-        raise HRMedSegSAMError(f"Only 2D and 3D images can be annotated; {layer.name!r} has {ndim} dimensions.")
+        raise HRMedSegSAMError(
+            f"Only 2D and 3D images can be annotated; {layer.name!r} has {ndim} dimensions."
+        )
 
 
 def is_label_map_of(layer: Any, image_layer: Any) -> bool:
@@ -48,7 +50,9 @@ def labels_array(layer: Any, image_layer: Any) -> np.ndarray:
         layer.data = data
     shape = np.asarray(image_layer.data).shape
     if data.shape != shape:
-        raise HRMedSegSAMError(f"The labels layer {layer.name!r} is {data.shape} but the image is {shape}.")
+        raise HRMedSegSAMError(
+            f"The labels layer {layer.name!r} is {data.shape} but the image is {shape}."
+        )
     if META_KEY not in layer.metadata and META_KEY in image_layer.metadata:
         layer.metadata = {**layer.metadata, META_KEY: image_layer.metadata[META_KEY]}
     return data
@@ -93,8 +97,10 @@ class LayerSet:
         the labels are painted or replaced.
         """
         self._connections = [
-            (self.image.events.contrast_limits, on_contrast), (self.viewer.dims.events.current_step, on_slice),
-            (self.points.events.data, on_prompts), (self.box.events.data, on_prompts),
+            (self.image.events.contrast_limits, on_contrast),
+            (self.viewer.dims.events.current_step, on_slice),
+            (self.points.events.data, on_prompts),
+            (self.box.events.data, on_prompts),
         ]
         for emitter, handler in self._connections:
             emitter.connect(handler)

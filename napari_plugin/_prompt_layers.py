@@ -43,7 +43,9 @@ def make_preview_layer(viewer: Any, image_layer: Any, name: str = "current objec
         np.zeros(shape, dtype=np.uint8),
         name=name,
         opacity=0.55,
-        colormap=DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}),
+        colormap=DirectLabelColormap(
+            color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}
+        ),
         metadata={ROLE_KEY: "preview"},
         **same_transform_kwargs(image_layer),
     )
@@ -133,7 +135,9 @@ def state_from_layers(
         if not 0 <= z < nz or xs.max() - xs.min() < 1 or ys.max() - ys.min() < 1:
             dropped += 1
             continue
-        boxes.append(Box.from_corners(z, float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())))
+        boxes.append(
+            Box.from_corners(z, float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+        )
     # one box per slice: the last one drawn
     last: dict[int, Box] = {}
     for b in boxes:
@@ -158,7 +162,9 @@ def show_state(points_layer: Any, box_layer: Any, state: PromptState, ndim: int)
     rects = []
     for b in state.boxes:
         corners = [(b.y0, b.x0), (b.y0, b.x1), (b.y1, b.x1), (b.y1, b.x0)]
-        rects.append(np.array([([b.z] if ndim == 3 else []) + [y, x] for y, x in corners], dtype=float))
+        rects.append(
+            np.array([([b.z] if ndim == 3 else []) + [y, x] for y, x in corners], dtype=float)
+        )
     box_layer.data = []
     if rects:
         box_layer.add_rectangles(rects, edge_color=BOX_COLOR, face_color="transparent")

@@ -15,7 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 #: organ ids of :func:`make_ct_volume`'s reference labels
-CT_ORGANS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney", 5: "aorta", 6: "vertebra"}
+CT_ORGANS = {
+    1: "liver",
+    2: "spleen",
+    3: "right kidney",
+    4: "left kidney",
+    5: "aorta",
+    6: "vertebra",
+}
 
 
 def _ellipsoid(zz, yy, xx, c, r):

@@ -42,8 +42,14 @@ OVERWRITE, KEEP = "overwrite", "keep existing"
 
 #: keyboard shortcuts (napari key names): action -> key; shown in tooltips and README
 SHORTCUTS = {
-    "undo": "Control-Z", "redo": "Control-Shift-Z", "negative": "N", "accept": "Alt-A",
-    "next": "Alt-N", "propagate": "Alt-P", "points": "Alt-1", "box": "Alt-2",
+    "undo": "Control-Z",
+    "redo": "Control-Shift-Z",
+    "negative": "N",
+    "accept": "Alt-A",
+    "next": "Alt-N",
+    "propagate": "Alt-P",
+    "points": "Alt-1",
+    "box": "Alt-2",
 }
 
 
@@ -94,10 +100,16 @@ class AnnotatorWidget(QWidget):
         tips = {
             "accept": (self.accept_btn, "Commit the current object into the labels"),
             "next": (self.next_btn, "Drop the prompts; the next prompt starts a new object"),
-            "propagate": (self.propagate_btn, "Follow the object from the shown slice through the volume"),
+            "propagate": (
+                self.propagate_btn,
+                "Follow the object from the shown slice through the volume",
+            ),
             "points": (self.point_btn, "Click positive points (negative with N)"),
             "box": (self.box_btn, "Drag a box around the object"),
-            "negative": (self.negative_check, "New points are negative (placed points keep theirs)"),
+            "negative": (
+                self.negative_check,
+                "New points are negative (placed points keep theirs)",
+            ),
             "undo": (self.undo_btn, "Undo the last prompt, commit or delete"),
             "redo": (self.redo_btn, "Redo"),
         }
@@ -110,11 +122,17 @@ class AnnotatorWidget(QWidget):
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
         for col in range(4):
-            mode = QHeaderView.ResizeMode.Stretch if col == 1 else QHeaderView.ResizeMode.ResizeToContents
+            mode = (
+                QHeaderView.ResizeMode.Stretch
+                if col == 1
+                else QHeaderView.ResizeMode.ResizeToContents
+            )
             header.setSectionResizeMode(col, mode)
         self.reopen_btn, self.delete_btn = QPushButton("Reopen"), QPushButton("Delete")
         self.islands_btn = QPushButton("Remove islands")
-        self.islands_btn.setToolTip("Keep the largest connected part of the selected object (or of the preview)")
+        self.islands_btn.setToolTip(
+            "Keep the largest connected part of the selected object (or of the preview)"
+        )
         for w in (self.reopen_btn, self.delete_btn):
             w.setEnabled(False)  # until an object is selected in the list
         self.export_btn = QPushButton("Export NIfTI…")
@@ -160,15 +178,25 @@ class AnnotatorWidget(QWidget):
     # ---------------------------------------------------------------- wiring
     def _connect(self) -> None:
         m = self.model
-        self.image_combo.activated.connect(lambda _: self._run(m.set_image_layer, self._chosen_image()))
-        self.labels_combo.activated.connect(lambda _: self._run(m.set_labels_layer, self._chosen_labels()))
-        self.model_combo.activated.connect(lambda _: self._run(m.load_model, self.model_combo.currentText()))
-        self.window_combo.currentTextChanged.connect(lambda text: self._run(m.set_window_choice, text))
+        self.image_combo.activated.connect(
+            lambda _: self._run(m.set_image_layer, self._chosen_image())
+        )
+        self.labels_combo.activated.connect(
+            lambda _: self._run(m.set_labels_layer, self._chosen_labels())
+        )
+        self.model_combo.activated.connect(
+            lambda _: self._run(m.load_model, self.model_combo.currentText())
+        )
+        self.window_combo.currentTextChanged.connect(
+            lambda text: self._run(m.set_window_choice, text)
+        )
         self.point_btn.clicked.connect(lambda: self._run(m.use_tool, "points"))
         self.box_btn.clicked.connect(lambda: self._run(m.use_tool, "box"))
         self.negative_check.toggled.connect(lambda on: self._run(m.set_negative, on))
         self.id_spin.valueChanged.connect(lambda v: setattr(m, "target_id", int(v)))
-        self.policy_combo.currentTextChanged.connect(lambda t: setattr(m, "overwrite", t == OVERWRITE))
+        self.policy_combo.currentTextChanged.connect(
+            lambda t: setattr(m, "overwrite", t == OVERWRITE)
+        )
         self.accept_btn.clicked.connect(lambda: self._run(m.accept))
         self.next_btn.clicked.connect(lambda: self._run(m.next_object))
         self.undo_btn.clicked.connect(lambda: self._run(m.undo))
@@ -176,8 +204,12 @@ class AnnotatorWidget(QWidget):
         self.propagate_btn.clicked.connect(lambda: self._run(m.propagate))
         self.cancel_btn.clicked.connect(lambda: self._run(m.cancel))
         self.reopen_btn.clicked.connect(lambda: self._run(lambda: m.reopen(self._selected_id())))
-        self.delete_btn.clicked.connect(lambda: self._run(lambda: m.delete_object(self._selected_id())))
-        self.islands_btn.clicked.connect(lambda: self._run(lambda: m.keep_largest(self._selected_id(None))))
+        self.delete_btn.clicked.connect(
+            lambda: self._run(lambda: m.delete_object(self._selected_id()))
+        )
+        self.islands_btn.clicked.connect(
+            lambda: self._run(lambda: m.keep_largest(self._selected_id(None)))
+        )
         self.table.itemChanged.connect(self._on_item_changed)
         self.table.itemSelectionChanged.connect(self._on_selection_changed)
         self.export_btn.clicked.connect(lambda: self._run(self._export_dialog))
@@ -189,17 +221,26 @@ class AnnotatorWidget(QWidget):
         m.events.history.connect(lambda e: self._refresh_history())
         m.events.propagating.connect(lambda e: self._set_propagating(e.value))
         m.events.progress.connect(lambda e: self._on_progress(*e.value))
-        self.viewer.layers.events.inserted.connect(lambda e: self._run(m.on_layer_inserted, e.value))
+        self.viewer.layers.events.inserted.connect(
+            lambda e: self._run(m.on_layer_inserted, e.value)
+        )
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh_layers(attach=True))
         self.viewer.layers.events.removed.connect(lambda e: self._run(m.sync_with_layers))
         self.viewer.layers.events.removed.connect(lambda e: self._refresh_layers())
 
         actions = {
-            "undo": m.undo, "redo": m.redo, "negative": self.negative_check.toggle, "accept": m.accept,
-            "next": m.next_object, "propagate": m.propagate, "points": lambda: m.use_tool("points"),
+            "undo": m.undo,
+            "redo": m.redo,
+            "negative": self.negative_check.toggle,
+            "accept": m.accept,
+            "next": m.next_object,
+            "propagate": m.propagate,
+            "points": lambda: m.use_tool("points"),
             "box": lambda: m.use_tool("box"),
         }
-        self._bindings = {SHORTCUTS[a]: (lambda v, fn=fn: self._run(fn)) for a, fn in actions.items()}
+        self._bindings = {
+            SHORTCUTS[a]: (lambda v, fn=fn: self._run(fn)) for a, fn in actions.items()
+        }
         for key, fn in self._bindings.items():
             self.viewer.bind_key(key, fn, overwrite=True)
         m.labels_keys = {SHORTCUTS[a]: self._bindings[SHORTCUTS[a]] for a in ("undo", "redo")}

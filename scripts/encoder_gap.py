@@ -33,8 +33,13 @@ from hrmedsegsam.training.validate import AGREEMENT_SLICES, WINDOW, agreement_ob
 Box = tuple[float, float, float, float]
 
 
-def three_ways(ours: Predictor, lite: Predictor, vol: np.ndarray, objs: Sequence[tuple[int, Box, np.ndarray]],
-               tag: str) -> np.ndarray:
+def three_ways(
+    ours: Predictor,
+    lite: Predictor,
+    vol: np.ndarray,
+    objs: Sequence[tuple[int, Box, np.ndarray]],
+    tag: str,
+) -> np.ndarray:
     """Rows ``(size, own, swapped, litemedsam)`` Dice per object ``(z, box, mask)``."""
     rows: list[tuple[int, float, float, float]] = []
     for z, box, ref in objs:
@@ -54,8 +59,10 @@ def report(name: str, rows: np.ndarray) -> None:
     for part, sel in (("small", rows[:, 0] < SMALL_PX), ("large", rows[:, 0] >= SMALL_PX)):
         if sel.any():
             own, swap, lite = rows[sel, 1:].mean(0)
-            print(f"{name:<11} {part:<5} n={int(sel.sum()):<4} own {own:.4f}  teacher embedding {swap:.4f}  "
-                  f"LiteMedSAM {lite:.4f}")
+            print(
+                f"{name:<11} {part:<5} n={int(sel.sum()):<4} own {own:.4f}  teacher embedding {swap:.4f}  "
+                f"LiteMedSAM {lite:.4f}"
+            )
 
 
 def embedding_fit(cache: Path, model, n: int = 40) -> None:  # type: ignore[no-untyped-def]
@@ -72,8 +79,10 @@ def embedding_fit(cache: Path, model, n: int = 40) -> None:  # type: ignore[no-u
             e = model.encode(frame.contiguous())[0].numpy()
         own.append(((e - t[i]) ** 2).mean())
         base.append(((mean - t[i]) ** 2).mean())
-    print(f"embedding MSE to the teacher: student {np.mean(own):.5f}, per-position mean of {len(paths)} "
-          f"teacher embeddings {np.mean(base):.5f} (explained: {1 - np.mean(own) / np.mean(base):.0%})")
+    print(
+        f"embedding MSE to the teacher: student {np.mean(own):.5f}, per-position mean of {len(paths)} "
+        f"teacher embeddings {np.mean(base):.5f} (explained: {1 - np.mean(own) / np.mean(base):.0%})"
+    )
 
 
 def main() -> None:
@@ -94,10 +103,15 @@ def main() -> None:
     objs = []
     for o in collect_objects(ref, range(vol.array.shape[0])):
         x0, y0, x1, y1 = tight_box(o.mask)
-        objs.append((o.z, (float(x0), float(y0), float(max(x1, x0 + 1)), float(max(y1, y0 + 1))), o.mask))
+        objs.append(
+            (o.z, (float(x0), float(y0), float(max(x1, x0 + 1)), float(max(y1, y0 + 1))), o.mask)
+        )
     report("held-out", three_ways(ours, lite, vol.array, objs, "held-out"))
     val = read_volume(args.data / "ct_body_3mm" / "image.nii.gz").array
-    report("validation", three_ways(ours, lite, val, agreement_objects(val, AGREEMENT_SLICES), "validation"))
+    report(
+        "validation",
+        three_ways(ours, lite, val, agreement_objects(val, AGREEMENT_SLICES), "validation"),
+    )
 
 
 if __name__ == "__main__":

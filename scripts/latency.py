@@ -81,7 +81,9 @@ def main() -> None:
     m.set_current_z(z)
     m.core.embed(z)
     c = args.size // 2
-    boxes = [[c - 120 + i, c - 90, c + 60 + i, c + 80] for i in range(args.n + 1)]  # the first warms up
+    boxes = [
+        [c - 120 + i, c - 90, c + 60 + i, c + 80] for i in range(args.n + 1)
+    ]  # the first warms up
 
     timed(InteractiveAnnotation, "compute", "compute thread: model (decode)")
     timed(_annotator.AnnotatorModel, "_on_shown", "main: preview refresh + status")
@@ -127,9 +129,14 @@ def main() -> None:
     print(f"slice {args.size}x{args.size}, {len(widget_ms)} box prompts on an embedded slice")
     print(f"widget: shapes event -> preview shown, median {med(widget_ms):.1f} ms")
     print(f"library: Predictor.predict(box), median {med(lib_ms):.1f} ms")
-    order = ["main: add_rectangles (napari + our handler)", "  of which: read the prompts from the layers",
-             "  of which: recolour the points", "  of which: request + submit", "compute thread: model (decode)",
-             "main: preview refresh + status"]
+    order = [
+        "main: add_rectangles (napari + our handler)",
+        "  of which: read the prompts from the layers",
+        "  of which: recolour the points",
+        "  of which: request + submit",
+        "compute thread: model (decode)",
+        "main: preview refresh + status",
+    ]
     accounted = 0.0
     for label in order:
         ms = med(spent[label]) * 1000

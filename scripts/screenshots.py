@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the PNG files")
     ap.add_argument("--model", default="hrmedsegsam", help="model name or weights path")
-    ap.add_argument("--random-weights", action="store_true", help="smoke test only: untrained model")
+    ap.add_argument(
+        "--random-weights", action="store_true", help="smoke test only: untrained model"
+    )
     ap.add_argument("--size", type=int, nargs=2, default=(1500, 950), help="window width height")
     args = ap.parse_args(argv)
 

@@ -72,16 +72,31 @@ class BoxThresholdModel:
                 self.prompt_encoder = build_prompt_encoder(image_size, (image_size // 16,) * 2)
 
             def encode(self, images: torch.Tensor) -> torch.Tensor:
-                return torch.zeros(images.shape[0], 256, self.image_size // 16, self.image_size // 16)
+                return torch.zeros(
+                    images.shape[0], 256, self.image_size // 16, self.image_size // 16
+                )
 
-            def decode(self, embedding, image, input_hw, coords=None, labels=None, boxes=None,
-                       mask_input=None, multimask=False, box_native=None, cache=None):
+            def decode(
+                self,
+                embedding,
+                image,
+                input_hw,
+                coords=None,
+                labels=None,
+                boxes=None,
+                mask_input=None,
+                multimask=False,
+                box_native=None,
+                cache=None,
+            ):
                 H, W = image.shape[-2:]
                 sy, sx = input_hw[0] / H, input_hw[1] / W
                 region = torch.zeros(H, W, dtype=torch.bool)
                 if boxes is not None:
                     x0, y0, x1, y1 = (boxes[0] / torch.tensor([sx, sy, sx, sy])).tolist()
-                    region[int(round(y0)) : int(round(y1)) + 1, int(round(x0)) : int(round(x1)) + 1] = True
+                    region[
+                        int(round(y0)) : int(round(y1)) + 1, int(round(x0)) : int(round(x1)) + 1
+                    ] = True
                 else:
                     region[:] = True
                 fg = (image[0, 0] > 0.5) & region
@@ -92,7 +107,9 @@ class BoxThresholdModel:
                 lowres[..., :vh, :vw] = F.interpolate(logits, size=(vh, vw), mode="nearest")
                 n = 3 if multimask else 1
                 score = torch.tensor([[0.95 if fg.any() else 0.05]]).expand(1, n)
-                return DecoderOutput(logits.expand(1, n, H, W), score, lowres.expand(1, n, 256, 256), None)
+                return DecoderOutput(
+                    logits.expand(1, n, H, W), score, lowres.expand(1, n, 256, 256), None
+                )
 
         return _Model().eval()
 

@@ -6,7 +6,14 @@ from hrmedsegsam.anatomy import NAMES, color_for, suggest
 
 
 def test_vocabulary_covers_public_label_sets() -> None:
-    for name in ("liver", "spleen", "kidney_left", "inferior_vena_cava", "prostate_or_uterus", "vertebrae_L1"):
+    for name in (
+        "liver",
+        "spleen",
+        "kidney_left",
+        "inferior_vena_cava",
+        "prostate_or_uterus",
+        "vertebrae_L1",
+    ):
         assert name in NAMES
     assert list(NAMES) == sorted(set(NAMES))
 

@@ -20,8 +20,9 @@ CLI = [sys.executable, "-m", "hrmedsegsam"]
 
 def run(args, env=None, timeout=300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+    return subprocess.run(
+        CLI + [str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -73,10 +74,13 @@ def test_info(ct: Path) -> None:
 
 
 def test_segment_writes_labels_in_source_geometry(ct: Path, weights: Path, tmp_path: Path) -> None:
-    prompts = write_prompts(tmp_path / "p.json", [
-        {"label": 3, "slice": 5, "box": [12, 8, 38, 28]},
-        {"label": 7, "slice": 6, "points": [[25, 18, 1], [2, 2, 0]]},
-    ])
+    prompts = write_prompts(
+        tmp_path / "p.json",
+        [
+            {"label": 3, "slice": 5, "box": [12, 8, 38, 28]},
+            {"label": 7, "slice": 6, "points": [[25, 18, 1], [2, 2, 0]]},
+        ],
+    )
     out = tmp_path / "labels.nii.gz"
     proc = run(["segment", ct, "--prompts", prompts, "-o", out, "--model", weights])
     assert proc.returncode == 0, proc.stderr
@@ -87,19 +91,40 @@ def test_segment_writes_labels_in_source_geometry(ct: Path, weights: Path, tmp_p
     assert np.allclose(lab.GetDirection(), src.GetDirection())
     arr = sitk.GetArrayFromImage(lab)
     assert set(np.unique(arr)) <= {0, 3, 7}
-    assert not arr[[0, 1, 2, 3, 4, 7, 8, 9, 10, 11]].any(), "without --propagate only prompted slices"
+    assert not arr[[0, 1, 2, 3, 4, 7, 8, 9, 10, 11]].any(), (
+        "without --propagate only prompted slices"
+    )
 
     # Refuses to overwrite; --overwrite replaces.
     again = run(["segment", ct, "--prompts", prompts, "-o", out, "--model", weights])
     assert_clean_error(again, "exists", "--overwrite")
-    assert run(["segment", ct, "--prompts", prompts, "-o", out, "--model", weights, "--overwrite",
-                "--propagate", "--preset", "abdomen"]).returncode == 0
+    assert (
+        run(
+            [
+                "segment",
+                ct,
+                "--prompts",
+                prompts,
+                "-o",
+                out,
+                "--model",
+                weights,
+                "--overwrite",
+                "--propagate",
+                "--preset",
+                "abdomen",
+            ]
+        ).returncode
+        == 0
+    )
 
 
 def test_segment_without_weights_fails_clearly(ct: Path, tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path / "p.json", [{"label": 1, "slice": 5, "box": [12, 8, 38, 28]}])
-    proc = run(["segment", ct, "--prompts", prompts, "-o", tmp_path / "o.nii.gz"],
-               env={"HRMEDSEGSAM_WEIGHTS": str(tmp_path / "none.pt")})
+    proc = run(
+        ["segment", ct, "--prompts", prompts, "-o", tmp_path / "o.nii.gz"],
+        env={"HRMEDSEGSAM_WEIGHTS": str(tmp_path / "none.pt")},
+    )
     assert_clean_error(proc, "weights not found", "none.pt")
 
 
@@ -134,8 +159,21 @@ def test_bad_inputs(tmp_path: Path, weights: Path) -> None:
     assert_clean_error(run(["info", empty]), "no dicom")
     four_d = sitk.JoinSeries([sitk.Image([8, 8, 4], sitk.sitkInt16)] * 3)
     sitk.WriteImage(four_d, str(tmp_path / "4d.nii.gz"))
-    assert_clean_error(run(["segment", tmp_path / "4d.nii.gz", "--prompts", prompts, "-o",
-                            tmp_path / "o.nii.gz", "--model", weights]), "4 dimensions")
+    assert_clean_error(
+        run(
+            [
+                "segment",
+                tmp_path / "4d.nii.gz",
+                "--prompts",
+                prompts,
+                "-o",
+                tmp_path / "o.nii.gz",
+                "--model",
+                weights,
+            ]
+        ),
+        "4 dimensions",
+    )
     rgb = sitk.Compose([sitk.Image([8, 8, 4], sitk.sitkUInt8)] * 3)
     sitk.WriteImage(rgb, str(tmp_path / "rgb.nrrd"))
     assert_clean_error(run(["info", tmp_path / "rgb.nrrd"]), "3 components")
@@ -143,14 +181,44 @@ def test_bad_inputs(tmp_path: Path, weights: Path) -> None:
     bad_w.write_bytes(b"\x00" * 100)
     vol = sitk.GetImageFromArray(np.zeros((4, 8, 8), np.int16))
     sitk.WriteImage(vol, str(tmp_path / "v.nii.gz"))
-    assert_clean_error(run(["segment", tmp_path / "v.nii.gz", "--prompts", prompts, "-o",
-                            tmp_path / "o.nii.gz", "--model", bad_w]), "bad.pt", "corrupt")
-    assert_clean_error(run(["segment", tmp_path / "v.nii.gz", "--prompts", tmp_path / "nope.json", "-o",
-                            tmp_path / "o.nii.gz", "--model", weights]), "nope.json")
+    assert_clean_error(
+        run(
+            [
+                "segment",
+                tmp_path / "v.nii.gz",
+                "--prompts",
+                prompts,
+                "-o",
+                tmp_path / "o.nii.gz",
+                "--model",
+                bad_w,
+            ]
+        ),
+        "bad.pt",
+        "corrupt",
+    )
+    assert_clean_error(
+        run(
+            [
+                "segment",
+                tmp_path / "v.nii.gz",
+                "--prompts",
+                tmp_path / "nope.json",
+                "-o",
+                tmp_path / "o.nii.gz",
+                "--model",
+                weights,
+            ]
+        ),
+        "nope.json",
+    )
 
 
 def test_benchmark_quick_json_runs_every_measurement() -> None:
-    proc = run(["benchmark", "--json", "--quick", "--models", "hrmedsegsam", "--backends", "torch"], timeout=600)
+    proc = run(
+        ["benchmark", "--json", "--quick", "--models", "hrmedsegsam", "--backends", "torch"],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     m = report["models"][0]
@@ -167,7 +235,9 @@ def test_segment_into_a_session_then_export_it(ct: Path, weights: Path, tmp_path
     from hrmedsegsam.io import read_label_table
 
     session = tmp_path / "session"
-    first = write_prompts(tmp_path / "a.json", [{"label": 3, "slice": 5, "box": [12, 8, 38, 28], "name": "liver"}])
+    first = write_prompts(
+        tmp_path / "a.json", [{"label": 3, "slice": 5, "box": [12, 8, 38, 28], "name": "liver"}]
+    )
     proc = run(["segment", ct, "--prompts", first, "--session", session, "--model", weights])
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((session / "session.json").read_text())
@@ -184,29 +254,45 @@ def test_segment_into_a_session_then_export_it(ct: Path, weights: Path, tmp_path
     proc = run(["segment", ct, "--session", session, "-o", out])  # no prompts: no model needed
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), in_session)
-    assert [(s.label_id, s.name) for s in read_label_table(tmp_path / "out.labels.tsv")] == \
-        [(3, "liver"), (7, "object 7")]
-    assert_clean_error(run(["segment", ct, "--session", session, "-o", out]), "exists", "--overwrite")
+    assert [(s.label_id, s.name) for s in read_label_table(tmp_path / "out.labels.tsv")] == [
+        (3, "liver"),
+        (7, "object 7"),
+    ]
+    assert_clean_error(
+        run(["segment", ct, "--session", session, "-o", out]), "exists", "--overwrite"
+    )
 
     # bad input: one line, non-zero exit, nothing written
     other = tmp_path / "other.nii.gz"
     img = sitk.ReadImage(str(ct))
     sitk.WriteImage(sitk.Add(img, 1), str(other))
-    assert_clean_error(run(["segment", other, "--session", session, "-o", tmp_path / "x.nii.gz"]),
-                       "belongs to another image")
-    assert_clean_error(run(["segment", ct, "--session", tmp_path / "none", "-o", tmp_path / "x.nii.gz"]),
-                       "not an annotation session")
+    assert_clean_error(
+        run(["segment", other, "--session", session, "-o", tmp_path / "x.nii.gz"]),
+        "belongs to another image",
+    )
+    assert_clean_error(
+        run(["segment", ct, "--session", tmp_path / "none", "-o", tmp_path / "x.nii.gz"]),
+        "not an annotation session",
+    )
     assert_clean_error(run(["segment", ct, "-o", tmp_path / "x.nii.gz"]), "--prompts")
-    assert_clean_error(run(["segment", ct, "--session", session, "-o", tmp_path / "x.nii.gz", "--format", "seg"]),
-                       ".dcm")
-    assert_clean_error(run(["segment", ct, "--session", session, "-o", tmp_path / "x.dcm"]), "dicom series")
+    assert_clean_error(
+        run(["segment", ct, "--session", session, "-o", tmp_path / "x.nii.gz", "--format", "seg"]),
+        ".dcm",
+    )
+    assert_clean_error(
+        run(["segment", ct, "--session", session, "-o", tmp_path / "x.dcm"]), "dicom series"
+    )
     (session / "session.json").write_text("{broken")
-    assert_clean_error(run(["segment", ct, "--session", session, "-o", tmp_path / "x.nii.gz"]), "corrupt")
+    assert_clean_error(
+        run(["segment", ct, "--session", session, "-o", tmp_path / "x.nii.gz"]), "corrupt"
+    )
     assert not (tmp_path / "x.nii.gz").exists() and not (tmp_path / "x.dcm").exists()
 
 
 @pytest.mark.parametrize("oblique", [False, True], ids=["axial", "oblique"])
-def test_segment_writes_dicom_seg_for_a_dicom_series(tmp_path: Path, weights: Path, oblique: bool) -> None:
+def test_segment_writes_dicom_seg_for_a_dicom_series(
+    tmp_path: Path, weights: Path, oblique: bool
+) -> None:
     pytest.importorskip("highdicom")
     import pydicom
     from test_io import OBLIQUE, make_image, write_dicom_series
@@ -217,10 +303,13 @@ def test_segment_writes_dicom_seg_for_a_dicom_series(tmp_path: Path, weights: Pa
     arr[1:5, 8:24, 10:30] = 120
     image = make_image(arr, (0.7, 0.7, 2.0), (5.0, -3.0, 11.0), OBLIQUE if oblique else None)
     write_dicom_series(tmp_path / "ct", image, "1.2.826.0.1.3680043.2.1125.8." + str(int(oblique)))
-    prompts = write_prompts(tmp_path / "p.json", [
-        {"label": 2, "slice": 2, "box": [8, 6, 32, 26], "name": "liver"},
-        {"label": 5, "slice": 3, "box": [8, 6, 32, 26], "name": "kidney_left"},
-    ])
+    prompts = write_prompts(
+        tmp_path / "p.json",
+        [
+            {"label": 2, "slice": 2, "box": [8, 6, 32, 26], "name": "liver"},
+            {"label": 5, "slice": 3, "box": [8, 6, 32, 26], "name": "kidney_left"},
+        ],
+    )
     out = tmp_path / "seg.dcm"
     proc = run(["segment", tmp_path / "ct", "--prompts", prompts, "-o", out, "--model", weights])
     assert proc.returncode == 0, proc.stderr
@@ -228,15 +317,48 @@ def test_segment_writes_dicom_seg_for_a_dicom_series(tmp_path: Path, weights: Pa
     assert ds.Modality == "SEG"
     names = [s.SegmentLabel for s in ds.SegmentSequence]
     labels, segments = read_seg(out, read_volume(tmp_path / "ct"))
-    assert {(s.label_id, s.name) for s in segments} == {(i, n) for i, n in [(2, "liver"), (5, "kidney_left")]
-                                                         if n in names}
-    assert segments and set(np.flatnonzero(labels.any(axis=(1, 2)))) <= {2, 3}  # on the prompted frames
+    assert {(s.label_id, s.name) for s in segments} == {
+        (i, n) for i, n in [(2, "liver"), (5, "kidney_left")] if n in names
+    }
+    assert segments and set(np.flatnonzero(labels.any(axis=(1, 2)))) <= {
+        2,
+        3,
+    }  # on the prompted frames
 
     # --format seg with a session; a NIfTI image cannot go out as SEG (one clear line)
     session = tmp_path / "s"
-    assert run(["segment", tmp_path / "ct", "--prompts", prompts, "--session", session, "--model", weights]).returncode == 0
-    proc = run(["segment", tmp_path / "ct", "--session", session, "-o", tmp_path / "again.dcm", "--format", "seg"])
+    assert (
+        run(
+            [
+                "segment",
+                tmp_path / "ct",
+                "--prompts",
+                prompts,
+                "--session",
+                session,
+                "--model",
+                weights,
+            ]
+        ).returncode
+        == 0
+    )
+    proc = run(
+        [
+            "segment",
+            tmp_path / "ct",
+            "--session",
+            session,
+            "-o",
+            tmp_path / "again.dcm",
+            "--format",
+            "seg",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
-    np.testing.assert_array_equal(read_seg(tmp_path / "again.dcm", read_volume(tmp_path / "ct"))[0], labels)
-    assert_clean_error(run(["segment", tmp_path / "ct", "--session", session, "-o", tmp_path / "again.dcm"]),
-                       "exists")
+    np.testing.assert_array_equal(
+        read_seg(tmp_path / "again.dcm", read_volume(tmp_path / "ct"))[0], labels
+    )
+    assert_clean_error(
+        run(["segment", tmp_path / "ct", "--session", session, "-o", tmp_path / "again.dcm"]),
+        "exists",
+    )

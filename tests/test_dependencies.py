@@ -29,7 +29,17 @@ def imported_modules(package: str) -> dict[str, set[str]]:
 
 
 def test_the_library_never_imports_napari_qt_or_the_plugin() -> None:
-    banned = ("napari", "napari_plugin", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt")
+    banned = (
+        "napari",
+        "napari_plugin",
+        "qtpy",
+        "PyQt5",
+        "PyQt6",
+        "PySide2",
+        "PySide6",
+        "magicgui",
+        "superqt",
+    )
     found = {
         f: sorted(m for m in mods if m.split(".")[0] in banned)
         for f, mods in imported_modules("hrmedsegsam").items()

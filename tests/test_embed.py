@@ -49,8 +49,12 @@ def ct(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
@@ -59,11 +63,20 @@ def test_window_names_are_exact() -> None:
     assert window_name((-57.25, 310.5)) == "w-57.25_310.5"
 
 
-def test_embed_on_local_cluster_then_read_by_the_same_model_only(client, weights, ct, tmp_path, monkeypatch) -> None:
+def test_embed_on_local_cluster_then_read_by_the_same_model_only(
+    client, weights, ct, tmp_path, monkeypatch
+) -> None:
     path, arr = ct
     store_path = tmp_path / "emb.zarr"
-    done = embed_volumes(client, [path], store_path, model=str(weights[0]), windows=[WINDOW], backend="torch",
-                         slices_per_task=2)
+    done = embed_volumes(
+        client,
+        [path],
+        store_path,
+        model=str(weights[0]),
+        windows=[WINDOW],
+        backend="torch",
+        slices_per_task=2,
+    )
     assert [(s.status, s.slices) for s in done] == [("computed", 5)]
     assert len(client.scheduler_info()["workers"]) == 2
 
@@ -78,11 +91,15 @@ def test_embed_on_local_cluster_then_read_by_the_same_model_only(client, weights
     for z in range(5):
         stored = store.read(vid, WINDOW, z, ident_a)
         assert stored is not None and stored.shape == (1, 256, 16, 16)
-        np.testing.assert_allclose(stored, reference.embed(arr[z], WINDOW).features.numpy(), atol=1e-5)
+        np.testing.assert_allclose(
+            stored, reference.embed(arr[z], WINDOW).features.numpy(), atol=1e-5
+        )
     assert store.read(vid, WINDOW, 0, ident_b) is None
 
     # A second run finds the entry and computes nothing.
-    again = embed_volumes(client, [path], store_path, model=str(weights[0]), windows=[WINDOW], backend="torch")
+    again = embed_volumes(
+        client, [path], store_path, model=str(weights[0]), windows=[WINDOW], backend="torch"
+    )
     assert [s.status for s in again] == ["present"]
 
     prompts = load_prompts_from(tmp_path, [{"label": 1, "slice": 2, "box": [10, 10, 36, 30]}])
@@ -92,7 +109,9 @@ def test_embed_on_local_cluster_then_read_by_the_same_model_only(client, weights
     pred_a = Predictor(model_a, backend="torch")
     monkeypatch.setattr(model_a, "encode", _refuse)
     lines = []
-    labels_a, _ = segment_volume(pred_a, arr, prompts, WINDOW, propagate_3d=True, store=store, log=lines.append)
+    labels_a, _ = segment_volume(
+        pred_a, arr, prompts, WINDOW, propagate_3d=True, store=store, log=lines.append
+    )
     assert pred_a.features_source.hits >= 2 and labels_a.any()
     assert f"store: {pred_a.features_source.hits} slice embeddings read" in lines[-1]
     monkeypatch.undo()
@@ -106,10 +125,14 @@ def test_embed_on_local_cluster_then_read_by_the_same_model_only(client, weights
     assert pred_b.features_source.hits == 0 and len(calls) >= 1
 
     # Embedding with the other model replaces the entry; the first model's reads are refused.
-    replaced = embed_volumes(client, [path], store_path, model=str(weights[1]), windows=[WINDOW], backend="torch")
+    replaced = embed_volumes(
+        client, [path], store_path, model=str(weights[1]), windows=[WINDOW], backend="torch"
+    )
     assert [s.status for s in replaced] == ["computed"]
     store = EmbeddingStore(store_path, mode="r")
-    assert store.status(vid, WINDOW, ident_a) == "stale" and store.status(vid, WINDOW, ident_b) == "ok"
+    assert (
+        store.status(vid, WINDOW, ident_a) == "stale" and store.status(vid, WINDOW, ident_b) == "ok"
+    )
 
 
 def _refuse(images):
@@ -126,16 +149,56 @@ def test_cli_embed_then_segment_reads_the_store(weights, ct, tmp_path) -> None:
     path, _ = ct
     store_path = tmp_path / "cli.zarr"
     cli = [sys.executable, "-m", "hrmedsegsam"]
-    proc = subprocess.run(cli + ["embed", str(path), "--store", str(store_path), "--model", str(weights[0]),
-                                 "--window", "-160", "240", "--workers", "1", "--backend", "torch"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cli
+        + [
+            "embed",
+            str(path),
+            "--store",
+            str(store_path),
+            "--model",
+            str(weights[0]),
+            "--window",
+            "-160",
+            "240",
+            "--workers",
+            "1",
+            "--backend",
+            "torch",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "1 volume-window entries computed" in proc.stdout
     prompts = tmp_path / "p.json"
     prompts.write_text(json.dumps([{"label": 1, "slice": 2, "box": [10, 10, 36, 30]}]))
-    for model, expect in ((weights[0], "store: 1 slice embeddings read"), (weights[1], "with other weights")):
-        proc = subprocess.run(cli + ["segment", str(path), "--prompts", str(prompts), "-o", str(tmp_path / "o.nii.gz"),
-                                     "--window", "-160", "240", "--model", str(model), "--store", str(store_path),
-                                     "--overwrite"], capture_output=True, text=True, timeout=300)
+    for model, expect in (
+        (weights[0], "store: 1 slice embeddings read"),
+        (weights[1], "with other weights"),
+    ):
+        proc = subprocess.run(
+            cli
+            + [
+                "segment",
+                str(path),
+                "--prompts",
+                str(prompts),
+                "-o",
+                str(tmp_path / "o.nii.gz"),
+                "--window",
+                "-160",
+                "240",
+                "--model",
+                str(model),
+                "--store",
+                str(store_path),
+                "--overwrite",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         assert expect in proc.stdout, proc.stdout

@@ -24,7 +24,10 @@ from hrmedsegsam.predictor import Predictor  # noqa: E402
 
 # Small versions of both encoder layouts (the export and the comparison do not depend on size).
 SMALL = {"image_size": 256, "encoder_dim": 32, "encoder_heads": (2, 2, 4), "decoder_mlp_dim": 64}
-LAYOUTS = {"patch": SMALL, "conv": {**SMALL, **NEW_ENCODER, "encoder_mid_dim": 64, "encoder_heads": (2, 4, 4)}}
+LAYOUTS = {
+    "patch": SMALL,
+    "conv": {**SMALL, **NEW_ENCODER, "encoder_mid_dim": 64, "encoder_heads": (2, 4, 4)},
+}
 
 
 def _model(layout: str, seed: int = 0) -> HRMedSegSAM:

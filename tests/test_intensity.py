@@ -132,7 +132,9 @@ def test_apply_window():
 
 def test_unknown_modality_with_hounsfield_values_gets_the_ct_window() -> None:
     rng = np.random.default_rng(0)
-    ct = np.concatenate([np.full(5000, -1000), rng.normal(40, 30, 20000), rng.normal(700, 200, 2000)])
+    ct = np.concatenate(
+        [np.full(5000, -1000), rng.normal(40, 30, 20000), rng.normal(700, 200, 2000)]
+    )
     assert resolve_window(ct.astype(np.int16).reshape(-1, 1, 1)) == (-160.0, 240.0)
     mr = rng.gamma(2.0, 150.0, size=(4, 32, 32))
     lo, hi = resolve_window(mr)

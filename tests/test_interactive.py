@@ -258,7 +258,9 @@ def test_a_low_confidence_prediction_is_flagged(counted: Counted) -> None:
     weak = Prediction(mask, 0.31, good.logits, mask[None], np.array([0.31]))
     text = ann.describe(8, weak)
     assert "IoU 0.31" in text and "low confidence" in text and "1200 px" in text
-    assert "nothing" in ann.describe(8, Prediction(~mask & False, 0.9, good.logits, mask[None], np.array([0.9])))
+    assert "nothing" in ann.describe(
+        8, Prediction(~mask & False, 0.9, good.logits, mask[None], np.array([0.9]))
+    )
 
 
 def test_a_new_object_keeps_accepted_voxels_unless_told_to_overwrite(counted: Counted) -> None:

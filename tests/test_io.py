@@ -56,8 +56,9 @@ def ramp(shape=(4, 5, 6), dtype=np.int16, offset=-50):
     return (np.arange(np.prod(shape)).reshape(shape) + offset).astype(dtype)
 
 
-def write_dicom_series(folder, image, series_uid, modality="CT", description="",
-                       prefix="img", positions=None):
+def write_dicom_series(
+    folder, image, series_uid, modality="CT", description="", prefix="img", positions=None
+):
     """One file per z slice, with the tags a scanner would write."""
     folder.mkdir(parents=True, exist_ok=True)
     d = image.GetDirection()
@@ -206,7 +207,10 @@ def test_dicom_series_round_trip(tmp_path):
     assert_geometry(vol, image, atol=1e-4)
     assert vol.is_oblique
     assert (vol.modality, vol.series_uid, vol.series_description) == (
-        "CT", "1.2.3.4.5", "Abdomen 2.5mm")
+        "CT",
+        "1.2.3.4.5",
+        "Abdomen 2.5mm",
+    )
     assert vol.notes == []
     info = describe(vol)
     assert info["modality"] == "CT" and info["size_xyz"] == [7, 6, 5]
@@ -359,9 +363,7 @@ def test_resample_flipped_axes_by_physical_space():
 
 
 def test_resample_different_grid_nearest_and_outside_zero(tmp_path):
-    target = Volume(
-        np.zeros((6, 8, 10), np.int16), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)
-    )
+    target = Volume(np.zeros((6, 8, 10), np.int16), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
     rng = np.random.default_rng(3)
     coarse = rng.integers(1, 9, size=(3, 3, 4)).astype(np.uint16)
     l_spacing, l_origin = np.array([2.0, 2.0, 2.0]), np.array([0.4, 0.4, 0.4])
@@ -397,8 +399,7 @@ def test_resample_accepts_volume_and_float_labels():
 
 def test_resample_refuses_colour_labels(tmp_path):
     path = tmp_path / "labels.png"
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 3), np.uint8), isVector=True),
-                    str(path))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 3), np.uint8), isVector=True), str(path))
     with pytest.raises(InputError) as exc:
         resample_labels_to(path, Volume(np.zeros((1, 4, 5), np.uint8)))
     assert_one_line(exc, str(path), "3 components per voxel (RGB)", "label map")
@@ -489,12 +490,21 @@ def test_import_stays_light():
         "import hrmedsegsam, hrmedsegsam.io, hrmedsegsam.intensity, sys; "
         "assert 'torch' not in sys.modules and 'napari' not in sys.modules"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        os.environ.get("PYTHONPATH", ""),
-    ]))}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, timeout=60)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(
+                None,
+                [
+                    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    os.environ.get("PYTHONPATH", ""),
+                ],
+            )
+        ),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -507,22 +517,34 @@ def test_import_stays_light():
 VERTEBRAE_T11_L2 = [30, 31, 32, 33]
 LUNG_LOBES = [10, 11, 12, 13, 14]
 REAL_CASES = {
-    "ct_thorax_small": ("image.nii.gz", "RAS", [
-        ("labels.nii.gz", VERTEBRAE_T11_L2, 150, 400),
-        ("labels.nii.gz", LUNG_LOBES, -1000, -500),
-    ]),
+    "ct_thorax_small": (
+        "image.nii.gz",
+        "RAS",
+        [
+            ("labels.nii.gz", VERTEBRAE_T11_L2, 150, 400),
+            ("labels.nii.gz", LUNG_LOBES, -1000, -500),
+        ],
+    ),
     "ct_body_3mm": ("image.nii.gz", "RAS", [("labels_spine.nii.gz", "nonzero", 150, 400)]),
-    "ct_aorta_1p5mm": ("image.nii.gz", "LPS", [
-        ("masks/aorta.nii.gz", "nonzero", 200, 600),
-        ("masks/vertebrae_T12.nii.gz", "nonzero", 150, 500),
-    ]),
+    "ct_aorta_1p5mm": (
+        "image.nii.gz",
+        "LPS",
+        [
+            ("masks/aorta.nii.gz", "nonzero", 200, 600),
+            ("masks/vertebrae_T12.nii.gz", "nonzero", 150, 500),
+        ],
+    ),
     # heart.nii.gz is larger than the crop and on another grid
     "ct_pulmonary_1p5mm": ("image.nii.gz", "LPS", [("masks/heart.nii.gz", "nonzero", 200, 600)]),
     # T1: white matter is brighter than grey matter (probability maps 0-255)
-    "mr_brain_mni152": ("t1.nii.gz", "RAS", [
-        ("gm_probability.nii.gz", "over127", 140, 190),
-        ("wm_probability.nii.gz", "over127", 190, 240),
-    ]),
+    "mr_brain_mni152": (
+        "t1.nii.gz",
+        "RAS",
+        [
+            ("gm_probability.nii.gz", "over127", 140, 190),
+            ("wm_probability.nii.gz", "over127", 190, 240),
+        ],
+    ),
 }
 
 

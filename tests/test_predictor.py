@@ -81,8 +81,10 @@ def test_embed_from_threads_is_safe() -> None:
     pred = Predictor(build_model(config={"image_size": 256}), torch.device("cpu"))
     img = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
     results = []
-    threads = [threading.Thread(target=lambda z=z: results.append(pred.embed(img + z, (0, 1), key=z)))
-               for z in range(4)]
+    threads = [
+        threading.Thread(target=lambda z=z: results.append(pred.embed(img + z, (0, 1), key=z)))
+        for z in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -96,7 +98,9 @@ def test_random_model_forward_at_native_resolution() -> None:
     pred = Predictor(build_model(), torch.device("cpu"))
     img = np.random.default_rng(0).integers(-200, 300, size=(96, 160)).astype(np.int16)
     pred.set_image(img, window=(-160, 240))
-    first = pred.predict(box=[20, 10, 90, 70], points=[[50, 40], [10, 80]], labels=[1, 0], multimask=True)
+    first = pred.predict(
+        box=[20, 10, 90, 70], points=[[50, 40], [10, 80]], labels=[1, 0], multimask=True
+    )
     assert first.masks.shape == (3, 96, 160) and first.scores.shape == (3,)
     assert first.scores[0] >= first.scores[-1]
     again = pred.predict(points=[[50, 40]], mask_input=first.logits)

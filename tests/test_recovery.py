@@ -58,8 +58,13 @@ def ct(tmp_path):
 def test_two_commits_survive_sigkill(ct, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HRMEDSEGSAM_RECOVERY_DIR", str(tmp_path / "recovery"))
     expected = tmp_path / "expected.npy"
-    proc = subprocess.Popen([sys.executable, "-c", ANNOTATE, str(ct), str(expected)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ANNOTATE, str(ct), str(expected)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     try:
         line = proc.stdout.readline()
         assert line.strip() == "committed", proc.stderr.read()

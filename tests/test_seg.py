@@ -19,13 +19,20 @@ def test_seg_round_trip_lands_on_the_source_frames(tmp_path, direction) -> None:
     import highdicom as hd
     import pydicom
 
-    image = make_image(ramp((6, 20, 24), offset=-500), (0.8, 0.7, 2.0), (5.0, -3.0, 11.0), direction)
+    image = make_image(
+        ramp((6, 20, 24), offset=-500), (0.8, 0.7, 2.0), (5.0, -3.0, 11.0), direction
+    )
     write_dicom_series(tmp_path / "ct", image, "1.2.826.0.1.3680043.2.1125.7.1")
     vol = read_volume(tmp_path / "ct")
     labels = np.zeros(vol.array.shape, np.uint16)
     labels[1:4, 5:12, 6:15] = 3
     labels[4, 2:6, 2:20] = 7  # one slice only, asymmetric so a flip would show
-    out = write_seg(tmp_path / "seg.dcm", labels, vol, [Segment(3, "liver", (200, 40, 40)), Segment(7, "spleen")])
+    out = write_seg(
+        tmp_path / "seg.dcm",
+        labels,
+        vol,
+        [Segment(3, "liver", (200, 40, 40)), Segment(7, "spleen")],
+    )
 
     # pydicom and highdicom read it; each segment's frames reference the right source slices
     ds = pydicom.dcmread(out)
@@ -33,9 +40,13 @@ def test_seg_round_trip_lands_on_the_source_frames(tmp_path, direction) -> None:
     assert [s.SegmentLabel for s in ds.SegmentSequence] == ["liver", "spleen"]
     seg = hd.seg.segread(str(out))
     files = sorted((tmp_path / "ct").glob("*.dcm"))
-    by_slice = {str(pydicom.dcmread(f).SOPInstanceUID): int(pydicom.dcmread(f).InstanceNumber) - 1 for f in files}
+    by_slice = {
+        str(pydicom.dcmread(f).SOPInstanceUID): int(pydicom.dcmread(f).InstanceNumber) - 1
+        for f in files
+    }
     spleen_frames = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=list(by_slice), segment_numbers=[2], ignore_spatial_locations=True)
+        source_sop_instance_uids=list(by_slice), segment_numbers=[2], ignore_spatial_locations=True
+    )
     hit = [by_slice[u] for u, f in zip(by_slice, spleen_frames, strict=True) if f.any()]
     assert hit == [4]
 
@@ -43,7 +54,9 @@ def test_seg_round_trip_lands_on_the_source_frames(tmp_path, direction) -> None:
     np.testing.assert_array_equal(back, labels)
     assert {(s.label_id, s.name) for s in segments} == {(3, "liver"), (7, "spleen")}
     liver = next(s for s in segments if s.label_id == 3)
-    assert np.abs(np.subtract(liver.color, (200, 40, 40))).max() <= 2  # colour survives the CIELab round trip
+    assert (
+        np.abs(np.subtract(liver.color, (200, 40, 40))).max() <= 2
+    )  # colour survives the CIELab round trip
 
 
 def test_seg_needs_a_dicom_source_and_never_overwrites(tmp_path) -> None:

@@ -44,26 +44,37 @@ def test_save_and_reopen_everything(ct, tmp_path) -> None:
     ann = annotated(ct)
     folder = ann.save_session(tmp_path / "s", ct)
     meta = json.loads((folder / "session.json").read_text())
-    assert meta["format"] == "hrmedsegsam-session" and meta["source"]["fingerprint"] == fingerprint(ct)
+    assert meta["format"] == "hrmedsegsam-session" and meta["source"]["fingerprint"] == fingerprint(
+        ct
+    )
     assert [(o["id"], o["name"]) for o in meta["objects"]] == [(1, "liver"), (2, "spleen")]
-    assert meta["objects"][0]["prompts"] == {"points": [[2, 6.0, 7.0, 1], [2, 10.0, 13.0, 0]],
-                                             "boxes": [[2, 3.0, 4.0, 12.0, 15.0]]}
+    assert meta["objects"][0]["prompts"] == {
+        "points": [[2, 6.0, 7.0, 1], [2, 10.0, 13.0, 0]],
+        "boxes": [[2, 3.0, 4.0, 12.0, 15.0]],
+    }
     # an outsider reads the labels with any NIfTI reader, on the source grid
     nifti = sitk.ReadImage(str(folder / meta["labels"]))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(nifti), ann.labels)
-    assert nifti.GetSpacing() == pytest.approx(ct.spacing) and nifti.GetOrigin() == pytest.approx(ct.origin)
+    assert nifti.GetSpacing() == pytest.approx(ct.spacing) and nifti.GetOrigin() == pytest.approx(
+        ct.origin
+    )
 
     fresh = InteractiveAnnotation(ct.array, (0, 1), labels=np.zeros(ct.shape, np.int32))
     fresh.open_session(folder, read_volume(ct.path))  # the same image read again
     np.testing.assert_array_equal(fresh.labels, ann.labels)
     assert fresh.window == (-160.0, 240.0)
-    assert [(o.id, o.name, o.color) for o in fresh.session.objects()] == \
-        [(o.id, o.name, o.color) for o in ann.session.objects()]
+    assert [(o.id, o.name, o.color) for o in fresh.session.objects()] == [
+        (o.id, o.name, o.color) for o in ann.session.objects()
+    ]
     assert fresh.session.objects()[1].color == (10, 200, 30)
     assert not fresh.session.can_undo
     # reopen from the saved prompts: refinement goes on where it stopped
     fresh.reopen(1, with_prompts=True)
-    assert fresh.state.object_id == 1 and len(fresh.state.points) == 2 and fresh.state.boxes[0].x1 == 12.0
+    assert (
+        fresh.state.object_id == 1
+        and len(fresh.state.points) == 2
+        and fresh.state.boxes[0].x1 == 12.0
+    )
     assert fresh.preview3d[2].sum() == (ann.labels[2] == 1).sum()
 
 
@@ -109,9 +120,12 @@ def test_refusals_are_one_clear_error(ct, tmp_path) -> None:
         load_session(tmp_path / "notes", ct)
 
     meta = json.loads((folder / "session.json").read_text())
-    for broken, why in [("{not json", "not readable JSON"), (json.dumps({**meta, "objects": [{"id": 1}]}), "missing"),
-                        (json.dumps({**meta, "format": "zarr"}), "format"),
-                        (json.dumps({**meta, "labels": "../ct.nii.gz"}), "labels file")]:
+    for broken, why in [
+        ("{not json", "not readable JSON"),
+        (json.dumps({**meta, "objects": [{"id": 1}]}), "missing"),
+        (json.dumps({**meta, "format": "zarr"}), "format"),
+        (json.dumps({**meta, "labels": "../ct.nii.gz"}), "labels file"),
+    ]:
         (folder / "session.json").write_text(broken)
         with pytest.raises(InputError, match=why):
             load_session(folder, ct)
@@ -126,7 +140,9 @@ def test_export_nifti_with_label_table_never_overwrites(ct, tmp_path) -> None:
     ann = annotated(ct)
     out = ann.export(tmp_path / "out.nii.gz", ct)
     table = read_label_table(tmp_path / "out.labels.tsv")
-    assert [(s.label_id, s.name, s.color) for s in table] == [(o.id, o.name, o.color) for o in ann.session.objects()]
+    assert [(s.label_id, s.name, s.color) for s in table] == [
+        (o.id, o.name, o.color) for o in ann.session.objects()
+    ]
     np.testing.assert_array_equal(read_volume(out).array, ann.labels)
 
     before = out.read_bytes(), (tmp_path / "out.labels.tsv").read_bytes()

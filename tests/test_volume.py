@@ -29,8 +29,15 @@ def test_propagation_stops_at_object_end(box_threshold_model) -> None:
     pred = Predictor(box_threshold_model, torch.device("cpu"))
     start = 10
     calls = []
-    out = propagate(pred, vol, start, obj[start], (-160, 240), key_prefix="v",
-                    progress=lambda d, t: calls.append((d, t)))
+    out = propagate(
+        pred,
+        vol,
+        start,
+        obj[start],
+        (-160, 240),
+        key_prefix="v",
+        progress=lambda d, t: calls.append((d, t)),
+    )
     zs = np.flatnonzero(out.any(axis=(1, 2)))
     ref = np.flatnonzero(obj.any(axis=(1, 2)))
     assert abs(zs[0] - ref[0]) <= 1 and abs(zs[-1] - ref[-1]) <= 1
@@ -70,7 +77,14 @@ def test_propagation_prompt_modes(box_threshold_model, prompt: str) -> None:
 def test_propagation_rejects_unknown_prompt(box_threshold_model) -> None:
     vol, obj = _blob_volume()
     with pytest.raises(ValueError, match="prompt must be one of"):
-        propagate(Predictor(box_threshold_model, torch.device("cpu")), vol, 10, obj[10], (-160, 240), prompt="mask")
+        propagate(
+            Predictor(box_threshold_model, torch.device("cpu")),
+            vol,
+            10,
+            obj[10],
+            (-160, 240),
+            prompt="mask",
+        )
 
 
 def test_propagation_stops_where_the_intensity_jumps(box_threshold_model) -> None:
@@ -89,7 +103,9 @@ def test_propagation_stops_where_the_intensity_jumps(box_threshold_model) -> Non
     loose = propagate(pred, vol, 8, start, (-160, 240), rule=StopRule(max_intensity_jump=None))
     assert np.array_equal(np.flatnonzero(loose.any(axis=(1, 2))), np.arange(4, 18))
     # window None: a fixed percentile window of the volume, not each slice's own
-    assert np.array_equal(np.flatnonzero(propagate(pred, vol, 8, start, None).any(axis=(1, 2))), np.arange(4, 12))
+    assert np.array_equal(
+        np.flatnonzero(propagate(pred, vol, 8, start, None).any(axis=(1, 2))), np.arange(4, 12)
+    )
 
 
 def test_propagation_follows_a_growing_organ_and_drops_neighbours(box_threshold_model) -> None:
@@ -104,7 +120,9 @@ def test_propagation_follows_a_growing_organ_and_drops_neighbours(box_threshold_
         r = 40 + 5 * z  # grows 5 px per side per slice
         truth[z] = (yy - 100) ** 2 + (xx - 100) ** 2 <= r * r
         vol[z][truth[z]] = 200
-    vol[:, 98:102, 168:176] = 200  # a "vessel" beside the organ (edge at most x=165), never touching it
+    vol[:, 98:102, 168:176] = (
+        200  # a "vessel" beside the organ (edge at most x=165), never touching it
+    )
     pred = Predictor(box_threshold_model, torch.device("cpu"))
     out = propagate(pred, vol, 0, truth[0], (-160, 240), direction="up", box_margin=0.1)
     assert out.any(axis=(1, 2)).all()

@@ -72,7 +72,11 @@ def c_stderr_to(lines: list[str]) -> Iterator[None]:
             os.close(saved)
             sink.seek(0)
             text = sink.read().decode("utf-8", "replace")
-            lines.extend(" ".join(ln.replace("** ERROR:", "").split()) for ln in text.splitlines() if ln.strip())
+            lines.extend(
+                " ".join(ln.replace("** ERROR:", "").split())
+                for ln in text.splitlines()
+                if ln.strip()
+            )
 
 
 def check_path(path: PathLike) -> Path:
@@ -87,17 +91,28 @@ def check_path(path: PathLike) -> Path:
     if not p.exists():
         raise InputError(f"{p} does not exist.")
     if not (p.is_file() or p.is_dir()):
-        raise InputError(f"{p} is not a regular file or folder (a pipe, socket or device); "
-                         "copy the data to a file first.")
+        raise InputError(
+            f"{p} is not a regular file or folder (a pipe, socket or device); "
+            "copy the data to a file first."
+        )
     if not os.access(p, os.R_OK):
         raise InputError(f"{p} cannot be read (permission denied).")
     return p
 
 
 _ITEM_BYTES = {
-    sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2,
-    sitk.sitkUInt32: 4, sitk.sitkInt32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8,
-    sitk.sitkFloat32: 4, sitk.sitkFloat64: 8, sitk.sitkComplexFloat32: 8, sitk.sitkComplexFloat64: 16,
+    sitk.sitkUInt8: 1,
+    sitk.sitkInt8: 1,
+    sitk.sitkUInt16: 2,
+    sitk.sitkInt16: 2,
+    sitk.sitkUInt32: 4,
+    sitk.sitkInt32: 4,
+    sitk.sitkUInt64: 8,
+    sitk.sitkInt64: 8,
+    sitk.sitkFloat32: 4,
+    sitk.sitkFloat64: 8,
+    sitk.sitkComplexFloat32: 8,
+    sitk.sitkComplexFloat64: 16,
 }
 
 
@@ -122,9 +137,13 @@ def available_memory() -> int | None:
                     limits.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
         limit, usage = _read_int(limit_file), _read_int(usage_file)
         if limit is not None and usage is not None and limit < 1 << 60:
             limits.append(max(0, limit - usage))
@@ -141,7 +160,9 @@ def available_memory() -> int | None:
     return min(limits) if limits else None
 
 
-def check_memory(source: str, size: tuple[int, ...], pixel_id: int, components: int, copies: int = 2) -> None:
+def check_memory(
+    source: str, size: tuple[int, ...], pixel_id: int, components: int, copies: int = 2
+) -> None:
     """InputError if an image of ``size`` voxels would not fit in memory ``copies`` times
     (SimpleITK's buffer and the NumPy array made from it), checked before reading voxels.
 
@@ -155,5 +176,7 @@ def check_memory(source: str, size: tuple[int, ...], pixel_id: int, components: 
     available = available_memory()
     if available is not None and needed > available:
         dims = " x ".join(str(int(n)) for n in size)
-        raise InputError(f"{source} declares {dims} voxels, which need {needed / 2**30:.1f} GB to load; "
-                         f"only {available / 2**30:.1f} GB of memory is available.")
+        raise InputError(
+            f"{source} declares {dims} voxels, which need {needed / 2**30:.1f} GB to load; "
+            f"only {available / 2**30:.1f} GB of memory is available."
+        )

@@ -22,10 +22,20 @@ TAG_NUMBER_OF_FRAMES = "0028|0008"
 TAG_IMAGE_POSITION = "0020|0032"
 
 _IMAGE_SUFFIXES = (
-    ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg",
-    ".tif", ".tiff", ".bmp",
+    ".nii",
+    ".nii.gz",
+    ".nrrd",
+    ".nhdr",
+    ".mha",
+    ".mhd",
+    ".dcm",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
 )  # only used to give a hint when a folder holds no DICOM series
-
 
 
 @dataclass
@@ -109,14 +119,18 @@ def list_dicom_series(directory: PathLike) -> list[DicomSeries]:
         raise InputError(f"{folder} is not a folder.")
     bad = _non_utf8_name(folder)
     if bad:
-        raise InputError(f"{folder} holds a file whose name is not valid UTF-8 ({bad}); "
-                         "SimpleITK cannot scan it: rename it or move it out.")
+        raise InputError(
+            f"{folder} holds a file whose name is not valid UTF-8 ({bad}); "
+            "SimpleITK cannot scan it: rename it or move it out."
+        )
     series: list[DicomSeries] = []
     with quiet_itk():
         try:
             uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
         except RuntimeError as exc:  # pragma: no cover - GDCM scanning failures are rare
-            raise InputError(f"{folder} could not be scanned for DICOM ({sitk_reason(exc)}).") from None
+            raise InputError(
+                f"{folder} could not be scanned for DICOM ({sitk_reason(exc)})."
+            ) from None
         for uid in uids:
             files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
             if not files:
@@ -197,13 +211,15 @@ def _check_series_memory(series: DicomSeries, folder: Path) -> None:
         return  # reading the series will say what is wrong
     size = info.GetSize()
     per_file = size[2] if len(size) > 2 else 1
-    check_memory(f"DICOM series {series.uid} in {folder}", (size[0], size[1], per_file * len(series.files)),
-                 info.GetPixelID(), info.GetNumberOfComponents())
+    check_memory(
+        f"DICOM series {series.uid} in {folder}",
+        (size[0], size[1], per_file * len(series.files)),
+        info.GetPixelID(),
+        info.GetNumberOfComponents(),
+    )
 
 
-def _read_dicom_dir(
-    folder: Path, series_uid: str | None
-) -> tuple[sitk.Image, dict[str, Any]]:
+def _read_dicom_dir(folder: Path, series_uid: str | None) -> tuple[sitk.Image, dict[str, Any]]:
     series = list_dicom_series(folder)
     if not series:
         raise InputError(_no_dicom_message(folder))

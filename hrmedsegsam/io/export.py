@@ -33,7 +33,9 @@ def export_format(path: PathLike, fmt: str | None = None) -> str:
     return fmt
 
 
-def check_export_output(path: PathLike, overwrite: bool = False, fmt: str | None = None) -> list[Path]:
+def check_export_output(
+    path: PathLike, overwrite: bool = False, fmt: str | None = None
+) -> list[Path]:
     """Check that an export to ``path`` can be written, before any slow work; returns the
     files it will write (the labels file first).
 
@@ -51,8 +53,14 @@ def check_export_output(path: PathLike, overwrite: bool = False, fmt: str | None
     return [out, table]
 
 
-def export_labels(path: PathLike, labels_zyx: np.ndarray, like: Volume, segments: Sequence[Segment] = (),
-                  overwrite: bool = False, fmt: str | None = None) -> list[Path]:
+def export_labels(
+    path: PathLike,
+    labels_zyx: np.ndarray,
+    like: Volume,
+    segments: Sequence[Segment] = (),
+    overwrite: bool = False,
+    fmt: str | None = None,
+) -> list[Path]:
     """Write ``labels_zyx`` (ids, ``like``'s grid ``(z, y, x)``) with names and colours.
 
     Args:

@@ -38,7 +38,10 @@ def label_table_path(labels_path: PathLike) -> Path:
 def format_label_table(segments: Sequence[Segment], labels_name: str = "") -> str:
     """The table's text for ``segments`` (sorted by id; a segment without colour gets 0 0 0)."""
     target = f" for {labels_name}" if labels_name else ""
-    lines = [f"# HRMedSegSAM label table{target}: id, name, colour (R G B, 0..255)", "\t".join(HEADER)]
+    lines = [
+        f"# HRMedSegSAM label table{target}: id, name, colour (R G B, 0..255)",
+        "\t".join(HEADER),
+    ]
     for s in sorted(segments, key=lambda s: s.label_id):
         name = " ".join(str(s.name).split()) or f"object {s.label_id}"
         r, g, b = s.color if s.color is not None else (0, 0, 0)
@@ -46,8 +49,9 @@ def format_label_table(segments: Sequence[Segment], labels_name: str = "") -> st
     return "\n".join(lines) + "\n"
 
 
-def write_label_table(path: PathLike, segments: Sequence[Segment], labels_name: str = "",
-                      overwrite: bool = False) -> Path:
+def write_label_table(
+    path: PathLike, segments: Sequence[Segment], labels_name: str = "", overwrite: bool = False
+) -> Path:
     """Write the table to ``path`` (atomic, never over an existing file unless ``overwrite``)."""
     return write_text(path, format_label_table(segments, labels_name), overwrite=overwrite)
 
@@ -73,7 +77,9 @@ def read_label_table(path: PathLike) -> list[Segment]:
             color = (int(r), int(g), int(b))
             out.append(Segment(int(label_id), name, color))
         except ValueError:
-            raise InputError(f"{p}, line {n}: expected id, name, r, g, b separated by tabs.") from None
+            raise InputError(
+                f"{p}, line {n}: expected id, name, r, g, b separated by tabs."
+            ) from None
     return out
 
 

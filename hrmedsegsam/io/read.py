@@ -26,8 +26,11 @@ from hrmedsegsam.io.dicom import (
 from hrmedsegsam.io.integrity import data_problem
 from hrmedsegsam.io.volume import Volume
 
-_COMPONENT_NAMES = {2: "2 components per voxel (grey + alpha)", 3: "3 components per voxel (RGB)",
-                    4: "4 components per voxel (RGBA)"}
+_COMPONENT_NAMES = {
+    2: "2 components per voxel (grey + alpha)",
+    3: "3 components per voxel (RGB)",
+    4: "4 components per voxel (RGBA)",
+}
 
 
 def _components_text(n: int) -> str:
@@ -150,9 +153,7 @@ def _read_any(
     else:
         image, meta = _read_file(p)
         if series_uid is not None and meta.get("series_uid") not in (None, series_uid):
-            raise InputError(
-                f"{p} belongs to DICOM series {meta['series_uid']}, not {series_uid}."
-            )
+            raise InputError(f"{p} belongs to DICOM series {meta['series_uid']}, not {series_uid}.")
     notes: list[str] = meta.setdefault("notes", [])
     image = _as_3d_scalar(image, str(p), notes, colour_ok=colour_ok)
     if not p.is_dir() and meta.get("series_uid") and image.GetSize()[2] == 1:

@@ -22,9 +22,7 @@ def _same_grid(image: sitk.Image, volume: Volume) -> bool:
     )
 
 
-def resample_labels_to(
-    labels: PathLike | sitk.Image | Volume, volume: Volume
-) -> np.ndarray:
+def resample_labels_to(labels: PathLike | sitk.Image | Volume, volume: Volume) -> np.ndarray:
     """Bring a label map onto ``volume``'s grid by physical position.
 
     Each voxel of ``volume`` takes the label at its physical (LPS mm) position in

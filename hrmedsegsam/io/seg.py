@@ -53,7 +53,9 @@ def source_files(volume: Volume) -> list[str]:
     folder = path if path.is_dir() else path.parent
     series = next((s for s in list_dicom_series(folder) if s.uid == volume.series_uid), None)
     if series is None or series.n_slices != volume.shape[0]:
-        raise InputError(f"the DICOM series {volume.series_uid} in {folder} is gone or changed since it was read.")
+        raise InputError(
+            f"the DICOM series {volume.series_uid} in {folder} is gone or changed since it was read."
+        )
     return list(series.files)
 
 
@@ -66,8 +68,11 @@ def _cielab(color: tuple[int, int, int]) -> Any:
     xyz = m @ lin / np.array([0.95047, 1.0, 1.08883])
     f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     lab = (116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2]))
-    return hd.color.CIELabColor(float(np.clip(lab[0], 0, 100)), float(np.clip(lab[1], -128, 127)),
-                                float(np.clip(lab[2], -128, 127)))
+    return hd.color.CIELabColor(
+        float(np.clip(lab[0], 0, 100)),
+        float(np.clip(lab[1], -128, 127)),
+        float(np.clip(lab[2], -128, 127)),
+    )
 
 
 def _rgb_from_dicom_lab(values: Sequence[int]) -> tuple[int, int, int]:
@@ -76,7 +81,9 @@ def _rgb_from_dicom_lab(values: Sequence[int]) -> tuple[int, int, int]:
     L, a, b = v[0] * 100.0, v[1] * 255.0 - 128.0, v[2] * 255.0 - 128.0
     fy = (L + 16) / 116
     f = np.array([fy + a / 500, fy, fy - b / 200])
-    xyz = np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * np.array([0.95047, 1.0, 1.08883])
+    xyz = np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * np.array(
+        [0.95047, 1.0, 1.08883]
+    )
     m = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
     lin = np.clip(m @ xyz, 0, 1)
     rgb = np.where(lin > 0.0031308, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
@@ -100,8 +107,13 @@ def check_seg_output(path: PathLike, overwrite: bool = False) -> Path:
     return out
 
 
-def write_seg(path: PathLike, labels_zyx: np.ndarray, like: Volume, segments: Sequence[Segment] | None = None,
-              overwrite: bool = False) -> Path:
+def write_seg(
+    path: PathLike,
+    labels_zyx: np.ndarray,
+    like: Volume,
+    segments: Sequence[Segment] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write ``labels_zyx`` (integer ids, shape of ``like.array``) as a DICOM SEG referencing
     the series ``like`` was read from; one binary segment per id present (named by
     ``segments``, else ``object <id>``). Written beside ``path``, read back, then renamed
@@ -118,36 +130,57 @@ def write_seg(path: PathLike, labels_zyx: np.ndarray, like: Volume, segments: Se
     out = check_seg_output(path, overwrite)
     labels = np.asarray(labels_zyx)
     if labels.shape != like.array.shape:
-        raise InputError(f"{out}: labels of shape {labels.shape} do not match the image's {like.array.shape}.")
+        raise InputError(
+            f"{out}: labels of shape {labels.shape} do not match the image's {like.array.shape}."
+        )
     ids = [int(v) for v in np.unique(labels) if v > 0]
     if not ids:
         raise InputError(f"{out}: there are no labelled voxels to write.")
     files = source_files(like)
     sources = [pydicom.dcmread(f) for f in files]
     named = {s.label_id: s for s in segments or ()}
-    algo = hd.AlgorithmIdentificationSequence(name="HRMedSegSAM", version="1", family=codes.cid7162.ArtificialIntelligence)
+    algo = hd.AlgorithmIdentificationSequence(
+        name="HRMedSegSAM", version="1", family=codes.cid7162.ArtificialIntelligence
+    )
     descriptions = []
     for n, i in enumerate(ids, start=1):
         s = named.get(i, Segment(i, f"object {i}"))
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=n, segment_label=s.name[:64] or f"object {i}",
-            segmented_property_category=codes.cid7150.Tissue, segmented_property_type=codes.cid7166.ConnectiveTissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, algorithm_identification=algo,
-            tracking_id=f"label {i}", tracking_uid=hd.UID(),
-            display_color=_cielab(s.color) if s.color is not None else None,
-        ))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=n,
+                segment_label=s.name[:64] or f"object {i}",
+                segmented_property_category=codes.cid7150.Tissue,
+                segmented_property_type=codes.cid7166.ConnectiveTissue,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+                algorithm_identification=algo,
+                tracking_id=f"label {i}",
+                tracking_uid=hd.UID(),
+                display_color=_cielab(s.color) if s.color is not None else None,
+            )
+        )
     # (frames, rows, columns, segments) bool: frame z belongs to source instance z.
     masks = np.stack([labels == i for i in ids], axis=-1)
     try:
         seg = hd.seg.Segmentation(
-            source_images=sources, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=999,
-            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="HRMedSegSAM",
-            manufacturer_model_name="HRMedSegSAM", software_versions="1", device_serial_number="0",
-        series_description="HRMedSegSAM segmentation", content_label="HRMEDSEGSAM",
+            source_images=sources,
+            pixel_array=masks,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(),
+            series_number=999,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="HRMedSegSAM",
+            manufacturer_model_name="HRMedSegSAM",
+            software_versions="1",
+            device_serial_number="0",
+            series_description="HRMedSegSAM segmentation",
+            content_label="HRMEDSEGSAM",
         )
     except ValueError as exc:  # highdicom's own check of the source series, e.g. missing tags
-        raise InputError(f"{out}: the source series cannot be referenced by a DICOM SEG: {exc}") from None
+        raise InputError(
+            f"{out}: the source series cannot be referenced by a DICOM SEG: {exc}"
+        ) from None
     expected = np.where(np.isin(labels, ids), labels, 0)
 
     def verify(tmp: Path) -> str | None:
@@ -157,7 +190,9 @@ def write_seg(path: PathLike, labels_zyx: np.ndarray, like: Volume, segments: Se
             return f"it does not read back ({type(exc).__name__})"
         return None if np.array_equal(back, expected) else "it does not read back as the labels"
 
-    return write_verified(out, lambda tmp: seg.save_as(tmp), verify, overwrite=overwrite, suffix=".dcm")
+    return write_verified(
+        out, lambda tmp: seg.save_as(tmp), verify, overwrite=overwrite, suffix=".dcm"
+    )
 
 
 def _decode(path: Path, files: Sequence[str]) -> tuple[np.ndarray, list[Segment]]:
@@ -165,8 +200,14 @@ def _decode(path: Path, files: Sequence[str]) -> tuple[np.ndarray, list[Segment]
     import pydicom
 
     seg = hd.seg.segread(str(path))
-    uids = [str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
-            for f in files]
+    uids = [
+        str(
+            pydicom.dcmread(
+                f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]
+            ).SOPInstanceUID
+        )
+        for f in files
+    ]
     referenced = {str(u[2]) for u in seg.get_source_image_uids()}
     if not referenced <= set(uids):
         raise InputError(f"{path} references other images than the series it is read onto.")
@@ -176,12 +217,22 @@ def _decode(path: Path, files: Sequence[str]) -> tuple[np.ndarray, list[Segment]
     for number in seg.get_segment_numbers():
         desc = seg.get_segment_description(number)
         tracking = str(getattr(desc, "TrackingID", "") or "")
-        label_id = int(tracking.split()[-1]) if tracking.startswith("label ") and tracking.split()[-1].isdigit() else number
-        px = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[number],
-                                               ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
+        label_id = (
+            int(tracking.split()[-1])
+            if tracking.startswith("label ") and tracking.split()[-1].isdigit()
+            else number
+        )
+        px = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids,
+            segment_numbers=[number],
+            ignore_spatial_locations=True,
+            assert_missing_frames_are_empty=True,
+        )
         labels[px[..., 0] > 0] = label_id
         lab = getattr(desc, "RecommendedDisplayCIELabValue", None)
-        segments.append(Segment(label_id, str(desc.SegmentLabel), _rgb_from_dicom_lab(lab) if lab else None))
+        segments.append(
+            Segment(label_id, str(desc.SegmentLabel), _rgb_from_dicom_lab(lab) if lab else None)
+        )
     return labels, segments
 
 
@@ -205,7 +256,9 @@ def read_seg(path: PathLike, like: Volume) -> tuple[np.ndarray, list[Segment]]:
     except Exception as exc:  # noqa: BLE001 - highdicom/pydicom raise many kinds for a bad file
         raise InputError(f"{p} is not a readable DICOM SEG ({type(exc).__name__}).") from None
     if labels.shape != like.array.shape:
-        raise InputError(f"{p}: the segmentation's grid {labels.shape} is not the image's {like.array.shape}.")
+        raise InputError(
+            f"{p}: the segmentation's grid {labels.shape} is not the image's {like.array.shape}."
+        )
     return labels, segments
 
 

@@ -91,9 +91,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise InputError("device cuda was asked for, but CUDA is not available on this machine; use --device cpu")
+            raise InputError(
+                "device cuda was asked for, but CUDA is not available on this machine; use --device cpu"
+            )
         if dev.index is not None and dev.index >= count:
-            raise InputError(f"device {dev} was asked for, but this machine has {count} CUDA device(s)")
+            raise InputError(
+                f"device {dev} was asked for, but this machine has {count} CUDA device(s)"
+            )
     elif dev.type != "cpu":
         raise InputError(f"device {dev} is not supported; use cpu or cuda")
     return dev
@@ -112,14 +116,17 @@ def state_digest(config: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_weights(model: HRMedSegSAM, path: str | Path, meta: dict[str, Any] | None = None,
-                 half: bool = True) -> Path:
+def save_weights(
+    model: HRMedSegSAM, path: str | Path, meta: dict[str, Any] | None = None, half: bool = True
+) -> Path:
     """Write ``model``'s weights (float16 by default) to ``path``, replacing it only once the
     new file has been read back and its checksum matches (:func:`hrmedsegsam.atomic.write_verified`).
     """
     path = Path(path)
-    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
+        for k, v in model.state_dict().items()
+    }
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -134,9 +141,13 @@ def save_weights(model: HRMedSegSAM, path: str | Path, meta: dict[str, Any] | No
             back = read_weights(tmp, require_checksum=True)
         except WeightsError as exc:
             return str(exc).replace(str(tmp), "the file")
-        return None if back["sha256"] == payload["sha256"] else "its checksum differs from the model's"
+        return (
+            None if back["sha256"] == payload["sha256"] else "its checksum differs from the model's"
+        )
 
-    return write_verified(path, lambda tmp: torch.save(payload, tmp), verify, overwrite=True, suffix=".pt")
+    return write_verified(
+        path, lambda tmp: torch.save(payload, tmp), verify, overwrite=True, suffix=".pt"
+    )
 
 
 def load_plain(path: str | Path, what: str) -> Any:
@@ -158,7 +169,9 @@ def load_plain(path: str | Path, what: str) -> Any:
                 f"{what} {path} refers to the Python object {found.group(1)}, not only to tensors; "
                 "refused, since loading it could run code"
             ) from None
-        raise WeightsError(f"{what} {path} is corrupt or not a torch file ({type(exc).__name__})") from None
+        raise WeightsError(
+            f"{what} {path} is corrupt or not a torch file ({type(exc).__name__})"
+        ) from None
 
 
 def read_weights(path: str | Path, require_checksum: bool = False) -> dict[str, Any]:
@@ -173,14 +186,22 @@ def read_weights(path: str | Path, require_checksum: bool = False) -> dict[str, 
             f"model weights not found: {path} (train them with 'hrmedsegsam train', or pass --model litemedsam)"
         )
     payload = load_plain(path, "model weights")
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format") != FORMAT
+        or "state_dict" not in payload
+    ):
         raise WeightsError(f"{path} is not an HRMedSegSAM weights file")
     state = payload["state_dict"]
     if not isinstance(state, dict) or not state:
-        raise WeightsError(f"model weights {path}: the state is a {type(state).__name__}, not a mapping of tensors")
+        raise WeightsError(
+            f"model weights {path}: the state is a {type(state).__name__}, not a mapping of tensors"
+        )
     odd = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if odd:
-        raise WeightsError(f"model weights {path}: {len(odd)} entries are not named tensors (e.g. {str(odd[0])[:40]!r})")
+        raise WeightsError(
+            f"model weights {path}: {len(odd)} entries are not named tensors (e.g. {str(odd[0])[:40]!r})"
+        )
     saved_config = payload.get("config")
     try:
         payload["config"] = check_config(saved_config)
@@ -188,17 +209,26 @@ def read_weights(path: str | Path, require_checksum: bool = False) -> dict[str, 
         raise WeightsError(f"model weights {path}: {exc}") from None
     expected = payload.get("sha256")
     if expected is None and require_checksum:
-        raise WeightsError(f"model weights {path} carry no checksum; write them with 'hrmedsegsam train export'")
+        raise WeightsError(
+            f"model weights {path} carry no checksum; write them with 'hrmedsegsam train export'"
+        )
     if expected is not None and expected != state_digest(saved_config, state):
-        raise WeightsError(f"model weights {path} are damaged: their content does not match the checksum stored in them")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        raise WeightsError(
+            f"model weights {path} are damaged: their content does not match the checksum stored in them"
+        )
+    bad = [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if bad:
-        raise WeightsError(f"model weights {path} hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]})")
+        raise WeightsError(
+            f"model weights {path} hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]})"
+        )
     return payload
 
 
-def load_model(name_or_path: str | Path | None = None,
-               device: str | torch.device | None = None) -> PromptableModel:
+def load_model(
+    name_or_path: str | Path | None = None, device: str | torch.device | None = None
+) -> PromptableModel:
     """Load a model ready for inference.
 
     ``None`` or ``"hrmedsegsam"``: the bundled weights (:func:`default_weights_path`);
@@ -226,6 +256,10 @@ def load_model(name_or_path: str | Path | None = None,
         )
     bad = [k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)]
     if bad:
-        raise WeightsError(f"model weights {path} have wrong shapes for {len(bad)} tensors (e.g. {bad[0]})")
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+        raise WeightsError(
+            f"model weights {path} have wrong shapes for {len(bad)} tensors (e.g. {bad[0]})"
+        )
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True
+    )
     return model.to(dev).eval()

@@ -42,13 +42,16 @@ def _attend(mod: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
         b, n, c = t.shape
         return t.reshape(b, n, h, c // h).transpose(1, 2)
 
-    out = F.scaled_dot_product_attention(heads(mod.q_proj(q)), heads(mod.k_proj(k)), heads(mod.v_proj(v)))
+    out = F.scaled_dot_product_attention(
+        heads(mod.q_proj(q)), heads(mod.k_proj(k)), heads(mod.v_proj(v))
+    )
     b, _, n, d = out.shape
     return mod.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
 
-def _two_way(transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor,
-             tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _two_way(
+    transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor, tokens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's ``TwoWayTransformer.forward`` on flattened ``(B, N, C)`` image tokens (the
     plain path, used in training and with mask prompts; see :mod:`factored` for the per-image
     cached one).
@@ -97,19 +100,37 @@ def _coarse_decoder_class() -> type:
             sets share one image (the caller passes None otherwise).
             """
             output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-            output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
+            output_tokens = output_tokens.unsqueeze(0).expand(
+                sparse_prompt_embeddings.size(0), -1, -1
+            )
             tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
             b, c, h, w = image_embeddings.shape
             upscaled: Upscaled
-            factored = (cache is not None and b == 1 and tokens.shape[0] == 1 and not torch.is_grad_enabled()
-                        and supports_factored(self.transformer, self.output_upscaling))
+            factored = (
+                cache is not None
+                and b == 1
+                and tokens.shape[0] == 1
+                and not torch.is_grad_enabled()
+                and supports_factored(self.transformer, self.output_upscaling)
+            )
             if factored:
                 assert cache is not None
                 if "keys" not in cache:
-                    cache["keys"] = (image_embeddings[0] + dense_prompt_embeddings[0]).flatten(1).t().contiguous()
+                    cache["keys"] = (
+                        (image_embeddings[0] + dense_prompt_embeddings[0])
+                        .flatten(1)
+                        .t()
+                        .contiguous()
+                    )
                     cache["key_pe"] = image_pe[0].flatten(1).t().contiguous()
-                hs, upscaled = factored_coarse(self.transformer, self.output_upscaling, cache["keys"],
-                                               cache["key_pe"], tokens, cache)
+                hs, upscaled = factored_coarse(
+                    self.transformer,
+                    self.output_upscaling,
+                    cache["keys"],
+                    cache["key_pe"],
+                    tokens,
+                    cache,
+                )
             else:
                 keys = (image_embeddings + dense_prompt_embeddings).flatten(2).transpose(1, 2)
                 key_pe = image_pe.flatten(2).transpose(1, 2).expand(b, -1, -1)
@@ -118,7 +139,9 @@ def _coarse_decoder_class() -> type:
             iou = self.iou_prediction_head(hs[:, 0, :])[:, select]
             mask_tokens_out = hs[:, 1 : (1 + self.num_mask_tokens), :]
             idx = range(self.num_mask_tokens)[select]
-            hyper = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in idx], dim=1)
+            hyper = torch.stack(
+                [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in idx], dim=1
+            )
             if isinstance(upscaled, ScrambledFeatures):
                 masks = upscaled.dot(hyper)
             else:
@@ -130,7 +153,9 @@ def _coarse_decoder_class() -> type:
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(1, cout), nn.GELU())
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(1, cout), nn.GELU()
+    )
 
 
 class CrossScaleRefiner(nn.Module):
@@ -163,7 +188,11 @@ class CrossScaleRefiner(nn.Module):
         return torch.einsum("bmc,bchw->bmhw", hyper, feats)
 
     def forward(
-        self, image: torch.Tensor, coarse: torch.Tensor, hyper: torch.Tensor, upscaled_roi: torch.Tensor
+        self,
+        image: torch.Tensor,
+        coarse: torch.Tensor,
+        hyper: torch.Tensor,
+        upscaled_roi: torch.Tensor,
     ) -> torch.Tensor:
         h, w = image.shape[-2:]
         d2 = self.stem2(image)
@@ -175,7 +204,9 @@ class CrossScaleRefiner(nn.Module):
         delta = self._hyper_dot(self.hyper4(hyper), f4)
 
         delta = F.interpolate(delta, size=d2.shape[-2:], mode="bilinear", align_corners=False)
-        prior2 = F.interpolate(coarse, size=d2.shape[-2:], mode="bilinear", align_corners=False) + delta
+        prior2 = (
+            F.interpolate(coarse, size=d2.shape[-2:], mode="bilinear", align_corners=False) + delta
+        )
         f4_up = F.interpolate(f4, size=d2.shape[-2:], mode="bilinear", align_corners=False)
         f2 = self.fuse2(torch.cat([d2, f4_up, prior2.mean(1, keepdim=True)], dim=1))
         delta = delta + self._hyper_dot(self.hyper2(hyper), f2)
@@ -186,8 +217,9 @@ class CrossScaleRefiner(nn.Module):
         return coarse + delta + self._hyper_dot(self.hyper1(hyper), f1)
 
 
-def _sample_rows(start: int, stop: int, count: int, native: int, valid: int, dev: torch.device,
-                 dt: torch.dtype) -> torch.Tensor:
+def _sample_rows(
+    start: int, stop: int, count: int, native: int, valid: int, dev: torch.device, dt: torch.dtype
+) -> torch.Tensor:
     """Low-res map coordinates (pixel units, pixel centres at integers) of ``count`` evenly
     spaced native pixel centres spanning ``[start, stop)`` along one axis.
     """
@@ -195,8 +227,13 @@ def _sample_rows(start: int, stop: int, count: int, native: int, valid: int, dev
     return xs * (valid / native) - 0.5
 
 
-def sample_frame(lowres: torch.Tensor | ScrambledFeatures, valid_hw: tuple[int, int],
-                 native_hw: tuple[int, int], roi: Roi, out_hw: tuple[int, int] | None = None) -> torch.Tensor:
+def sample_frame(
+    lowres: torch.Tensor | ScrambledFeatures,
+    valid_hw: tuple[int, int],
+    native_hw: tuple[int, int],
+    roi: Roi,
+    out_hw: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Bilinearly sample a padded-frame map at native pixel centres of ``roi``.
 
     lowres: ``(B, C, S, S)`` map over the padded model frame (or the factored path's
@@ -212,7 +249,9 @@ def sample_frame(lowres: torch.Tensor | ScrambledFeatures, valid_hw: tuple[int, 
     oh, ow = out_hw if out_hw is not None else (r1 - r0, c1 - c0)
     if isinstance(lowres, ScrambledFeatures):
         dev, dt = lowres.data.device, lowres.data.dtype
-        return lowres.sample(_sample_rows(r0, r1, oh, H, vh, dev, dt), _sample_rows(c0, c1, ow, W, vw, dev, dt))
+        return lowres.sample(
+            _sample_rows(r0, r1, oh, H, vh, dev, dt), _sample_rows(c0, c1, ow, W, vw, dev, dt)
+        )
     S_h, S_w = lowres.shape[-2:]
     dev, dt = lowres.device, lowres.dtype
     # Native pixel centre -> map pixel coordinate -> normalised [-1, 1] over the map,
@@ -228,8 +267,14 @@ class ECMDecoder(nn.Module):
     """Coarse two-way-transformer decoder plus the native-resolution cross-scale refiner."""
 
     def __init__(
-        self, transformer_dim: int = 256, mlp_dim: int = 256, depth: int = 2, num_heads: int = 8,
-        num_multimask_outputs: int = 3, roi_margin: float = 0.15, roi_min_margin: int = 8,
+        self,
+        transformer_dim: int = 256,
+        mlp_dim: int = 256,
+        depth: int = 2,
+        num_heads: int = 8,
+        num_multimask_outputs: int = 3,
+        roi_margin: float = 0.15,
+        roi_min_margin: int = 8,
         refine_budget: int | None = 160 * 160,
     ) -> None:
         super().__init__()
@@ -248,8 +293,13 @@ class ECMDecoder(nn.Module):
         self.roi_min_margin = roi_min_margin
         self.refine_budget = refine_budget  # refiner pixels per prompt; None: always native
 
-    def roi_for(self, lowres: torch.Tensor, valid_hw: tuple[int, int], native_hw: tuple[int, int],
-                box: tuple[float, float, float, float] | None = None) -> Roi | None:
+    def roi_for(
+        self,
+        lowres: torch.Tensor,
+        valid_hw: tuple[int, int],
+        native_hw: tuple[int, int],
+        box: tuple[float, float, float, float] | None = None,
+    ) -> Roi | None:
         """Native-pixel ROI around all positive low-res logits (and the prompt box, native
         x0, y0, x1, y1), grown by the margin and rounded out to multiples of 4; None if
         nothing is positive.
@@ -303,7 +353,9 @@ class ECMDecoder(nn.Module):
         not depend on the prompts (pass it only when there is no mask input).
         """
         sel = slice(1, None) if multimask else slice(0, 1)
-        masks, iou, hyper, upscaled = self.coarse.predict_all(image_embeddings, image_pe, sparse, dense, cache, sel)
+        masks, iou, hyper, upscaled = self.coarse.predict_all(
+            image_embeddings, image_pe, sparse, dense, cache, sel
+        )
         H, W = image.shape[-2:]
         full = sample_frame(masks, valid_hw, (H, W), (0, 0, H, W))
         if not refine:
@@ -325,7 +377,9 @@ class ECMDecoder(nn.Module):
             # for any object size.
             f = math.sqrt(self.refine_budget / (h * w))
             rh, rw = max(4, 4 * round(h * f / 4)), max(4, 4 * round(w * f / 4))
-            crop = F.interpolate(crop, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+            crop = F.interpolate(
+                crop, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True
+            )
         coarse_ref = sample_frame(masks, valid_hw, (H, W), roi, (rh, rw))
         up_hw = (rh // 4, rw // 4)
         up_roi = sample_frame(upscaled, valid_hw, (H, W), roi, up_hw)
@@ -334,7 +388,9 @@ class ECMDecoder(nn.Module):
         if (rh, rw) == (h, w):
             logits[..., r0 : r0 + hh, c0 : c0 + ww] = refined[..., :hh, :ww]
         else:
-            delta = F.interpolate(refined - coarse_ref, size=(h, w), mode="bilinear", align_corners=False)
+            delta = F.interpolate(
+                refined - coarse_ref, size=(h, w), mode="bilinear", align_corners=False
+            )
             logits[..., r0 : r0 + hh, c0 : c0 + ww] += delta[..., :hh, :ww]
         return DecoderOutput(logits, iou, masks, roi)
 

@@ -48,9 +48,13 @@ class MBConv(nn.Module):
     def __init__(self, dim: int, expand: int = 2) -> None:
         super().__init__()
         hidden = dim * expand
-        self.expand = nn.Sequential(nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.GELU())
+        self.expand = nn.Sequential(
+            nn.Conv2d(dim, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.GELU()
+        )
         self.depthwise = nn.Sequential(
-            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.GELU()
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.GELU(),
         )
         self.project = nn.Sequential(nn.Conv2d(hidden, dim, 1, bias=False), nn.BatchNorm2d(dim))
 
@@ -73,9 +77,13 @@ class Rope2D(nn.Module):
         quarter = head_dim // 4
         freqs = base ** (-torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))
         self.register_buffer("freqs", freqs, persistent=False)
-        self._cache: dict[tuple[int, int, str, torch.dtype, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[
+            tuple[int, int, str, torch.dtype, bool], tuple[torch.Tensor, torch.Tensor]
+        ] = {}
 
-    def _tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tables(
+        self, h: int, w: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         key = (h, w, str(device), dtype, torch.is_inference_mode_enabled())
         if key not in self._cache:
             rows = torch.arange(h, device=device, dtype=torch.float32)
@@ -83,7 +91,9 @@ class Rope2D(nn.Module):
             freqs = self.freqs.to(device)
             ang_r = rows[:, None, None] * freqs[None, None, :]  # (h, 1, q)
             ang_c = cols[None, :, None] * freqs[None, None, :]  # (1, w, q)
-            ang = torch.cat([ang_r.expand(h, w, -1), ang_c.expand(h, w, -1)], dim=-1).reshape(h * w, -1)
+            ang = torch.cat([ang_r.expand(h, w, -1), ang_c.expand(h, w, -1)], dim=-1).reshape(
+                h * w, -1
+            )
             ang = torch.cat([ang, ang], dim=-1)  # pairs (i, i + d/2) share an angle
             self._cache[key] = (ang.cos().to(dtype), ang.sin().to(dtype))
         return self._cache[key]
@@ -162,8 +172,12 @@ class ConvStem(nn.Module):
         super().__init__()
         a, b = widths
         self.layers = nn.Sequential(
-            nn.Conv2d(3, a, 4, stride=4), nn.BatchNorm2d(a), nn.GELU(),
-            nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.GELU(),
+            nn.Conv2d(3, a, 4, stride=4),
+            nn.BatchNorm2d(a),
+            nn.GELU(),
+            nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(b),
+            nn.GELU(),
             nn.Conv2d(b, dim, 3, stride=2, padding=1),
         )
 
@@ -198,13 +212,17 @@ class LGViT(nn.Module):
         if len(depths) != 3 or len(heads) != 3:
             raise ValueError("depths and heads need three stages")
         self.img_size = img_size
-        self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size) if stem == "patch" else ConvStem(dim)
+        self.patch_embed = (
+            nn.Conv2d(3, dim, patch_size, stride=patch_size) if stem == "patch" else ConvStem(dim)
+        )
         self.mbconv = nn.Sequential(*[MBConv(dim) for _ in range(mbconv_depth)])
         self.mid_dim = mid_dim
         stage_dims = (dim, mid_dim or dim, dim)
         self.stage_sizes = tuple(depths)
         self.blocks = nn.ModuleList(
-            LGViTBlock(d, h, mlp_ratio) for depth, h, d in zip(depths, heads, stage_dims, strict=True) for _ in range(depth)
+            LGViTBlock(d, h, mlp_ratio)
+            for depth, h, d in zip(depths, heads, stage_dims, strict=True)
+            for _ in range(depth)
         )
         if mid_dim is not None:
             self.down = nn.Sequential(nn.Conv2d(dim, mid_dim, 2, stride=2), LayerNorm2d(mid_dim))
@@ -258,4 +276,13 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["LGViT", "ConvStem", "LGViTBlock", "GatedLinearAttention", "Rope2D", "MBConv", "LayerNorm2d", "count_parameters"]
+__all__ = [
+    "LGViT",
+    "ConvStem",
+    "LGViTBlock",
+    "GatedLinearAttention",
+    "Rope2D",
+    "MBConv",
+    "LayerNorm2d",
+    "count_parameters",
+]

@@ -107,7 +107,9 @@ class Projected:
         return out
 
 
-def _tokens_to_image(mod: nn.Module, queries: torch.Tensor, kp: Projected, vp: Projected) -> torch.Tensor:
+def _tokens_to_image(
+    mod: nn.Module, queries: torch.Tensor, kp: Projected, vp: Projected
+) -> torch.Tensor:
     """SAM ``Attention`` of prompt tokens ``(1, T, C)`` (the query input, before ``q_proj``)
     over image keys/values already projected, ``(N, C_int)`` each. Returns ``(1, T, C)``.
     """
@@ -115,7 +117,9 @@ def _tokens_to_image(mod: nn.Module, queries: torch.Tensor, kp: Projected, vp: P
     qp = mod.q_proj(queries[0])
     t, c = qp.shape
     d = c // h
-    probs = torch.softmax(kp.scores(qp.view(t, h, d).transpose(0, 1)) * (1.0 / math.sqrt(d)), dim=-1)
+    probs = torch.softmax(
+        kp.scores(qp.view(t, h, d).transpose(0, 1)) * (1.0 / math.sqrt(d)), dim=-1
+    )
     out = vp.weighted(probs)  # (H, T, d)
     return mod.out_proj(out.transpose(0, 1).reshape(t, c))[None]
 
@@ -129,7 +133,9 @@ class _ImageStream:
     Level ``i`` is the input of block ``i`` (level ``depth`` is the transformer's output).
     """
 
-    def __init__(self, x0: torch.Tensor, cache: dict[str, torch.Tensor], norms: list[nn.LayerNorm]) -> None:
+    def __init__(
+        self, x0: torch.Tensor, cache: dict[str, torch.Tensor], norms: list[nn.LayerNorm]
+    ) -> None:
         self.x0 = x0
         self.cache = cache
         self.norms = norms  # norms[i] turns level i into level i+1
@@ -178,7 +184,11 @@ class _ImageStream:
             hit = self.cache.get(key)
             if hit is None:
                 off = offset() if callable(offset) else offset
-                hit = self.x0 @ W if off is None else torch.addmm(off.expand(self.x0.shape[0], -1), self.x0, W)
+                hit = (
+                    self.x0 @ W
+                    if off is None
+                    else torch.addmm(off.expand(self.x0.shape[0], -1), self.x0, W)
+                )
                 self.cache[key] = hit
             return Projected(hit)
         Ws = [W]
@@ -197,8 +207,13 @@ class _ImageStream:
                 const = self.cache[key + "#offset"] = offset() + base
         else:
             const = base if offset is None else offset + base
-        return Projected(self.project(0, Ws[0], key + "/g" * level).base, self._rho(1, level),
-                         self._left(level), torch.cat(rights), const)
+        return Projected(
+            self.project(0, Ws[0], key + "/g" * level).base,
+            self._rho(1, level),
+            self._left(level),
+            torch.cat(rights),
+            const,
+        )
 
     def advance(self, A_t: torch.Tensor, M: torch.Tensor, b: torch.Tensor) -> None:
         """Record block ``len(self.L)``'s update ``A @ M + b`` (``A_t`` = ``A`` transposed,
@@ -215,8 +230,9 @@ class _ImageStream:
         self.x = x
 
 
-def _image_to_tokens(mod: nn.Module, q_img: Projected, queries: torch.Tensor,
-                     tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _image_to_tokens(
+    mod: nn.Module, q_img: Projected, queries: torch.Tensor, tokens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors of SAM ``Attention(q=image, k=queries + tokens, v=queries)``: returns
     ``A_t (H*T, N)`` (the softmax weights, transposed; row ``h*T + t``) and ``M (H*T, C)``
     with ``A_t.T @ M + out_proj.bias`` equal to the attention's output ``(N, C)``.
@@ -277,7 +293,9 @@ def factored_coarse(
     depth = len(layers)
     kp = stream.project(depth, _t(final.k_proj), "x0@final.k", pe_offset(final.k_proj))
     vp = stream.project(depth, _t(final.v_proj), "x0@final.v", final.v_proj.bias)
-    queries = transformer.norm_final_attn(queries + _tokens_to_image(final, queries + tokens, kp, vp))
+    queries = transformer.norm_final_attn(
+        queries + _tokens_to_image(final, queries + tokens, kp, vp)
+    )
 
     up1 = upscaling[0]
     # ConvTranspose2d(k=2, s=2) as one matrix: column (a*2 + b)*c1 + co is output channel co
@@ -319,7 +337,9 @@ class ScrambledFeatures:
         c1, c2 = up2.in_channels, up2.out_channels
         h = _gelu_(F.layer_norm(self.u.reshape(-1, c1), (c1,), ln.weight, ln.bias, ln.eps), act1)
         # Second ConvTranspose2d: row token*4 + ab, column c*4 + a'*2 + b'.
-        data = _gelu_(torch.addmm(up2.bias.repeat_interleave(4), h, up2.weight.reshape(c1, c2 * 4)), act2)
+        data = _gelu_(
+            torch.addmm(up2.bias.repeat_interleave(4), h, up2.weight.reshape(c1, c2 * 4)), act2
+        )
         self.data = data
         return None if blocks is None else data @ blocks
 
@@ -360,8 +380,12 @@ class ScrambledFeatures:
             return vals[idx // 4, :, idx % 4].t().reshape(self.channels, len(yi), len(xi))
 
         wy, wx = wy[:, None], wx[None, :]
-        out = (at(y0, x0) * ((1 - wy) * (1 - wx)) + at(y0, x1) * ((1 - wy) * wx)
-               + at(y1, x0) * (wy * (1 - wx)) + at(y1, x1) * (wy * wx))
+        out = (
+            at(y0, x0) * ((1 - wy) * (1 - wx))
+            + at(y0, x1) * ((1 - wy) * wx)
+            + at(y1, x0) * (wy * (1 - wx))
+            + at(y1, x1) * (wy * wx)
+        )
         return out[None]
 
 
@@ -391,12 +415,21 @@ def supports_factored(transformer: nn.Module, upscaling: nn.Module) -> bool:
         return False
 
     def k2s2(m: nn.Module) -> bool:
-        return (isinstance(m, nn.ConvTranspose2d) and m.kernel_size == (2, 2) and m.stride == (2, 2)
-                and m.padding == (0, 0) and m.bias is not None)
+        return (
+            isinstance(m, nn.ConvTranspose2d)
+            and m.kernel_size == (2, 2)
+            and m.stride == (2, 2)
+            and m.padding == (0, 0)
+            and m.bias is not None
+        )
 
-    return (k2s2(upscaling[0]) and k2s2(upscaling[3])
-            and isinstance(upscaling[2], nn.GELU) and isinstance(upscaling[4], nn.GELU)
-            and all(isinstance(layer.norm4, nn.LayerNorm) for layer in transformer.layers))
+    return (
+        k2s2(upscaling[0])
+        and k2s2(upscaling[3])
+        and isinstance(upscaling[2], nn.GELU)
+        and isinstance(upscaling[4], nn.GELU)
+        and all(isinstance(layer.norm4, nn.LayerNorm) for layer in transformer.layers)
+    )
 
 
 __all__: list[str] = ["ScrambledFeatures", "factored_coarse", "supports_factored"]

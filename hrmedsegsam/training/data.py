@@ -52,7 +52,10 @@ VALIDATION_2D = "png_slices_sammed2d"
 EXCLUDED: tuple[str, ...] = ()
 
 CT_WINDOWS: tuple[tuple[float, float], ...] = (
-    PRESETS["abdomen"], PRESETS["lung"], PRESETS["bone"], (-1000.0, 1000.0),
+    PRESETS["abdomen"],
+    PRESETS["lung"],
+    PRESETS["bone"],
+    (-1000.0, 1000.0),
 )
 
 
@@ -117,8 +120,9 @@ def ct_intensity_objects(hu: np.ndarray, min_size: int = 30) -> list[np.ndarray]
     return out
 
 
-def region_objects(image01: np.ndarray, rng: np.random.Generator, max_objects: int = 6,
-                   min_size: int = 60) -> list[np.ndarray]:
+def region_objects(
+    image01: np.ndarray, rng: np.random.Generator, max_objects: int = 6, min_size: int = 60
+) -> list[np.ndarray]:
     """Label-free objects: connected regions of homogeneous intensity (Felzenszwalb graph
     segmentation at a random scale) that are neither background air nor most of the image.
     They teach the decoder that a click selects the coherent region around it, for
@@ -126,7 +130,9 @@ def region_objects(image01: np.ndarray, rng: np.random.Generator, max_objects: i
     """
     from skimage.segmentation import felzenszwalb
 
-    seg = felzenszwalb(image01.astype(np.float64), scale=float(rng.uniform(50, 250)), sigma=0.5, min_size=min_size)
+    seg = felzenszwalb(
+        image01.astype(np.float64), scale=float(rng.uniform(50, 250)), sigma=0.5, min_size=min_size
+    )
     n = int(seg.max()) + 1
     sizes = np.bincount(seg.ravel(), minlength=n)
     means = np.bincount(seg.ravel(), weights=image01.ravel(), minlength=n) / np.maximum(sizes, 1)
@@ -186,8 +192,11 @@ def training_volume_names(data_dir: Path) -> list[str]:
     """Development volumes used for training: every volume folder (with ``image.nii.gz`` or
     ``t1.nii.gz``) but :data:`HOLDOUT` and :data:`DUPLICATES`.
     """
-    names = sorted(p.name for p in Path(data_dir).iterdir()
-                   if p.is_dir() and ((p / "image.nii.gz").is_file() or (p / "t1.nii.gz").is_file()))
+    names = sorted(
+        p.name
+        for p in Path(data_dir).iterdir()
+        if p.is_dir() and ((p / "image.nii.gz").is_file() or (p / "t1.nii.gz").is_file())
+    )
     return [n for n in names if n not in HOLDOUT and n not in DUPLICATES and n not in EXCLUDED]
 
 
@@ -202,8 +211,14 @@ def training_slices(vol: LabelledVolume, axis: int) -> range:
     return range(0, n)
 
 
-def slice_sample(vol: LabelledVolume, z: int, window: tuple[float, float] | None = None,
-                 axis: int = 0, pseudo: bool = True, min_size: int = 30) -> Sample:
+def slice_sample(
+    vol: LabelledVolume,
+    z: int,
+    window: tuple[float, float] | None = None,
+    axis: int = 0,
+    pseudo: bool = True,
+    min_size: int = 30,
+) -> Sample:
     """One slice (``axis`` 0 axial, 1 coronal, 2 sagittal) windowed, with its objects
     (reference-mask components of at least ``min_size`` px, plus HU-derived objects for CT).
     """
@@ -216,7 +231,9 @@ def slice_sample(vol: LabelledVolume, z: int, window: tuple[float, float] | None
     if pseudo and vol.kind == "ct":
         objs += ct_intensity_objects(arr, min_size)
     masks = np.stack(objs) if objs else np.zeros((0,) + arr.shape, bool)
-    return Sample(apply_window(arr, window), masks, f"{vol.name}:{axis}:{z}:{window[0]:g},{window[1]:g}")
+    return Sample(
+        apply_window(arr, window), masks, f"{vol.name}:{axis}:{z}:{window[0]:g},{window[1]:g}"
+    )
 
 
 # --------------------------------------------------------------------------- 2D images
@@ -235,8 +252,19 @@ def unlabeled_images(max_side: int = 1024) -> Iterator[Sample]:
     files: list[Path] = []
     if spec is not None and spec.submodule_search_locations:
         root = Path(list(spec.submodule_search_locations)[0]) / "data"
-        for n in ("693_UNCR", "MR2_UNCR", "RG1_UNCR", "RG3_UNCR", "US1_UNCR", "OBXXXX1A", "gdcm-US-ALOKA-16",
-                  "eCT_Supplemental", "MR-SIEMENS-DICOM-WithOverlays", "emri_small", "JPEG2000_UNC"):
+        for n in (
+            "693_UNCR",
+            "MR2_UNCR",
+            "RG1_UNCR",
+            "RG3_UNCR",
+            "US1_UNCR",
+            "OBXXXX1A",
+            "gdcm-US-ALOKA-16",
+            "eCT_Supplemental",
+            "MR-SIEMENS-DICOM-WithOverlays",
+            "emri_small",
+            "JPEG2000_UNC",
+        ):
             if (root / f"{n}.dcm").is_file():
                 files.append(root / f"{n}.dcm")
     for f in files:
@@ -248,12 +276,19 @@ def unlabeled_images(max_side: int = 1024) -> Iterator[Sample]:
             arr = vol.array[z].astype(np.float32)
             if arr.std() == 0:
                 continue
-            yield Sample(_shrink(apply_window(arr, percentile_window(arr)), max_side), source=f"{f.stem}:{z}")
+            yield Sample(
+                _shrink(apply_window(arr, percentile_window(arr)), max_side), source=f"{f.stem}:{z}"
+            )
     try:
         from skimage import data as skdata
     except ImportError:
         return
-    for n in ("retina", "camera", "cell", "microaneurysms"):  # shipped with scikit-image (no download)
+    for n in (
+        "retina",
+        "camera",
+        "cell",
+        "microaneurysms",
+    ):  # shipped with scikit-image (no download)
         try:
             img = np.asarray(getattr(skdata, n)(), dtype=np.float32)
         except Exception:  # noqa: BLE001
@@ -262,7 +297,10 @@ def unlabeled_images(max_side: int = 1024) -> Iterator[Sample]:
             img = img[..., :3].mean(-1)
         imgs = img if img.ndim == 3 else img[None]
         for k in range(0, imgs.shape[0], max(1, imgs.shape[0] // 2)):
-            yield Sample(_shrink(apply_window(imgs[k], percentile_window(imgs[k])), max_side), source=f"skimage:{n}:{k}")
+            yield Sample(
+                _shrink(apply_window(imgs[k], percentile_window(imgs[k])), max_side),
+                source=f"skimage:{n}:{k}",
+            )
 
 
 def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
@@ -274,16 +312,26 @@ def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
 
     s = max_side / max(H, W)
     t = torch.from_numpy(img.astype(np.float32))[None, None]
-    out = F.interpolate(t, size=(max(1, round(H * s)), max(1, round(W * s))), mode="bilinear",
-                        align_corners=False, antialias=True)
+    out = F.interpolate(
+        t,
+        size=(max(1, round(H * s)), max(1, round(W * s))),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
     return out[0, 0].numpy()
 
 
 # --------------------------------------------------------------------------- augmentation
 
 
-def augment(sample: Sample, rng: np.random.Generator, geometric: bool = True, intensity: bool = True,
-            zoom: tuple[float, float] = (0.6, 1.0)) -> Sample:
+def augment(
+    sample: Sample,
+    rng: np.random.Generator,
+    geometric: bool = True,
+    intensity: bool = True,
+    zoom: tuple[float, float] = (0.6, 1.0),
+) -> Sample:
     """Random flips, 90-degree rotation, zoom (crop a window of ``zoom`` of each side,
     which the frame resize then enlarges) and intensity changes (gamma, contrast, noise).
     """
@@ -299,7 +347,10 @@ def augment(sample: Sample, rng: np.random.Generator, geometric: bool = True, in
         if rng.random() < 0.5:
             H, W = img.shape
             f = rng.uniform(*zoom)
-            h, w = max(16, int(H * f)), max(16, int(W * rng.uniform(max(zoom[0], f - 0.1), min(zoom[1], f + 0.1))))
+            h, w = (
+                max(16, int(H * f)),
+                max(16, int(W * rng.uniform(max(zoom[0], f - 0.1), min(zoom[1], f + 0.1)))),
+            )
             h, w = min(h, H), min(w, W)
             r, c = int(rng.integers(H - h + 1)), int(rng.integers(W - w + 1))
             img, masks = img[r : r + h, c : c + w], masks[:, r : r + h, c : c + w]
@@ -360,15 +411,27 @@ def frame_plan(data_dir: Path | None, seed: int = 0) -> list[FrameSpec]:
     rng = np.random.default_rng(seed)
     plan: list[FrameSpec] = []
 
-    def add(volume: str, axis: int, index: int, window: tuple[float, float] | None = None,
-            spacing: tuple[float, float] | None = None, canvas: tuple[float, float] | None = None,
-            augment: float = 0.3) -> None:
-        plan.append(FrameSpec(
-            volume, axis, index, window,
-            None if spacing is None else round(float(rng.uniform(*spacing)), 3),
-            None if canvas is None else round(float(rng.uniform(*canvas)), 1),
-            bool(rng.random() < augment), int(rng.integers(2**31)),
-        ))
+    def add(
+        volume: str,
+        axis: int,
+        index: int,
+        window: tuple[float, float] | None = None,
+        spacing: tuple[float, float] | None = None,
+        canvas: tuple[float, float] | None = None,
+        augment: float = 0.3,
+    ) -> None:
+        plan.append(
+            FrameSpec(
+                volume,
+                axis,
+                index,
+                window,
+                None if spacing is None else round(float(rng.uniform(*spacing)), 3),
+                None if canvas is None else round(float(rng.uniform(*canvas)), 1),
+                bool(rng.random() < augment),
+                int(rng.integers(2**31)),
+            )
+        )
 
     if data_dir is not None:
         names = set(training_volume_names(data_dir))
@@ -385,11 +448,22 @@ def frame_plan(data_dir: Path | None, seed: int = 0) -> list[FrameSpec]:
         if "ct_body_3mm" in names:
             z, y, x = shapes["ct_body_3mm"]
             for i in range(0, VALIDATION_SLICES.start - VALIDATION_MARGIN):
-                for w in (PRESETS["abdomen"], PRESETS["abdomen"], CT_WINDOWS[int(rng.integers(1, 4))]):
+                for w in (
+                    PRESETS["abdomen"],
+                    PRESETS["abdomen"],
+                    CT_WINDOWS[int(rng.integers(1, 4))],
+                ):
                     add("ct_body_3mm", 0, i, w, spacing=(0.6, 1.0), canvas=(360, 480))
             for axis, n in ((1, y), (2, x)):
                 for i in range(n // 8, n - n // 8, 4):
-                    add("ct_body_3mm", axis, i, PRESETS["abdomen"], spacing=(0.6, 1.0), canvas=(360, 480))
+                    add(
+                        "ct_body_3mm",
+                        axis,
+                        i,
+                        PRESETS["abdomen"],
+                        spacing=(0.6, 1.0),
+                        canvas=(360, 480),
+                    )
         for crop, every in (("ct_aorta_1p5mm", 1), ("ct_pulmonary_1p5mm", 1)):
             if crop not in names:
                 continue
@@ -397,7 +471,14 @@ def frame_plan(data_dir: Path | None, seed: int = 0) -> list[FrameSpec]:
             for i in range(0, z, every):
                 add(crop, 0, i, PRESETS["abdomen"], spacing=(0.6, 1.0), canvas=(300, 450))
                 if i % 2 == 0:
-                    add(crop, 0, i, CT_WINDOWS[int(rng.integers(1, 4))], spacing=(0.6, 1.0), canvas=(300, 450))
+                    add(
+                        crop,
+                        0,
+                        i,
+                        CT_WINDOWS[int(rng.integers(1, 4))],
+                        spacing=(0.6, 1.0),
+                        canvas=(300, 450),
+                    )
             for axis, n in ((1, y), (2, x)):
                 for i in range(n // 8, n - n // 8, 8):
                     add(crop, axis, i, PRESETS["abdomen"], spacing=(0.6, 1.0), canvas=(300, 450))
@@ -489,9 +570,12 @@ def make_sample(spec: FrameSpec, volumes: VolumeCache) -> Sample:
     # Components of at least 30 px at the final pixel size (a resampled 3 mm object grows).
     sizes = masks.reshape(masks.shape[0], -1).sum(1) if masks.shape[0] else np.zeros(0)
     masks = masks[sizes >= 30]
-    sample = Sample(apply_window(arr, window), masks,
-                    f"{spec.volume}:{spec.axis}:{spec.index}:{window[0]:g},{window[1]:g}:"
-                    f"{spec.spacing or 0:g}mm:{spec.canvas_mm or 0:g}")
+    sample = Sample(
+        apply_window(arr, window),
+        masks,
+        f"{spec.volume}:{spec.axis}:{spec.index}:{window[0]:g},{window[1]:g}:"
+        f"{spec.spacing or 0:g}mm:{spec.canvas_mm or 0:g}",
+    )
     if spec.augment:
         sample = augment(sample, rng, zoom=(1.0, 1.0))
     return sample
@@ -505,8 +589,13 @@ def distillation_samples(data_dir: Path | None, seed: int = 0) -> Iterator[Sampl
 
 
 def save_sample(path: Path, sample: Sample) -> None:
-    np.savez_compressed(path, image=sample.image.astype(np.float16), masks=np.packbits(sample.masks, axis=-1),
-                        shape=np.array(sample.masks.shape), source=np.array(sample.source))
+    np.savez_compressed(
+        path,
+        image=sample.image.astype(np.float16),
+        masks=np.packbits(sample.masks, axis=-1),
+        shape=np.array(sample.masks.shape),
+        source=np.array(sample.source),
+    )
 
 
 def load_sample(path: Path) -> Sample:
@@ -519,12 +608,31 @@ def load_sample(path: Path) -> Sample:
 def require_data_dir(path: str | None) -> Path:
     d = Path(path) if path else default_data_dir()
     if d is None or not Path(d).is_dir():
-        raise InputError(f"development data folder not found: {path or '../shared/data'} (set --data or {DATA_ENV})")
+        raise InputError(
+            f"development data folder not found: {path or '../shared/data'} (set --data or {DATA_ENV})"
+        )
     return Path(d)
 
 
 __all__: Sequence[str] = [
-    "Sample", "HOLDOUT", "DUPLICATES", "VALIDATION_VOLUME", "VALIDATION_SLICES", "VALIDATION_2D", "to_frame",
-    "components", "augment", "distillation_samples", "frame_plan", "FrameSpec", "make_sample", "VolumeCache",
-    "load_volume", "slice_sample", "unlabeled_images", "save_sample", "load_sample", "default_data_dir",
+    "Sample",
+    "HOLDOUT",
+    "DUPLICATES",
+    "VALIDATION_VOLUME",
+    "VALIDATION_SLICES",
+    "VALIDATION_2D",
+    "to_frame",
+    "components",
+    "augment",
+    "distillation_samples",
+    "frame_plan",
+    "FrameSpec",
+    "make_sample",
+    "VolumeCache",
+    "load_volume",
+    "slice_sample",
+    "unlabeled_images",
+    "save_sample",
+    "load_sample",
+    "default_data_dir",
 ]

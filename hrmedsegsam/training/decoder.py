@@ -66,7 +66,9 @@ class DecoderConfig:
     progress: bool = True
     prompt_weights: tuple[float, float, float] = (0.4, 0.35, 0.25)
     region_prob: float = 0.3  # share of steps on label-free intensity regions (data.region_objects)
-    full_prob: float = 0.05  # share of full steps (whole embedding, refiner, native loss); others: cropped coarse
+    full_prob: float = (
+        0.05  # share of full steps (whole embedding, refiner, native loss); others: cropped coarse
+    )
     # A lone click should select the smallest sensible structure: single-point steps draw
     # their objects from those covering at most this fraction of the slice (when it has any).
     point_max_frac: float | None = 0.1
@@ -93,7 +95,9 @@ class DecoderConfig:
     distill_weight: float = 20.0
 
 
-def prompt_tensors(prompts: Sequence[Prompt], native_hw: tuple[int, int], input_hw: tuple[int, int]):  # type: ignore[no-untyped-def]
+def prompt_tensors(
+    prompts: Sequence[Prompt], native_hw: tuple[int, int], input_hw: tuple[int, int]
+):  # type: ignore[no-untyped-def]
     """Batch native-pixel prompts into frame tensors (coords, labels, boxes); points padded
     with label -1 (SAM's "not a point").
     """
@@ -117,14 +121,30 @@ def prompt_tensors(prompts: Sequence[Prompt], native_hw: tuple[int, int], input_
     return coords, labels, boxes
 
 
-def decode_prompts(model, emb, native, input_hw, prompts: Sequence[Prompt], mask_input=None,  # type: ignore[no-untyped-def]
-                   box_native=None):
+def decode_prompts(
+    model,
+    emb,
+    native,
+    input_hw,
+    prompts: Sequence[Prompt],
+    mask_input=None,  # type: ignore[no-untyped-def]
+    box_native=None,
+):
     """Decode a batch of prompts on one embedded image; native ``(1, 3, H, W)``."""
     H, W = native.shape[-2:]
     coords, labels, boxes = prompt_tensors(prompts, (H, W), input_hw)
     B = len(prompts)
-    return model.decode(emb.expand(B, -1, -1, -1), native.expand(B, -1, -1, -1), input_hw, coords=coords,
-                        labels=labels, boxes=boxes, mask_input=mask_input, multimask=False, box_native=box_native)
+    return model.decode(
+        emb.expand(B, -1, -1, -1),
+        native.expand(B, -1, -1, -1),
+        input_hw,
+        coords=coords,
+        labels=labels,
+        boxes=boxes,
+        mask_input=mask_input,
+        multimask=False,
+        box_native=box_native,
+    )
 
 
 def mask_losses(logits, target):  # type: ignore[no-untyped-def]
@@ -165,8 +185,15 @@ def point_candidates(objs: list[np.ndarray], max_frac: float | None) -> list[np.
     return small or objs
 
 
-def train_step(model, emb, sample: Sample, objs: list[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
-               rounds: int, kind: int):
+def train_step(
+    model,
+    emb,
+    sample: Sample,
+    objs: list[np.ndarray],
+    rng: np.random.Generator,  # type: ignore[no-untyped-def]
+    rounds: int,
+    kind: int,
+):
     """Loss of one step (graph attached) and diagnostics; ``kind`` as :func:`choose_kind`."""
     import torch
 
@@ -195,7 +222,9 @@ def train_step(model, emb, sample: Sample, objs: list[np.ndarray], rng: np.rando
             inter = (pred & (target > 0)).flatten(1).sum(1).float()
             union = (pred | (target > 0)).flatten(1).sum(1).float()
             iou = inter / union.clamp(min=1)
-            dice = 2 * inter / (pred.flatten(1).sum(1) + (target > 0).flatten(1).sum(1)).clamp(min=1)
+            dice = (
+                2 * inter / (pred.flatten(1).sum(1) + (target > 0).flatten(1).sum(1)).clamp(min=1)
+            )
         loss_iou = (out.iou[:, 0] - iou).pow(2)
         total = total + (loss_mask + 0.5 * loss_coarse + loss_iou).mean()
         stats[f"dice_r{r}"] = float(dice.mean())
@@ -205,8 +234,11 @@ def train_step(model, emb, sample: Sample, objs: list[np.ndarray], rng: np.rando
             for p, pm, m in zip(prompts, pred_np, objs, strict=True):
                 c = correction_point(pm, m)
                 if c is None:
-                    c = ((float(p.points[0][0]), float(p.points[0][1])), 1) if p.points is not None else (
-                        _center(m), 1)
+                    c = (
+                        ((float(p.points[0][0]), float(p.points[0][1])), 1)
+                        if p.points is not None
+                        else (_center(m), 1)
+                    )
                 new.append(p.add_point(c[0], c[1]))
             prompts = new
             mask_input = out.lowres[:, :1].detach()
@@ -214,8 +246,9 @@ def train_step(model, emb, sample: Sample, objs: list[np.ndarray], rng: np.rando
     return total / n_rounds, stats
 
 
-def teacher_boxes(sample: Sample, rng: np.random.Generator, n: int,
-                  min_frac: float = 0.0) -> list[tuple[float, float, float, float]]:
+def teacher_boxes(
+    sample: Sample, rng: np.random.Generator, n: int, min_frac: float = 0.0
+) -> list[tuple[float, float, float, float]]:
     """Native-pixel boxes ``(x0, y0, x1, y1)`` to ask the teacher about: jittered boxes
     around label-free regions (:func:`region_objects`) covering at least ``min_frac`` of the
     slice or, when there are too few, random boxes of 5-60 % of each side (at least
@@ -225,7 +258,11 @@ def teacher_boxes(sample: Sample, rng: np.random.Generator, n: int,
 
     H, W = sample.image.shape
     if min_frac > 0:
-        regions = [m for m in region_objects(sample.image, rng, max_objects=64) if m.sum() >= min_frac * H * W]
+        regions = [
+            m
+            for m in region_objects(sample.image, rng, max_objects=64)
+            if m.sum() >= min_frac * H * W
+        ]
     else:
         regions = region_objects(sample.image, rng, max_objects=n)
     out: list[tuple[float, float, float, float]] = []
@@ -239,8 +276,13 @@ def teacher_boxes(sample: Sample, rng: np.random.Generator, n: int,
     return out
 
 
-def teacher_masks(teacher, temb, sample: Sample, boxes: Sequence[tuple[float, float, float, float]],  # type: ignore[no-untyped-def]
-                  min_iou: float) -> tuple[list[Prompt], list[np.ndarray]]:
+def teacher_masks(
+    teacher,
+    temb,
+    sample: Sample,
+    boxes: Sequence[tuple[float, float, float, float]],  # type: ignore[no-untyped-def]
+    min_iou: float,
+) -> tuple[list[Prompt], list[np.ndarray]]:
     """The teacher's single-mask answers to box prompts on its cached embedding ``temb``
     ``(1, 256, 64, 64)``: native-resolution bool masks; boxes whose answer is empty, covers
     most of the slice, or has a predicted IoU under ``min_iou`` are dropped.
@@ -254,10 +296,15 @@ def teacher_masks(teacher, temb, sample: Sample, boxes: Sequence[tuple[float, fl
     prompts = [Prompt(box=b, kind="teacher-box") for b in boxes]
     coords, labels, boxes_t = prompt_tensors(prompts, (H, W), input_hw)
     with torch.no_grad():  # SAM's decoder repeats a batch-1 embedding for each prompt itself
-        out = teacher.decode(temb, torch.zeros(1, 3, H, W), input_hw, coords=coords, labels=labels, boxes=boxes_t)
+        out = teacher.decode(
+            temb, torch.zeros(1, 3, H, W), input_hw, coords=coords, labels=labels, boxes=boxes_t
+        )
     masks = (out.logits[:, 0] > 0).numpy()
-    keep = [i for i in range(len(prompts))
-            if float(out.iou[i, 0]) >= min_iou and 40 <= masks[i].sum() <= 0.6 * masks[i].size]
+    keep = [
+        i
+        for i in range(len(prompts))
+        if float(out.iou[i, 0]) >= min_iou and 40 <= masks[i].sum() <= 0.6 * masks[i].size
+    ]
     return [prompts[i] for i in keep], [masks[i] for i in keep]
 
 
@@ -329,8 +376,11 @@ class DecoderData:
 def trainable_parameters(model):  # type: ignore[no-untyped-def]
     ref = list(model.mask_decoder.refiner.parameters())
     ref_ids = {id(p) for p in ref}
-    rest = [p for p in list(model.mask_decoder.parameters()) + list(model.prompt_encoder.parameters())
-            if id(p) not in ref_ids]
+    rest = [
+        p
+        for p in list(model.mask_decoder.parameters()) + list(model.prompt_encoder.parameters())
+        if id(p) not in ref_ids
+    ]
     return rest, ref
 
 
@@ -350,8 +400,10 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
     model.mask_decoder.refine_budget = None
     rest, ref = trainable_parameters(model)
     enc_params = list(model.image_encoder.parameters()) if cfg.encoder_lr > 0 else []
-    groups = [{"params": rest, "lr": cfg.lr, "base": cfg.lr},
-              {"params": ref, "lr": cfg.refiner_lr, "base": cfg.refiner_lr}]
+    groups = [
+        {"params": rest, "lr": cfg.lr, "base": cfg.lr},
+        {"params": ref, "lr": cfg.refiner_lr, "base": cfg.refiner_lr},
+    ]
     if enc_params:
         groups.append({"params": enc_params, "lr": cfg.encoder_lr, "base": cfg.encoder_lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -361,9 +413,13 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
         model.load_state_dict(ck["model"])
         try:
             opt.load_state_dict(ck["optimizer"])
-        except ValueError as exc:  # parameter groups differ: encoder trained in one run, not the other
-            raise InputError(f"{ckpt_path} was written with{'out' if enc_params else ''} end-to-end steps; "
-                             "resume with the same --encoder-lr setting, or use a new --run folder") from exc
+        except (
+            ValueError
+        ) as exc:  # parameter groups differ: encoder trained in one run, not the other
+            raise InputError(
+                f"{ckpt_path} was written with{'out' if enc_params else ''} end-to-end steps; "
+                "resume with the same --encoder-lr setting, or use a new --run folder"
+            ) from exc
         step = int(ck["step"])
         log.info("resumed decoder training at step %d", step)
     elif cfg.init is not None:
@@ -371,7 +427,11 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
     data = DecoderData(cfg.cache, cfg.embeddings, cfg.min_size)
     log.info("decoder training on %d samples (%s embeddings)", len(data.items), cfg.embeddings)
     teacher = None
-    t_dir = Path(cfg.teacher_embeddings) if cfg.teacher_embeddings is not None else Path(cfg.cache) / "teacher"
+    t_dir = (
+        Path(cfg.teacher_embeddings)
+        if cfg.teacher_embeddings is not None
+        else Path(cfg.cache) / "teacher"
+    )
     if cfg.teacher_prob > 0:
         from hrmedsegsam.model.litemedsam import load_litemedsam
 
@@ -391,7 +451,9 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
 
     def opt_step(loss) -> None:  # type: ignore[no-untyped-def]
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, cfg.steps, g["base"], cfg.warmup, time_fraction=budget.fraction())
+            g["lr"] = cosine_lr(
+                step, cfg.steps, g["base"], cfg.warmup, time_fraction=budget.fraction()
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(rest + ref + enc_params, 1.0)
@@ -417,15 +479,24 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(hist[-50:]):.3f}")
         if step % 50 == 0:
-            log.info("decoder step %d loss %.4f dice box %.3f point %.3f points %.3f teacher-box %.3f (%.2f s/step)%s",
-                     step, np.mean(hist[-50:]),
-                     *(np.mean(dices[k][-30:]) if dices[k] else float("nan") for k in range(4)),
-                     (time.time() - t0) / max(1, len(hist)),
-                     f" encoder mse {np.mean(distill_hist[-50:]):.5f}" if distill_hist else "")
+            log.info(
+                "decoder step %d loss %.4f dice box %.3f point %.3f points %.3f teacher-box %.3f (%.2f s/step)%s",
+                step,
+                np.mean(hist[-50:]),
+                *(np.mean(dices[k][-30:]) if dices[k] else float("nan") for k in range(4)),
+                (time.time() - t0) / max(1, len(hist)),
+                f" encoder mse {np.mean(distill_hist[-50:]):.5f}" if distill_hist else "",
+            )
         if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
-            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), config=dict(model.config),
-                            step=step,
-                            stage="decoder")
+            save_checkpoint(
+                ckpt_path,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                config=dict(model.config),
+                step=step,
+                stage="decoder",
+            )
+
     while step < cfg.steps and not budget.over():
         i = int(rng.integers(len(data.items)))
         _, sample, objs = data.items[i]
@@ -436,7 +507,9 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
             t_prompts, t_masks = teacher_masks(teacher, temb, sample, boxes, cfg.teacher_min_iou)
             if t_masks:
                 emb = source(i)
-                loss, st = train_step_crop(model, emb, sample, t_masks, rng, 0, 0, prompts=t_prompts)
+                loss, st = train_step_crop(
+                    model, emb, sample, t_masks, rng, 0, 0, prompts=t_prompts
+                )
                 opt_step(with_distill(loss, emb))
                 st["kind"] = 3
                 record(loss, st)
@@ -454,16 +527,29 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
             loss, st = train_step(model, full_emb, sample, chosen, rng, cfg.rounds, kind)
         else:
             whole = kind != 0 and rng.random() < cfg.point_whole_prob
-            loss, st = train_step_crop(model, emb, sample, chosen, rng, cfg.rounds, kind,
-                                       min_tokens=10**6 if whole else 24)
+            loss, st = train_step_crop(
+                model, emb, sample, chosen, rng, cfg.rounds, kind, min_tokens=10**6 if whole else 24
+            )
         opt_step(with_distill(loss, emb))
         record(loss, st)
     bar.close()
     if hist and step % cfg.ckpt_every:
-        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="decoder",
-                        config=dict(model.config))
-    out = {"step": step, "loss": float(np.mean(hist[-50:])) if hist else float("nan"), "seconds": time.time() - t0,
-           "steps_by_kind": {k: len(dices[i]) for i, k in enumerate(("box", "point", "points", "teacher_box"))}}
+        save_checkpoint(
+            ckpt_path,
+            model=model.state_dict(),
+            optimizer=opt.state_dict(),
+            step=step,
+            stage="decoder",
+            config=dict(model.config),
+        )
+    out = {
+        "step": step,
+        "loss": float(np.mean(hist[-50:])) if hist else float("nan"),
+        "seconds": time.time() - t0,
+        "steps_by_kind": {
+            k: len(dices[i]) for i, k in enumerate(("box", "point", "points", "teacher_box"))
+        },
+    }
     if distill_hist:
         out["encoder_mse"] = float(np.mean(distill_hist[-50:]))
     log.info("decoder training stopped at step %d: %s", step, out)
@@ -473,8 +559,13 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
 # --------------------------------------------------------------------------- cropped coarse steps
 
 
-def _lowres_targets(objs: Sequence[np.ndarray], native_hw: tuple[int, int], input_hw: tuple[int, int],
-                    S: int, L: int):  # type: ignore[no-untyped-def]
+def _lowres_targets(
+    objs: Sequence[np.ndarray],
+    native_hw: tuple[int, int],
+    input_hw: tuple[int, int],
+    S: int,
+    L: int,
+):  # type: ignore[no-untyped-def]
     """Object masks as soft targets on the ``(L, L)`` low-res padded frame ``(B, 1, L, L)``."""
     import torch
     import torch.nn.functional as F
@@ -485,9 +576,18 @@ def _lowres_targets(objs: Sequence[np.ndarray], native_hw: tuple[int, int], inpu
     return F.pad(t, (0, L - lw, 0, L - lh))
 
 
-def train_step_crop(model, emb, sample: Sample, objs: list[np.ndarray], rng: np.random.Generator,  # type: ignore[no-untyped-def]
-                    rounds: int, kind: int, min_tokens: int = 24, margin_tokens: int = 4,
-                    prompts: list[Prompt] | None = None):
+def train_step_crop(
+    model,
+    emb,
+    sample: Sample,
+    objs: list[np.ndarray],
+    rng: np.random.Generator,  # type: ignore[no-untyped-def]
+    rounds: int,
+    kind: int,
+    min_tokens: int = 24,
+    margin_tokens: int = 4,
+    prompts: list[Prompt] | None = None,
+):
     """A cheaper step on the coarse decoder only: the image embedding, its position code and
     the dense prompt are cropped to a token window (at least ``min_tokens`` a side, capped
     at the grid) around the objects (any grid size works in the two-way transformer), and

@@ -53,7 +53,9 @@ class DistillConfig:
 
 
 def _pairs(cache: Path) -> list[Path]:
-    return [p for p in sample_paths(cache) if (Path(cache) / "teacher" / (p.stem + ".npy")).exists()]
+    return [
+        p for p in sample_paths(cache) if (Path(cache) / "teacher" / (p.stem + ".npy")).exists()
+    ]
 
 
 def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -108,7 +110,9 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
             p = pairs[int(rng.integers(len(pairs)))]
             s = load_sample(p)
             frame, (h, w) = to_frame(s.image, S)
-            target = torch.from_numpy(np.load(Path(cfg.cache) / "teacher" / (p.stem + ".npy")).astype(np.float32))
+            target = torch.from_numpy(
+                np.load(Path(cfg.cache) / "teacher" / (p.stem + ".npy")).astype(np.float32)
+            )
             if not full:
                 c = cfg.crop
                 # Aligned to 32 px: the hierarchical encoder pairs tokens 2x2 as on the whole frame.
@@ -135,18 +139,39 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if step % 10 == 0:
-            log.info("distill step %d loss %.5f lr %.2e full %s (%.1f s/step)", step, np.mean(losses[-20:]), lr,
-                     full, (time.time() - t0) / max(1, len(losses)))
+            log.info(
+                "distill step %d loss %.5f lr %.2e full %s (%.1f s/step)",
+                step,
+                np.mean(losses[-20:]),
+                lr,
+                full,
+                (time.time() - t0) / max(1, len(losses)),
+            )
         if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
-            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
-                            stage="distill", config=dict(model.config))
+            save_checkpoint(
+                ckpt_path,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                step=step,
+                stage="distill",
+                config=dict(model.config),
+            )
     bar.close()
     if losses and step % cfg.ckpt_every:
-        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step, stage="distill",
-                        config=dict(model.config))
+        save_checkpoint(
+            ckpt_path,
+            model=model.state_dict(),
+            optimizer=opt.state_dict(),
+            step=step,
+            stage="distill",
+            config=dict(model.config),
+        )
     enc.eval()
-    out = {"step": step, "loss": float(np.mean(losses[-20:])) if losses else float("nan"),
-           "seconds": time.time() - t0}
+    out = {
+        "step": step,
+        "loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+        "seconds": time.time() - t0,
+    }
     log.info("distillation stopped at step %d: %s", step, out)
     return out
 
@@ -165,8 +190,11 @@ def calibrate_neck(enc, target_files: list[Path]) -> None:  # type: ignore[no-un
     with torch.no_grad():
         ln.bias.copy_(mean)
         ln.weight.copy_(std)
-    log.info("neck calibrated to the teacher: mean |bias| %.4f, mean weight %.4f", float(mean.abs().mean()),
-             float(std.mean()))
+    log.info(
+        "neck calibrated to the teacher: mean |bias| %.4f, mean weight %.4f",
+        float(mean.abs().mean()),
+        float(std.mean()),
+    )
 
 
 def init_config(path: Path | None) -> dict[str, object] | None:
@@ -197,17 +225,25 @@ def _load_init(model, path: Path, partial: bool = False) -> None:  # type: ignor
         state = payload.get("state_dict")
     else:  # a training checkpoint
         state = payload.get("model") if isinstance(payload, dict) else None
-    if not isinstance(state, dict) or not all(hasattr(v, "is_floating_point") for v in state.values()):
-        raise WeightsError(f"--init file {path} is neither an HRMedSegSAM weights file nor a training checkpoint")
+    if not isinstance(state, dict) or not all(
+        hasattr(v, "is_floating_point") for v in state.values()
+    ):
+        raise WeightsError(
+            f"--init file {path} is neither an HRMedSegSAM weights file nor a training checkpoint"
+        )
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     if partial:
         own = model.state_dict()
-        keep = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        keep = {
+            k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)
+        }
         model.load_state_dict(keep, strict=False)
         log.info("initialised %d of %d tensors from %s", len(keep), len(own), path)
         return
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise WeightsError(f"--init file {path} does not match the model ({str(exc).splitlines()[0]})") from None
+        raise WeightsError(
+            f"--init file {path} does not match the model ({str(exc).splitlines()[0]})"
+        ) from None
     log.info("initialised from %s", path)

@@ -66,14 +66,18 @@ def _find_label_names(labels_path: Path) -> dict[int, str]:
         f = d / "label_names.json"
         if f.is_file():
             try:
-                return {int(k): str(v) for k, v in json.loads(f.read_text(encoding="utf-8")).items()}
+                return {
+                    int(k): str(v) for k, v in json.loads(f.read_text(encoding="utf-8")).items()
+                }
             except (ValueError, TypeError, AttributeError):
                 return {}
     for d in [labels_path.parent, labels_path.parent.parent, labels_path.parent.parent.parent]:
         f = d / "totalsegmentator_label_names.json"
         if f.is_file():
             try:
-                return {int(k): v for k, v in json.loads(f.read_text(encoding="utf-8"))["total"].items()}
+                return {
+                    int(k): v for k, v in json.loads(f.read_text(encoding="utf-8"))["total"].items()
+                }
             except (ValueError, KeyError, TypeError):
                 return {}
     return {}
@@ -89,8 +93,12 @@ def load_reference(labels: Path, volume, names: dict[int, str] | None = None) ->
     labels = Path(labels)
     ref = Reference()
     if labels.is_dir():
-        files = sorted(list(labels.glob("*.nii.gz")) + list(labels.glob("*.nii")) + list(labels.glob("*.nrrd"))
-                       + list(labels.glob("*.mha")))
+        files = sorted(
+            list(labels.glob("*.nii.gz"))
+            + list(labels.glob("*.nii"))
+            + list(labels.glob("*.nrrd"))
+            + list(labels.glob("*.mha"))
+        )
         if not files:
             raise InputError(f"no label files (.nii.gz, .nii, .nrrd, .mha) in the folder {labels}")
         for f in files:
@@ -123,16 +131,32 @@ def _summary(d: Sequence[float], sizes: Sequence[int]) -> dict[str, Any]:
     d_arr, s_arr = np.asarray(d, float), np.asarray(sizes)
     small, large = d_arr[s_arr < SMALL_PX], d_arr[s_arr >= SMALL_PX]
     f = lambda a: round(float(a.mean()), 4) if a.size else None  # noqa: E731
-    return {"dice": f(d_arr), "dice_small": f(small), "dice_large": f(large),
-            "n": int(d_arr.size), "n_small": int(small.size), "n_large": int(large.size)}
+    return {
+        "dice": f(d_arr),
+        "dice_small": f(small),
+        "dice_large": f(large),
+        "n": int(d_arr.size),
+        "n_small": int(small.size),
+        "n_large": int(large.size),
+    }
 
 
-def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", "litemedsam"),
-             prompts: Sequence[str] = ("box", "point"), every: int = 1, window: tuple[float, float] = (-160.0, 240.0),
-             propagate3d: bool = False, organs: Sequence[str] = DEFAULT_ORGANS, min_size: int = 100,
-             device: str | None = None, progress: bool = True,
-             slices: Sequence[int] | None = None, clicks: int = 0,
-             box_margin: float | None = None) -> dict[str, Any]:
+def evaluate(
+    image: Path,
+    labels: Path,
+    models: Sequence[str] = ("hrmedsegsam", "litemedsam"),
+    prompts: Sequence[str] = ("box", "point"),
+    every: int = 1,
+    window: tuple[float, float] = (-160.0, 240.0),
+    propagate3d: bool = False,
+    organs: Sequence[str] = DEFAULT_ORGANS,
+    min_size: int = 100,
+    device: str | None = None,
+    progress: bool = True,
+    slices: Sequence[int] | None = None,
+    clicks: int = 0,
+    box_margin: float | None = None,
+) -> dict[str, Any]:
     """Run the protocol; returns a JSON-able dict with per-model, per-prompt summaries.
 
     ``slices``: axial slice indices to evaluate instead of every ``every``-th one;
@@ -165,9 +189,16 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
     slices = list(slices)
     objs = collect_objects(ref, slices, min_size)
     result: dict[str, Any] = {
-        "image": str(image), "labels": str(labels), "window": list(window), "every": every,
-        "slices": len(slices), "objects": len(objs), "min_size": min_size, "small_px": SMALL_PX,
-        "objects_small": int(sum(o.size < SMALL_PX for o in objs)), "models": {},
+        "image": str(image),
+        "labels": str(labels),
+        "window": list(window),
+        "every": every,
+        "slices": len(slices),
+        "objects": len(objs),
+        "min_size": min_size,
+        "small_px": SMALL_PX,
+        "objects_small": int(sum(o.size < SMALL_PX for o in objs)),
+        "models": {},
     }
     by_z: dict[int, list[int]] = {}
     for i, o in enumerate(objs):
@@ -187,7 +218,9 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
                 m = objs[i].mask
                 if "box" in dices:
                     x0, y0, x1, y1 = tight_box(m)
-                    if x1 - x0 < 1 or y1 - y0 < 1:  # a 1-pixel-wide box: widen to the Predictor's minimum
+                    if (
+                        x1 - x0 < 1 or y1 - y0 < 1
+                    ):  # a 1-pixel-wide box: widen to the Predictor's minimum
                         x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
                     chain = refine_with_clicks(pred, m, clicks, box=[x0, y0, x1, y1])
                     dices["box"].append(chain[0])
@@ -203,8 +236,11 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
             res[p]["per_object"] = [round(v, 4) for v in dices[p]]
             res[p]["per_structure"] = _per_structure(dices[p], [o.label for o in objs])
             if clicks:
-                res[p]["clicks"] = {str(k): _summary([c[k] for c in chains[p]], sizes)
-                                    for k in REPORTED_CLICKS if k <= clicks}
+                res[p]["clicks"] = {
+                    str(k): _summary([c[k] for c in chains[p]], sizes)
+                    for k in REPORTED_CLICKS
+                    if k <= clicks
+                }
                 res[p]["per_object_clicks"] = [[round(v, 4) for v in c] for c in chains[p]]
         res["encode_seconds_per_slice"] = round(t_enc / max(1, len(by_z)), 3)
         if propagate3d:
@@ -217,8 +253,14 @@ def evaluate(image: Path, labels: Path, models: Sequence[str] = ("hrmedsegsam", 
     return result
 
 
-def refine_with_clicks(pred, mask: np.ndarray, clicks: int, box: list[float] | None = None,  # type: ignore[no-untyped-def]
-                       points: list[list[float]] | None = None, labels: list[int] | None = None) -> list[float]:
+def refine_with_clicks(
+    pred,
+    mask: np.ndarray,
+    clicks: int,
+    box: list[float] | None = None,  # type: ignore[no-untyped-def]
+    points: list[list[float]] | None = None,
+    labels: list[int] | None = None,
+) -> list[float]:
     """Dice of ``pred`` (a Predictor with the slice set) against ``mask`` ``(H, W)`` for the
     first prompt (``box`` native ``(x0, y0, x1, y1)`` and/or ``points`` ``[[x, y], ...]``) and
     after each of ``clicks`` corrective clicks (:func:`correction_point`, the previous
@@ -249,8 +291,14 @@ def _per_structure(values: Sequence[float], names: Sequence[str]) -> dict[str, d
     return out
 
 
-def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window,  # type: ignore[no-untyped-def]
-               box_margin: float | None = None) -> dict[str, Any]:
+def _propagate(
+    pred,
+    vol,
+    ref: Reference,
+    organs: Sequence[str],
+    window,  # type: ignore[no-untyped-def]
+    box_margin: float | None = None,
+) -> dict[str, Any]:
     from hrmedsegsam.volume import BOX_MARGIN, propagate
 
     out: dict[str, Any] = {}
@@ -266,10 +314,23 @@ def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window,  # type
         x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
         pred.set_image(vol.array[z], window=window, key=("eval", z))
         p = pred.predict(box=[x0, y0, x1, y1])
-        seg = propagate(pred, vol.array, z, p.mask, window, start_logits=p.logits, key_prefix="eval",
-                        box_margin=BOX_MARGIN if box_margin is None else box_margin)
-        out[organ] = {"start_z": z, "slices_ref": int(zs.size), "slices_pred": int(seg.any(axis=(1, 2)).sum()),
-                      "dice_start_slice": round(dice(p.mask, m3[z]), 4), "dice3d": round(dice(seg, m3), 4)}
+        seg = propagate(
+            pred,
+            vol.array,
+            z,
+            p.mask,
+            window,
+            start_logits=p.logits,
+            key_prefix="eval",
+            box_margin=BOX_MARGIN if box_margin is None else box_margin,
+        )
+        out[organ] = {
+            "start_z": z,
+            "slices_ref": int(zs.size),
+            "slices_pred": int(seg.any(axis=(1, 2)).sum()),
+            "dice_start_slice": round(dice(p.mask, m3[z]), 4),
+            "dice3d": round(dice(seg, m3), 4),
+        }
     vals = [v["dice3d"] for v in out.values() if v]
     out["mean_dice3d"] = round(float(np.mean(vals)), 4) if vals else None
     return out
@@ -277,35 +338,59 @@ def _propagate(pred, vol, ref: Reference, organs: Sequence[str], window,  # type
 
 def format_table(result: dict[str, Any]) -> str:
     """Plain-text summary of :func:`evaluate`'s result."""
-    lines = [f"{result['objects']} objects ({result['objects_small']} small < {SMALL_PX} px) on "
-             f"{result['slices']} slices, window {result['window'][0]:g}..{result['window'][1]:g}"]
+    lines = [
+        f"{result['objects']} objects ({result['objects_small']} small < {SMALL_PX} px) on "
+        f"{result['slices']} slices, window {result['window'][0]:g}..{result['window'][1]:g}"
+    ]
     clicks = [k for k in REPORTED_CLICKS if k > 0]
-    lines.append(f"{'model':<12} {'prompt':<6} {'dice':>7} {'small':>7} {'large':>7}"
-                 + "".join(f" {'+' + str(k) + ' clk':>7}" for k in clicks))
+    lines.append(
+        f"{'model':<12} {'prompt':<6} {'dice':>7} {'small':>7} {'large':>7}"
+        + "".join(f" {'+' + str(k) + ' clk':>7}" for k in clicks)
+    )
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for name, res in result["models"].items():
         for p in ("box", "point"):
             if p in res:
                 r = res[p]
                 ck = r.get("clicks", {})
-                lines.append(f"{name:<12} {p:<6} {fmt(r['dice']):>7} {fmt(r['dice_small']):>7} {fmt(r['dice_large']):>7}"
-                             + "".join(f" {fmt(ck[str(k)]['dice']) if str(k) in ck else '-':>7}" for k in clicks))
+                lines.append(
+                    f"{name:<12} {p:<6} {fmt(r['dice']):>7} {fmt(r['dice_small']):>7} {fmt(r['dice_large']):>7}"
+                    + "".join(
+                        f" {fmt(ck[str(k)]['dice']) if str(k) in ck else '-':>7}" for k in clicks
+                    )
+                )
         if "propagate" in res:
             pr = res["propagate"]
-            organs = ", ".join(f"{k} {v['dice3d']:.4f}" for k, v in pr.items() if isinstance(v, dict))
+            organs = ", ".join(
+                f"{k} {v['dice3d']:.4f}" for k, v in pr.items() if isinstance(v, dict)
+            )
             lines.append(f"{name:<12} 3D     {fmt(pr.get('mean_dice3d')):>7}  ({organs})")
     models = list(result["models"])
     prompts = [p for p in ("box", "point") if models and p in result["models"][models[0]]]
-    structures = sorted({s for m in models for p in prompts for s in result["models"][m][p].get("per_structure", {})})
+    structures = sorted(
+        {
+            s
+            for m in models
+            for p in prompts
+            for s in result["models"][m][p].get("per_structure", {})
+        }
+    )
     if structures:
-        lines.append("per structure (mean Dice, objects): " + ", ".join(f"{m} {p}" for m in models for p in prompts))
+        lines.append(
+            "per structure (mean Dice, objects): "
+            + ", ".join(f"{m} {p}" for m in models for p in prompts)
+        )
         for st in structures:
             cells = []
             for m in models:
                 for p in prompts:
                     v = result["models"][m][p].get("per_structure", {}).get(st)
                     cells.append("-" if v is None else f"{v['dice']:.3f}")
-            n = next(result["models"][m][p]["per_structure"][st]["n"] for m in models for p in prompts
-                     if st in result["models"][m][p].get("per_structure", {}))
+            n = next(
+                result["models"][m][p]["per_structure"][st]["n"]
+                for m in models
+                for p in prompts
+                if st in result["models"][m][p].get("per_structure", {})
+            )
             lines.append(f"  {st:<28} {n:>4}  " + " ".join(f"{c:>6}" for c in cells))
     return "\n".join(lines)

@@ -38,7 +38,9 @@ def _prune_mlp(src: nn.Module, dst: nn.Module, mean_hidden: torch.Tensor | None 
     dst.lin2.bias.data.copy_(bias)
 
 
-def init_from_teacher(model, teacher, sample_inputs: dict[str, torch.Tensor] | None = None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def init_from_teacher(
+    model, teacher, sample_inputs: dict[str, torch.Tensor] | None = None
+) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Copy LiteMedSAM's prompt encoder and mask decoder into ``model`` (in place).
 
     sample_inputs: optional ``{"embedding", "sparse", "dense"}`` teacher tensors used to
@@ -57,16 +59,26 @@ def init_from_teacher(model, teacher, sample_inputs: dict[str, torch.Tensor] | N
     means: dict[str, torch.Tensor] = {}
     if sample_inputs is not None:
         hooks = []
-        tmlps = {n: m for n, m in teacher.mask_decoder.transformer.named_modules() if n.endswith("mlp")}
+        tmlps = {
+            n: m for n, m in teacher.mask_decoder.transformer.named_modules() if n.endswith("mlp")
+        }
         for n, m in tmlps.items():
+
             def hook(mod, inp, out, n=n):  # type: ignore[no-untyped-def]
-                h = torch.relu(mod.lin1(inp[0])) if not hasattr(mod, "act") else mod.act(mod.lin1(inp[0]))
+                h = (
+                    torch.relu(mod.lin1(inp[0]))
+                    if not hasattr(mod, "act")
+                    else mod.act(mod.lin1(inp[0]))
+                )
                 means[n] = h.reshape(-1, h.shape[-1]).mean(0).detach()
+
             hooks.append(m.register_forward_hook(hook))
         with torch.no_grad():
             teacher.mask_decoder(
-                image_embeddings=sample_inputs["embedding"], image_pe=teacher.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sample_inputs["sparse"], dense_prompt_embeddings=sample_inputs["dense"],
+                image_embeddings=sample_inputs["embedding"],
+                image_pe=teacher.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sample_inputs["sparse"],
+                dense_prompt_embeddings=sample_inputs["dense"],
                 multimask_output=False,
             )
         for h in hooks:
@@ -77,6 +89,10 @@ def init_from_teacher(model, teacher, sample_inputs: dict[str, torch.Tensor] | N
         if n.endswith("mlp"):
             _prune_mlp(smods[n], m, means.get(n))
             pruned += 1
-    log.info("teacher init: %d decoder tensors copied, %d MLPs pruned to %d units", copied, pruned,
-             model.mask_decoder.coarse.transformer.layers[0].mlp.lin1.weight.shape[0])
+    log.info(
+        "teacher init: %d decoder tensors copied, %d MLPs pruned to %d units",
+        copied,
+        pruned,
+        model.mask_decoder.coarse.transformer.layers[0].mlp.lin1.weight.shape[0],
+    )
     return {"copied": copied, "pruned": pruned}

@@ -27,8 +27,14 @@ def setup_logging(run_dir: Path) -> Path:
     return path
 
 
-def cosine_lr(step: int, total: int, base: float, warmup: int = 0, floor: float = 0.05,
-              time_fraction: float = 0.0) -> float:
+def cosine_lr(
+    step: int,
+    total: int,
+    base: float,
+    warmup: int = 0,
+    floor: float = 0.05,
+    time_fraction: float = 0.0,
+) -> float:
     """Linear warm-up then cosine decay to ``floor * base`` at ``total`` steps, or earlier
     when ``time_fraction`` (share of a wall-time budget used) is further along.
     """

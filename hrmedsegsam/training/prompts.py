@@ -54,12 +54,21 @@ def farthest_from_border(mask: np.ndarray) -> tuple[int, int]:
     return x, y
 
 
-def jitter_box(box: tuple[int, int, int, int], shape: tuple[int, int], rng: np.random.Generator,
-               frac: float = 0.1, px: float = 2.0) -> tuple[float, float, float, float]:
+def jitter_box(
+    box: tuple[int, int, int, int],
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    frac: float = 0.1,
+    px: float = 2.0,
+) -> tuple[float, float, float, float]:
     H, W = shape
     x0, y0, x1, y1 = box
     w, h = x1 - x0 + 1, y1 - y0 + 1
-    d = rng.normal(0, 1, 4) * np.array([frac * w + px, frac * h + px, frac * w + px, frac * h + px]) / 2
+    d = (
+        rng.normal(0, 1, 4)
+        * np.array([frac * w + px, frac * h + px, frac * w + px, frac * h + px])
+        / 2
+    )
     nx0, ny0 = np.clip(x0 + d[0], 0, W - 1), np.clip(y0 + d[1], 0, H - 1)
     nx1, ny1 = np.clip(x1 + d[2], 0, W - 1), np.clip(y1 + d[3], 0, H - 1)
     if nx1 - nx0 < 1:
@@ -69,7 +78,9 @@ def jitter_box(box: tuple[int, int, int, int], shape: tuple[int, int], rng: np.r
     return float(nx0), float(ny0), float(nx1), float(ny1)
 
 
-def random_pixel(mask: np.ndarray, rng: np.random.Generator, interior_bias: float = 0.5) -> tuple[int, int]:
+def random_pixel(
+    mask: np.ndarray, rng: np.random.Generator, interior_bias: float = 0.5
+) -> tuple[int, int]:
     """A random mask pixel; with ``interior_bias`` probability weighted by distance to the border."""
     ys, xs = np.nonzero(mask)
     if rng.random() < interior_bias:
@@ -94,7 +105,9 @@ def simulate(mask: np.ndarray, rng: np.random.Generator, weights=(0.4, 0.3, 0.3)
         b = jitter_box(box, mask.shape, rng) if rng.random() < 0.5 else tuple(float(v) for v in box)
         if rng.random() < 0.25:  # box + interior point, as slice propagation prompts
             xy = farthest_from_border(mask)
-            return Prompt(box=b, points=np.array([xy], np.float32), labels=np.array([1]), kind="box+point")  # type: ignore[arg-type]
+            return Prompt(
+                box=b, points=np.array([xy], np.float32), labels=np.array([1]), kind="box+point"
+            )  # type: ignore[arg-type]
         return Prompt(box=b, kind="box")  # type: ignore[arg-type]
     if kind == 1:
         xy = farthest_from_border(mask) if rng.random() < 0.5 else random_pixel(mask, rng)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def resample_slice(image: np.ndarray, masks: np.ndarray, spacing_rc: tuple[float, float],
-                   new_spacing: float) -> tuple[np.ndarray, np.ndarray]:
+def resample_slice(
+    image: np.ndarray, masks: np.ndarray, spacing_rc: tuple[float, float], new_spacing: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Resample ``image`` ``(H, W)`` (bilinear, antialiased when shrinking) and ``masks``
     ``(K, H, W)`` (nearest) from ``spacing_rc`` mm to isotropic ``new_spacing`` mm pixels.
     Returns the new image (float32) and masks (bool) on the same new grid.
@@ -37,7 +38,9 @@ def resample_slice(image: np.ndarray, masks: np.ndarray, spacing_rc: tuple[float
         return image.astype(np.float32), masks
     shrink = nh < h or nw < w
     t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    img = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False, antialias=shrink)[0, 0].numpy()
+    img = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False, antialias=shrink)[
+        0, 0
+    ].numpy()
     if masks.shape[0]:
         m = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8))[None].float()
         out = F.interpolate(m, size=(nh, nw), mode="nearest")[0].numpy() > 0.5
@@ -46,8 +49,13 @@ def resample_slice(image: np.ndarray, masks: np.ndarray, spacing_rc: tuple[float
     return img, out
 
 
-def place_in_canvas(image: np.ndarray, masks: np.ndarray, canvas_hw: tuple[int, int],
-                    rng: np.random.Generator, fill: float) -> tuple[np.ndarray, np.ndarray]:
+def place_in_canvas(
+    image: np.ndarray,
+    masks: np.ndarray,
+    canvas_hw: tuple[int, int],
+    rng: np.random.Generator,
+    fill: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Put ``image`` ``(H, W)`` and ``masks`` ``(K, H, W)`` at a random offset into a canvas of
     ``canvas_hw`` pixels filled with ``fill`` (masks: False); a side longer than the canvas is
     cropped at a random offset instead. Masks left empty by a crop are dropped.

@@ -37,7 +37,9 @@ WINDOW = (-160.0, 240.0)
 MIN_OBJECT_PX = 100
 
 
-def clinical_copy(image: Path, labels: Path, out_dir: Path, spacing: float = SPACING) -> tuple[Path, Path]:
+def clinical_copy(
+    image: Path, labels: Path, out_dir: Path, spacing: float = SPACING
+) -> tuple[Path, Path]:
     """``image`` and ``labels`` resampled in-plane to ``spacing`` mm (linear / nearest; same
     origin, direction and slices), written to ``out_dir``; returns the two new paths.
     """
@@ -52,10 +54,21 @@ def clinical_copy(image: Path, labels: Path, out_dir: Path, spacing: float = SPA
     d = np.array(img.GetDirection()).reshape(3, 3)
     origin = tuple(float(v) for v in np.array(img.GetOrigin()) + d @ np.array(shift))
     out = []
-    for src, interp, name in ((img, sitk.sitkLinear, "image.nii.gz"),
-                              (sitk.ReadImage(str(labels)), sitk.sitkNearestNeighbor, "labels.nii.gz")):
-        res = sitk.Resample(src, size, sitk.Transform(), interp, origin, (spacing, spacing, sz), img.GetDirection(),
-                            -1024.0 if interp == sitk.sitkLinear else 0, src.GetPixelID())
+    for src, interp, name in (
+        (img, sitk.sitkLinear, "image.nii.gz"),
+        (sitk.ReadImage(str(labels)), sitk.sitkNearestNeighbor, "labels.nii.gz"),
+    ):
+        res = sitk.Resample(
+            src,
+            size,
+            sitk.Transform(),
+            interp,
+            origin,
+            (spacing, spacing, sz),
+            img.GetDirection(),
+            -1024.0 if interp == sitk.sitkLinear else 0,
+            src.GetPixelID(),
+        )
         path = Path(out_dir) / name
         sitk.WriteImage(res, str(path))
         out.append(path)
@@ -92,7 +105,9 @@ def heldout_frames(data: Path) -> list[np.ndarray]:
     from hrmedsegsam.io import read_volume
 
     frames = []
-    for f in sorted(Path(data).glob("ct_abdomen_amos/*/image.nii.gz")) + [Path(data) / "ct_liver_3slice" / "image.nii.gz"]:
+    for f in sorted(Path(data).glob("ct_abdomen_amos/*/image.nii.gz")) + [
+        Path(data) / "ct_liver_3slice" / "image.nii.gz"
+    ]:
         if f.is_file():
             frames += [apply_window(s, WINDOW) for s in read_volume(f).array]
     return frames
@@ -108,7 +123,9 @@ def embeddings(model, frames: list[np.ndarray]) -> np.ndarray:  # type: ignore[n
     model.eval()
     with torch.inference_mode():
         for f in frames:
-            out.append(model.encode(to_frame(f, model.image_size)[0].contiguous())[0].float().numpy())
+            out.append(
+                model.encode(to_frame(f, model.image_size)[0].contiguous())[0].float().numpy()
+            )
     return np.stack(out)
 
 
@@ -121,8 +138,13 @@ def r_squared(student: np.ndarray, teacher: np.ndarray) -> float:
     return 1.0 - resid / var if var > 0 else float("nan")
 
 
-def validate(models: list[str], data: Path, progress: bool = True, fidelity: bool = True,
-             segmentation: bool = True) -> dict[str, Any]:
+def validate(
+    models: list[str],
+    data: Path,
+    progress: bool = True,
+    fidelity: bool = True,
+    segmentation: bool = True,
+) -> dict[str, Any]:
     """Box/point Dice on both validation parts for each model in ``models`` (names or weights
     files) and, for HRMedSegSAM models, the encoder's fidelity; a JSON-able dict.
     ``segmentation`` False: fidelity only (an encoder whose decoder is not trained yet).
@@ -138,17 +160,28 @@ def validate(models: list[str], data: Path, progress: bool = True, fidelity: boo
             raise InputError(f"validation data not found: {f}")
     with tempfile.TemporaryDirectory() as tmp:
         img_c, lab_c = clinical_copy(image, labels, Path(tmp))
-        slab = evaluate(img_c, lab_c, models=models if segmentation else [], prompts=("box", "point"),
-                        window=WINDOW, slices=list(VALIDATION_SLICES), device="cpu", progress=progress,
-                        min_size=MIN_OBJECT_PX)
+        slab = evaluate(
+            img_c,
+            lab_c,
+            models=models if segmentation else [],
+            prompts=("box", "point"),
+            window=WINDOW,
+            slices=list(VALIDATION_SLICES),
+            device="cpu",
+            progress=progress,
+            min_size=MIN_OBJECT_PX,
+        )
         from hrmedsegsam.intensity import apply_window
         from hrmedsegsam.io import read_volume
 
         slab_frames = [apply_window(read_volume(img_c).array[z], WINDOW) for z in VALIDATION_SLICES]
     cases = png_cases(Path(data) / VALIDATION_2D)
-    result: dict[str, Any] = {"slab": f"{image} slices {VALIDATION_SLICES.start}..{VALIDATION_SLICES.stop - 1}",
-                              "slab_objects": slab["objects"], "png_objects": sum(len(c[2]) for c in cases),
-                              "models": {}}
+    result: dict[str, Any] = {
+        "slab": f"{image} slices {VALIDATION_SLICES.start}..{VALIDATION_SLICES.stop - 1}",
+        "slab_objects": slab["objects"],
+        "png_objects": sum(len(c[2]) for c in cases),
+        "models": {},
+    }
     val_frames = slab_frames + [c[1] for c in cases]
     teacher_val = teacher_held = held = None
     if fidelity and any(m != "litemedsam" for m in models):
@@ -163,7 +196,9 @@ def validate(models: list[str], data: Path, progress: bool = True, fidelity: boo
             r.update(_segmentation_scores(model, cases, slab["models"][name]))
         if teacher_val is not None and name != "litemedsam":
             r["r2_validation"] = round(r_squared(embeddings(model, val_frames), teacher_val), 4)
-            r["r2_heldout"] = round(r_squared(embeddings(model, held), teacher_held), 4) if held else None
+            r["r2_heldout"] = (
+                round(r_squared(embeddings(model, held), teacher_held), 4) if held else None
+            )
         result["models"][name] = r
         del model
     return result
@@ -187,8 +222,10 @@ def _segmentation_scores(model, cases, slab: dict[str, Any]) -> dict[str, Any]: 
     return {
         "box": _pooled(slab["box"]["dice"] or 0.0, n_slab, box_d),
         "point": _pooled(slab["point"]["dice"] or 0.0, n_slab, point_d),
-        "slab_box": slab["box"]["dice"], "slab_box_small": slab["box"]["dice_small"],
-        "slab_box_large": slab["box"]["dice_large"], "slab_point": slab["point"]["dice"],
+        "slab_box": slab["box"]["dice"],
+        "slab_box_small": slab["box"]["dice_small"],
+        "slab_box_large": slab["box"]["dice_large"],
+        "slab_point": slab["point"]["dice"],
         "png_box": round(float(np.mean(box_d)), 4) if box_d else None,
         "png_point": round(float(np.mean(point_d)), 4) if point_d else None,
     }
@@ -201,13 +238,24 @@ def _pooled(mean_a: float, n_a: int, values_b: list[float]) -> float:
 
 def format_validation(result: dict[str, Any]) -> str:
     """Plain-text table of :func:`validate`'s result."""
-    lines = [f"{result['slab_objects']} slab objects ({result['slab']}), {result['png_objects']} objects on the "
-             "clinical 2D slices",
-             f"{'model':<28} {'box':>7} {'point':>7} {'slabbox':>7} {'small':>7} {'large':>7} {'2Dbox':>7} "
-             f"{'2Dpoint':>7} {'R2 val':>7} {'R2 held':>7}"]
+    lines = [
+        f"{result['slab_objects']} slab objects ({result['slab']}), {result['png_objects']} objects on the "
+        "clinical 2D slices",
+        f"{'model':<28} {'box':>7} {'point':>7} {'slabbox':>7} {'small':>7} {'large':>7} {'2Dbox':>7} "
+        f"{'2Dpoint':>7} {'R2 val':>7} {'R2 held':>7}",
+    ]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    keys = ("box", "point", "slab_box", "slab_box_small", "slab_box_large", "png_box", "png_point",
-            "r2_validation", "r2_heldout")
+    keys = (
+        "box",
+        "point",
+        "slab_box",
+        "slab_box_small",
+        "slab_box_large",
+        "png_box",
+        "png_point",
+        "r2_validation",
+        "r2_heldout",
+    )
     for name, r in result["models"].items():
         lines.append(f"{name:<28} " + " ".join(f"{fmt(r.get(k)):>7}" for k in keys))
     return "\n".join(lines)
@@ -217,8 +265,20 @@ def selection_rule(earlier: dict[str, Any], later: dict[str, Any], tolerance: fl
     """The rule fixed before any held-out run: ship the later round unless its box or
     point Dice is more than ``tolerance`` below the earlier round's.
     """
-    return later["box"] >= earlier["box"] - tolerance and later["point"] >= earlier["point"] - tolerance
+    return (
+        later["box"] >= earlier["box"] - tolerance
+        and later["point"] >= earlier["point"] - tolerance
+    )
 
 
-__all__ = ["validate", "format_validation", "selection_rule", "r_squared", "clinical_copy", "png_cases",
-           "heldout_frames", "embeddings", "SPACING"]
+__all__ = [
+    "validate",
+    "format_validation",
+    "selection_rule",
+    "r_squared",
+    "clinical_copy",
+    "png_cases",
+    "heldout_frames",
+    "embeddings",
+    "SPACING",
+]

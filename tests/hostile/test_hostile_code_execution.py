@@ -37,7 +37,9 @@ def test_export_refuses_a_code_running_checkpoint(cli, crafted, tmp_path: Path) 
 
 def test_decoder_init_refuses_a_code_running_checkpoint(cli, crafted, tmp_path: Path) -> None:
     path, marker = crafted
-    rc, err = cli("train", "decoder", "--init", path, "--cache", tmp_path / "cache", "--run", tmp_path / "run")
+    rc, err = cli(
+        "train", "decoder", "--init", path, "--cache", tmp_path / "cache", "--run", tmp_path / "run"
+    )
     assert rc == 2 and "could run code" in err
     assert not marker.exists()
 
@@ -58,7 +60,9 @@ def test_weights_file_refuses_code(crafted, tmp_path: Path) -> None:
 
     _, marker = crafted
     path = tmp_path / "weights.pt"
-    torch.save({"format": "hrmedsegsam", "version": 1, "config": {}, "state_dict": _RunsCode(marker)}, path)
+    torch.save(
+        {"format": "hrmedsegsam", "version": 1, "config": {}, "state_dict": _RunsCode(marker)}, path
+    )
     with pytest.raises(WeightsError, match="could run code"):
         load_model(path, "cpu")
     assert not marker.exists()
@@ -75,7 +79,9 @@ def test_real_checkpoints_still_load_and_export(cli, tmp_path: Path) -> None:
         p.grad = torch.ones_like(p)
     opt.step()
     ck_path = tmp_path / "run" / "checkpoint.pt"
-    save_checkpoint(ck_path, model=model.state_dict(), optimizer=opt.state_dict(), step=7, stage="decoder")
+    save_checkpoint(
+        ck_path, model=model.state_dict(), optimizer=opt.state_dict(), step=7, stage="decoder"
+    )
     ck = load_checkpoint(ck_path)
     assert ck is not None and ck["step"] == 7
     opt.load_state_dict(ck["optimizer"])

@@ -58,7 +58,9 @@ def _nifti_header(tmp: Path, dims: tuple[int, ...], pixel=sitk.sitkUInt8) -> byt
         ((1, 0, 0, 0, 1, 0, 0, 0, 1.05), "not orthonormal"),  # one axis stretched by 5 %
     ],
 )
-def test_non_orthonormal_direction_is_refused(cli, tmp_path: Path, direction, fragment: str) -> None:
+def test_non_orthonormal_direction_is_refused(
+    cli, tmp_path: Path, direction, fragment: str
+) -> None:
     img = _noise_volume()
     img.SetDirection(direction)
     path = tmp_path / "sheared.mha"
@@ -88,7 +90,11 @@ def test_non_finite_geometry_is_refused_by_volume(value: float) -> None:
     "direction",
     [
         (-1, 0, 0, 0, 1, 0, 0, 0, 1),  # a reflection (determinant -1) is a valid grid
-        tuple(np.round(sitk.VersorRigid3DTransform((0.1, 0.2, 0.3, np.sqrt(1 - 0.14))).GetMatrix(), 12)),  # oblique
+        tuple(
+            np.round(
+                sitk.VersorRigid3DTransform((0.1, 0.2, 0.3, np.sqrt(1 - 0.14))).GetMatrix(), 12
+            )
+        ),  # oblique
     ],
 )
 def test_orthonormal_directions_are_carried_exactly(tmp_path: Path, direction) -> None:
@@ -208,8 +214,13 @@ def test_non_utf8_file_name_inside_a_dicom_folder(tmp_path: Path) -> None:
     folder.mkdir()
     for z in range(3):
         img = sitk.GetImageFromArray(np.full((8, 8), 10 * z, np.int16))
-        for tag, value in {"0008|0060": "CT", "0020|000e": "1.2.826.0.1.16", "0020|0013": str(z),
-                           "0020|0032": f"0\\0\\{z}", "0020|0037": "1\\0\\0\\0\\1\\0"}.items():
+        for tag, value in {
+            "0008|0060": "CT",
+            "0020|000e": "1.2.826.0.1.16",
+            "0020|0013": str(z),
+            "0020|0032": f"0\\0\\{z}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+        }.items():
             img.SetMetaData(tag, value)
         sitk.WriteImage(img, str(folder / f"slice{z}.dcm"))
     os.rename(folder / "slice1.dcm", os.fsencode(folder) + b"/slice\xff1.dcm")

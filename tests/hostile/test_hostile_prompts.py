@@ -32,8 +32,14 @@ HOSTILE_FILES = {
     "nested_point": ('[{"label": 1, "slice": 2, "points": [[[5, 5]]]}]', "each point"),
     "deep_nesting": ("[" * 100_000 + "]" * 100_000, "not usable json"),
     "huge_integer": ("[" + "9" * 5000 + "]", "not usable json"),
-    "too_many_points": (json.dumps([{"label": 1, "slice": 2, "points": [[5, 5]] * 10_000}]), "at most 256"),
-    "too_many_objects": (json.dumps([{"label": 1, "slice": 2, "box": [1, 1, 5, 5]}] * 2000), "at most 1024"),
+    "too_many_points": (
+        json.dumps([{"label": 1, "slice": 2, "points": [[5, 5]] * 10_000}]),
+        "at most 256",
+    ),
+    "too_many_objects": (
+        json.dumps([{"label": 1, "slice": 2, "box": [1, 1, 5, 5]}] * 2000),
+        "at most 1024",
+    ),
     "point_label_2": ('[{"label": 1, "slice": 2, "points": [[5, 5, 2]]}]', "1 (positive) or 0"),
     "top_level_number": ("3", "non-empty json list"),
     "empty_list": ("[]", "non-empty json list"),
@@ -42,7 +48,9 @@ HOSTILE_FILES = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
-def test_hostile_prompt_file_is_one_line(cli, small_ct: Path, small_weights: Path, tmp_path: Path, name: str) -> None:
+def test_hostile_prompt_file_is_one_line(
+    cli, small_ct: Path, small_weights: Path, tmp_path: Path, name: str
+) -> None:
     text, fragment = HOSTILE_FILES[name]
     prompts = tmp_path / "prompts.json"
     prompts.write_text(text)
@@ -55,7 +63,16 @@ def test_hostile_prompt_file_is_one_line(cli, small_ct: Path, small_weights: Pat
 def test_non_utf8_prompt_file(cli, small_ct: Path, small_weights: Path, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.json"
     prompts.write_bytes(b'[{"label": 1, "slice": 2, "name": "\xff\xfe", "box": [10, 10, 30, 24]}]')
-    rc, err = cli("segment", small_ct, "--prompts", prompts, "-o", tmp_path / "o.nii.gz", "--model", small_weights)
+    rc, err = cli(
+        "segment",
+        small_ct,
+        "--prompts",
+        prompts,
+        "-o",
+        tmp_path / "o.nii.gz",
+        "--model",
+        small_weights,
+    )
     assert rc == 2 and "utf-8" in err.lower()
 
 
@@ -80,9 +97,23 @@ def test_unreadable_prompt_file(small_ct: Path, tmp_path: Path) -> None:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: every file is readable")
         prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-    proc = subprocess.run(prefix + [sys.executable, "-m", "hrmedsegsam", "segment", str(small_ct), "--prompts",
-                                    str(prompts), "-o", str(tmp_path / "o.nii.gz")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        prefix
+        + [
+            sys.executable,
+            "-m",
+            "hrmedsegsam",
+            "segment",
+            str(small_ct),
+            "--prompts",
+            str(prompts),
+            "-o",
+            str(tmp_path / "o.nii.gz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "cannot be read" in proc.stderr, proc.stderr
 

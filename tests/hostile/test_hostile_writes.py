@@ -60,8 +60,13 @@ CHILD = textwrap.dedent(
 
 
 def _child(image: Path, out: Path, limit: int = 0, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(image), str(out), "".join(out.suffixes), str(limit)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(image), str(out), "".join(out.suffixes), str(limit)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _previous(out: Path, image: Path) -> bytes:
@@ -93,8 +98,11 @@ def tiny_filesystem(tmp_path: Path):
     """A real 1 MiB tmpfs (needs the right to mount; skipped where that is not granted)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
@@ -124,7 +132,9 @@ def test_signal_during_a_write_removes_the_temporary_file(tmp_path: Path, signum
     assert proc.stdout.readline().strip() == "writing"
     deadline = time.monotonic() + 60
     while not _temporaries(tmp_path):
-        assert proc.poll() is None and time.monotonic() < deadline, "the write finished before it was seen"
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            "the write finished before it was seen"
+        )
         time.sleep(0.01)
     proc.send_signal(signum)
     proc.communicate(timeout=120)

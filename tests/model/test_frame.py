@@ -32,7 +32,9 @@ def test_prompts_scale_per_axis_into_the_resized_part() -> None:
     np.testing.assert_allclose(pts[0], [299 * 1024 / 300, 99 * 341 / 100], rtol=1e-6)
     assert pts.dtype == np.float32 and pts.shape == (2, 2)
     box = boxes_to_frame([[10.0, 20.0, 30.0, 40.0]], native, input_hw)
-    np.testing.assert_allclose(box[0], [10 * 1024 / 300, 20 * 3.41, 30 * 1024 / 300, 40 * 3.41], rtol=1e-6)
+    np.testing.assert_allclose(
+        box[0], [10 * 1024 / 300, 20 * 3.41, 30 * 1024 / 300, 40 * 3.41], rtol=1e-6
+    )
 
 
 def test_predictor_preprocess_is_the_frame(box_threshold_model) -> None:  # type: ignore[no-untyped-def]

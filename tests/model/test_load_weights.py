@@ -47,7 +47,9 @@ def test_wrong_keys_are_rejected(tmp_path: Path) -> None:
         load_model(path, device="cpu")
 
 
-def test_env_variable_selects_default_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_variable_selects_default_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HRMEDSEGSAM_WEIGHTS", str(tmp_path / "nowhere.pt"))
     with pytest.raises(WeightsError, match="nowhere.pt"):
         load_model(device="cpu")

@@ -28,7 +28,10 @@ def test_hierarchical_encoder_within_the_budget() -> None:
     model = build_model("hrmedsegsam", NEW_ENCODER)
     assert count_parameters(model) <= 4_500_000
     enc = model.image_encoder
-    assert enc.mid_dim == 128 and [b.norm1.normalized_shape[0] for b in enc.blocks] == [96] * 2 + [128] * 6 + [96] * 2
+    assert (
+        enc.mid_dim == 128
+        and [b.norm1.normalized_shape[0] for b in enc.blocks] == [96] * 2 + [128] * 6 + [96] * 2
+    )
 
 
 @pytest.mark.parametrize("layout", [{}, {"stem": "conv", "mid_dim": 128, "heads": (6, 8, 24)}])
@@ -101,7 +104,6 @@ def test_sample_frame_maps_valid_region_to_native() -> None:
     assert pos[:, :24].all() and not pos[:, 26:].any()
 
 
-
 @pytest.fixture(scope="module")
 def perturbed_model():
     """A random model whose layer norms are not the identity, so the factored decoder's
@@ -123,10 +125,15 @@ def test_factored_decoder_matches_sam_forward(perturbed_model, with_points) -> N
     model = perturbed_model
     coarse = model.mask_decoder.coarse
     emb = torch.randn(1, 256, 64, 64)
-    pts = (torch.tensor([[[300.0, 200.0], [120.0, 610.0]]]), torch.tensor([[1, 0]])) if with_points else None
+    pts = (
+        (torch.tensor([[[300.0, 200.0], [120.0, 610.0]]]), torch.tensor([[1, 0]]))
+        if with_points
+        else None
+    )
     with torch.inference_mode():
-        sparse, dense = model.prompt_encoder(points=pts, boxes=torch.tensor([[250.0, 150.0, 420.0, 330.0]]),
-                                             masks=None)
+        sparse, dense = model.prompt_encoder(
+            points=pts, boxes=torch.tensor([[250.0, 150.0, 420.0, 330.0]]), masks=None
+        )
         pe = model.prompt_encoder.get_dense_pe()
         ref_masks, ref_iou = coarse.predict_masks(emb, pe, sparse, dense)
         plain_masks, _, _, plain_up = coarse.predict_all(emb, pe, sparse, dense, None)
@@ -137,7 +144,9 @@ def test_factored_decoder_matches_sam_forward(perturbed_model, with_points) -> N
             assert torch.allclose(iou, ref_iou, atol=1e-5)
         assert torch.allclose(plain_masks, ref_masks, atol=1e-4)
         keys = set(cache)
-        other = model.prompt_encoder(points=None, boxes=torch.tensor([[10.0, 10.0, 900.0, 700.0]]), masks=None)
+        other = model.prompt_encoder(
+            points=None, boxes=torch.tensor([[10.0, 10.0, 900.0, 700.0]]), masks=None
+        )
         coarse.predict_all(emb, pe, other[0], other[1], cache)
         assert set(cache) == keys  # nothing prompt-specific is kept
 
@@ -149,20 +158,41 @@ def test_cached_decode_equals_plain_decode(perturbed_model, native_hw) -> None:
     model = perturbed_model
     torch.manual_seed(4)
     with torch.no_grad():
-        for head in (model.mask_decoder.refiner.hyper4, model.mask_decoder.refiner.hyper2,
-                     model.mask_decoder.refiner.hyper1):
+        for head in (
+            model.mask_decoder.refiner.hyper4,
+            model.mask_decoder.refiner.hyper2,
+            model.mask_decoder.refiner.hyper1,
+        ):
             head.weight.normal_(0.0, 0.2)
     H, W = native_hw
     s = 1024 / max(H, W)
     input_hw = (round(H * s), round(W * s))
     emb = torch.randn(1, 256, 64, 64)
     image = torch.rand(1, 3, H, W)
-    box = torch.tensor([[0.3 * input_hw[1], 0.2 * input_hw[0], 0.6 * input_hw[1], 0.7 * input_hw[0]]])
+    box = torch.tensor(
+        [[0.3 * input_hw[1], 0.2 * input_hw[0], 0.6 * input_hw[1], 0.7 * input_hw[0]]]
+    )
     native_box = (0.3 * W, 0.2 * H, 0.6 * W, 0.7 * H)
     with torch.inference_mode():
         for multimask in (False, True):
-            a = model.decode(emb, image, input_hw, boxes=box, multimask=multimask, box_native=native_box, cache={})
-            b = model.decode(emb, image, input_hw, boxes=box, multimask=multimask, box_native=native_box, cache=None)
+            a = model.decode(
+                emb,
+                image,
+                input_hw,
+                boxes=box,
+                multimask=multimask,
+                box_native=native_box,
+                cache={},
+            )
+            b = model.decode(
+                emb,
+                image,
+                input_hw,
+                boxes=box,
+                multimask=multimask,
+                box_native=native_box,
+                cache=None,
+            )
             assert a.roi == b.roi
             assert torch.allclose(a.logits, b.logits, atol=1e-3)
             assert torch.allclose(a.iou, b.iou, atol=1e-5)
@@ -175,14 +205,17 @@ def test_scrambled_features_sample_like_grid_sample(perturbed_model) -> None:
     coarse = model.mask_decoder.coarse
     emb = torch.randn(1, 256, 64, 64)
     with torch.inference_mode():
-        sparse, dense = model.prompt_encoder(points=None, boxes=torch.tensor([[250.0, 150.0, 420.0, 330.0]]),
-                                             masks=None)
+        sparse, dense = model.prompt_encoder(
+            points=None, boxes=torch.tensor([[250.0, 150.0, 420.0, 330.0]]), masks=None
+        )
         pe = model.prompt_encoder.get_dense_pe()
         _, _, _, plain_up = coarse.predict_all(emb, pe, sparse, dense, None)
         _, _, _, up = coarse.predict_all(emb, pe, sparse, dense, {})
-        for valid, native, roi, out_hw in [((256, 180), (700, 490), (100, 40, 360, 300), (65, 65)),
-                                           ((200, 256), (300, 384), (0, 0, 300, 384), None),
-                                           ((256, 256), (512, 512), (480, 480, 516, 520), (9, 10))]:
+        for valid, native, roi, out_hw in [
+            ((256, 180), (700, 490), (100, 40, 360, 300), (65, 65)),
+            ((200, 256), (300, 384), (0, 0, 300, 384), None),
+            ((256, 256), (512, 512), (480, 480, 516, 520), (9, 10)),
+        ]:
             whole = sample_frame(plain_up, valid, native, roi, out_hw)
             direct = sample_frame(up, valid, native, roi, out_hw)
             assert torch.allclose(whole, direct, atol=1e-4)

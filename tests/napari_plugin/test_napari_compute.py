@@ -14,7 +14,9 @@ def test_jobs_run_in_order_and_coalesce():
     try:
         ct.submit(Job(lambda: gate.wait(10), "blocking"))
         for i in range(5):  # a burst of edits on one slice: only the last one runs
-            ct.submit(Job(lambda i=i: ran.append(("a", i)) or i, "a", results.append, coalesce=("p", 1)))
+            ct.submit(
+                Job(lambda i=i: ran.append(("a", i)) or i, "a", results.append, coalesce=("p", 1))
+            )
         ct.submit(Job(lambda: ran.append(("b", 0)), "b", coalesce=("p", 2)))
         ct.set_prefetch([Job(lambda: ran.append(("prefetch", 0)), "prefetch")])
         assert ct.busy and not ct.idle

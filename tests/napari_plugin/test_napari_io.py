@@ -63,7 +63,9 @@ def test_oblique_direction_uses_affine(make_napari_viewer, tmp_path, make_small_
     ref = read_volume(path)
     assert ref.is_oblique
     for idx in ([0, 0, 0], [3, 17, 41], [5, 63, 2]):
-        np.testing.assert_allclose(layer.data_to_world(idx), ref.index_to_physical(idx)[::-1], atol=1e-6)
+        np.testing.assert_allclose(
+            layer.data_to_world(idx), ref.index_to_physical(idx)[::-1], atol=1e-6
+        )
 
 
 def test_labels_file_opens_onto_image_by_physical_space(make_napari_viewer, ct_file, tmp_path):
@@ -96,7 +98,7 @@ def test_labels_file_alone_keeps_its_own_geometry(tmp_path):
     image.SetSpacing((0.5, 0.6, 2.0))
     path = tmp_path / "seg.nrrd"
     sitk.WriteImage(image, str(path))
-    (data, kwargs, kind), = read_path(str(path))
+    ((data, kwargs, kind),) = read_path(str(path))
     assert kind == "labels" and data.dtype == np.int32
     np.testing.assert_array_equal(data, lab)
     np.testing.assert_allclose(kwargs["scale"], (2.0, 0.6, 0.5))
@@ -107,7 +109,10 @@ def test_writer_keeps_source_geometry_and_never_overwrites(make_napari_viewer, c
     viewer = make_napari_viewer()
     img = viewer.open(str(path), plugin="hrmedsegsam")[0]
     labels = viewer.add_labels(
-        ref_labels.astype(np.int32), metadata=dict(img.metadata), scale=img.scale, translate=img.translate
+        ref_labels.astype(np.int32),
+        metadata=dict(img.metadata),
+        scale=img.scale,
+        translate=img.translate,
     )
     out = tmp_path / "out.nii.gz"
     written = write_layer(str(out), labels)
@@ -159,7 +164,7 @@ def test_sample_data_opens(make_napari_viewer):
 def test_radiograph_sample_is_high_resolution():
     from napari_plugin._sample_data import radiograph_sample
 
-    (data, kwargs, kind), = radiograph_sample()
+    ((data, kwargs, kind),) = radiograph_sample()
     assert kind == "image" and data.shape == (2048, 2048)
     assert "hrmedsegsam" in kwargs["metadata"]
 

@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_root_and_package_manifest_identical():
-    assert (REPO / "napari.yaml").read_bytes() == (REPO / "napari_plugin" / "napari.yaml").read_bytes()
+    assert (REPO / "napari.yaml").read_bytes() == (
+        REPO / "napari_plugin" / "napari.yaml"
+    ).read_bytes()
 
 
 def test_manifest_name_is_distribution_name():
@@ -26,7 +28,9 @@ def test_manifest_name_is_distribution_name():
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     manifest = npe2.PluginManifest.from_file(REPO / "napari.yaml")
     assert manifest.name == project["name"]
-    entry = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["entry-points"]
+    entry = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "entry-points"
+    ]
     assert entry["napari.manifest"]["hrmedsegsam"] == "napari_plugin:napari.yaml"
 
 

@@ -52,7 +52,9 @@ def test_widget_sets_up_layers(annotator):
     assert widget.model_combo.currentText() == "custom"
 
 
-def test_box_accept_second_object_undo_redo_brush_export(annotator, qtbot, wait_idle, make_rect, tmp_path):
+def test_box_accept_second_object_undo_redo_brush_export(
+    annotator, qtbot, wait_idle, make_rect, tmp_path
+):
     viewer, widget, image, vol = annotator
     m = widget.model
     labels = m.labels_layer.data
@@ -184,7 +186,11 @@ def test_propagate_labels_more_slices_and_cancel(annotator, qtbot, wait_idle, ma
     labels = m.labels_layer.data
     # random weights score low: a permissive stop rule lets propagation run through
     m.propagate_rule = StopRule(
-        min_score=-1e9, min_area_px=0, min_area_ratio=0.0, max_growth=1e9, min_overlap=0.0,
+        min_score=-1e9,
+        min_area_px=0,
+        min_area_ratio=0.0,
+        max_growth=1e9,
+        min_overlap=0.0,
         max_intensity_jump=None,
     )
     with pytest.raises(HRMedSegSAMError):
@@ -253,7 +259,8 @@ def test_prefetch_embeds_neighbours_while_idle(make_napari_viewer, ct_file, pred
         _show_slice(m, 2)
         window = m.window()
         qtbot.waitUntil(
-            lambda: all(predictor.is_cached(m.core.embedding_key(z), window) for z in (1, 2, 3)), timeout=300_000
+            lambda: all(predictor.is_cached(m.core.embedding_key(z), window) for z in (1, 2, 3)),
+            timeout=300_000,
         )
         assert not predictor.is_cached(m.core.embedding_key(0), window)
     finally:
@@ -322,7 +329,9 @@ def test_removed_layers_are_handled(annotator):
     assert m.image_layer is None and [lay.name for lay in viewer.layers] == ["ct labels"]
 
 
-def test_labels_file_opened_onto_the_image_becomes_the_target(annotator, tmp_path, wait_idle, make_rect):
+def test_labels_file_opened_onto_the_image_becomes_the_target(
+    annotator, tmp_path, wait_idle, make_rect
+):
     viewer, widget, image, vol = annotator
     m = widget.model
     ref = np.zeros(vol.shape, np.uint8)
@@ -346,7 +355,9 @@ def test_labels_file_opened_onto_the_image_becomes_the_target(annotator, tmp_pat
     assert (back[1:4, 10:30, 10:30] == 3).all() and (back[5] == 4).any()
 
 
-def test_negative_toggle_after_accept_and_n_keeps_placed_points(annotator, qtbot, wait_idle, make_rect):
+def test_negative_toggle_after_accept_and_n_keeps_placed_points(
+    annotator, qtbot, wait_idle, make_rect
+):
     """Regression: N / the Negative box after Accept raised IndexError (a selection left
     on the emptied points layer), and N recoloured a placed point without changing it.
     """
@@ -363,7 +374,9 @@ def test_negative_toggle_after_accept_and_n_keeps_placed_points(annotator, qtbot
     assert widget.negative_check.isChecked()
     assert [p.positive for p in m.session.state.points] == [True]
     green = np.asarray(m.points_layer.face_color)[0]
-    np.testing.assert_allclose(green[:3], [0x39 / 255, 1.0, 0x14 / 255], atol=0.01)  # still drawn positive
+    np.testing.assert_allclose(
+        green[:3], [0x39 / 255, 1.0, 0x14 / 255], atol=0.01
+    )  # still drawn positive
     widget.negative_check.setChecked(False)
     m.points_layer.selected_data = {0}
     widget.accept_btn.click()
@@ -392,7 +405,9 @@ def test_reopen_and_delete_without_a_selected_row(annotator, qtbot):
     assert not (m.labels_layer.data == 1).any()
 
 
-def test_undo_keys_reach_the_annotation_history_from_the_labels_layer(annotator, wait_idle, make_rect):
+def test_undo_keys_reach_the_annotation_history_from_the_labels_layer(
+    annotator, wait_idle, make_rect
+):
     """Regression: with the labels layer active, napari's paint undo took Ctrl+Z."""
     viewer, widget, image, vol = annotator
     m = widget.model
@@ -415,8 +430,13 @@ def test_shortcuts_are_in_the_tooltips_and_readme(annotator, repo_root):
 
     viewer, widget, image, vol = annotator
     readme = (repo_root / "README.md").read_text(encoding="utf-8")
-    for btn, action in ((widget.accept_btn, "accept"), (widget.next_btn, "next"),
-                        (widget.propagate_btn, "propagate"), (widget.point_btn, "points"), (widget.box_btn, "box")):
+    for btn, action in (
+        (widget.accept_btn, "accept"),
+        (widget.next_btn, "next"),
+        (widget.propagate_btn, "propagate"),
+        (widget.point_btn, "points"),
+        (widget.box_btn, "box"),
+    ):
         assert _key_text(SHORTCUTS[action]) in btn.toolTip()
         assert _key_text(SHORTCUTS[action]) in readme
     m = widget.model
@@ -455,7 +475,9 @@ def test_keep_existing_by_default_and_remove_islands(annotator, qtbot, wait_idle
     assert (labels[2, 50:53, 50:53] == 1).all()
 
 
-def test_a_preset_sets_the_contrast_and_a_contrast_drag_is_one_window_change(annotator, qtbot, wait_idle, make_rect):
+def test_a_preset_sets_the_contrast_and_a_contrast_drag_is_one_window_change(
+    annotator, qtbot, wait_idle, make_rect
+):
     viewer, widget, image, vol = annotator
     m = widget.model
     _show_slice(m, 2)

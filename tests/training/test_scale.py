@@ -30,7 +30,11 @@ def test_place_in_canvas_pads_with_air_and_crops_what_does_not_fit() -> None:
     masks[0, 10:20, 10:20] = True
     masks[1, 40:50, 70:80] = True
     out, m = place_in_canvas(img, masks, (100, 100), rng, fill=-1024.0)
-    assert out.shape == (100, 100) and (out == 40.0).sum() == 50 * 80 and (out == -1024.0).sum() == 100 * 100 - 4000
+    assert (
+        out.shape == (100, 100)
+        and (out == 40.0).sum() == 50 * 80
+        and (out == -1024.0).sum() == 100 * 100 - 4000
+    )
     assert m.shape[0] == 2 and all(np.all(out[k] == 40.0) for k in m)
     small, ms = place_in_canvas(img, masks, (30, 30), rng, fill=-1024.0)
     assert small.shape == (30, 30) and np.all(small == 40.0)

@@ -39,7 +39,11 @@ def teacher_mse(model, cache: Path) -> float:  # type: ignore[no-untyped-def]
         s = load_sample(cache / "samples" / f"{i:05d}.npz")
         t = torch.from_numpy(np.load(cache / "teacher" / f"{i:05d}.npy").astype(np.float32))
         with torch.no_grad():
-            tot += float(torch.nn.functional.mse_loss(model.eval().encode(to_frame(s.image, 256)[0]), t[None]))
+            tot += float(
+                torch.nn.functional.mse_loss(
+                    model.eval().encode(to_frame(s.image, 256)[0]), t[None]
+                )
+            )
     return tot
 
 
@@ -56,7 +60,10 @@ def small_cache(tmp_path: Path):
     model = build_model("hrmedsegsam", SMALL)
     (cache / "teacher").mkdir()
     for i in range(4):
-        np.save(cache / "teacher" / f"{i:05d}.npy", (0.5 * torch.randn(256, 16, 16)).numpy().astype(np.float16))
+        np.save(
+            cache / "teacher" / f"{i:05d}.npy",
+            (0.5 * torch.randn(256, 16, 16)).numpy().astype(np.float16),
+        )
     embed_cache(cache, model, "student", progress=False)
     return cache, model
 
@@ -104,8 +111,19 @@ def test_distill_lowers_loss_and_resumes(small_cache, tmp_path: Path) -> None:
 
     cache, model = small_cache
     run = tmp_path / "distill"
-    cfg = DistillConfig(cache=cache, run_dir=run, steps=3, batch=2, crop=128, full_frame_prob=0.0, warmup=0, threads=1,
-                        lr=3e-3, progress=False, ckpt_every=100)
+    cfg = DistillConfig(
+        cache=cache,
+        run_dir=run,
+        steps=3,
+        batch=2,
+        crop=128,
+        full_frame_prob=0.0,
+        warmup=0,
+        threads=1,
+        lr=3e-3,
+        progress=False,
+        ckpt_every=100,
+    )
     first = distill(cfg, model=model)
     assert first["step"] == 3 and load_checkpoint(run / "checkpoint.pt")["step"] == 3
     cfg.steps = 12
@@ -114,7 +132,11 @@ def test_distill_lowers_loss_and_resumes(small_cache, tmp_path: Path) -> None:
     second = distill(cfg, model=build_model("hrmedsegsam", SMALL))  # resumes from the checkpoint
     assert second["step"] == 12 and load_checkpoint(run / "checkpoint.pt")["step"] == 12
     assert "resumed distillation at step 3" in (run / "train.log").read_text(encoding="utf-8")
-    log = [ln for ln in (run / "train.log").read_text(encoding="utf-8").splitlines() if "distill step" in ln]
+    log = [
+        ln
+        for ln in (run / "train.log").read_text(encoding="utf-8").splitlines()
+        if "distill step" in ln
+    ]
     assert len(log) == 1  # the log line at step 10
     assert second["loss"] < 0.5 * 0.25 + 1.0  # finite and sane
     # the loss fell over training: compare the fitted model with a fresh one on all samples
@@ -145,14 +167,36 @@ def test_decoder_training_lowers_loss(small_cache, tmp_path: Path) -> None:
             H, W = s.image.shape
             sc = 256 / max(H, W)
             with torch.no_grad():
-                out = decode_prompts(model, data.embedding(i), nat, (int(H * sc + .5), int(W * sc + .5)),
-                                     [Prompt(box=tight_box(objs[0]))])
-            tot += float(mask_losses(out.logits[:, :1], torch.from_numpy(objs[0][None, None].astype(np.float32))))
+                out = decode_prompts(
+                    model,
+                    data.embedding(i),
+                    nat,
+                    (int(H * sc + 0.5), int(W * sc + 0.5)),
+                    [Prompt(box=tight_box(objs[0]))],
+                )
+            tot += float(
+                mask_losses(
+                    out.logits[:, :1], torch.from_numpy(objs[0][None, None].astype(np.float32))
+                )
+            )
         return tot
 
     before = box_loss()
-    cfg = DecoderConfig(cache=cache, run_dir=tmp_path / "dec", embeddings=cache / "student", steps=20, batch=1, threads=1,
-                        rounds=1, lr=1e-3, warmup=0, min_size=20, progress=False, prompt_weights=(1.0, 0.5, 0.5), region_prob=0.0)
+    cfg = DecoderConfig(
+        cache=cache,
+        run_dir=tmp_path / "dec",
+        embeddings=cache / "student",
+        steps=20,
+        batch=1,
+        threads=1,
+        rounds=1,
+        lr=1e-3,
+        warmup=0,
+        min_size=20,
+        progress=False,
+        prompt_weights=(1.0, 0.5, 0.5),
+        region_prob=0.0,
+    )
     out = train_decoder(cfg, model=model)
     assert out["step"] == 20
     assert box_loss() < before
@@ -180,16 +224,31 @@ def test_teacher_box_steps(small_cache, tmp_path: Path) -> None:
     data = DecoderData(cache, cache / "student", 20)
     for p, s, _ in data.items:
         with torch.no_grad():
-            np.save(tdir / p.name, lite.encode(to_frame(s.image, 256)[0])[0].numpy().astype(np.float16))
+            np.save(
+                tdir / p.name, lite.encode(to_frame(s.image, 256)[0])[0].numpy().astype(np.float16)
+            )
     _, s, objs = data.items[0]
     temb = torch.from_numpy(np.load(tdir / data.items[0][0].name).astype(np.float32))[None]
     x0, y0, x1, y1 = tight_box(objs[0])
     boxes = [(x0 - 1, y0 - 1, x1 + 1, y1 + 1), (x0, y0, x1, y1)]
     prompts, masks = teacher_masks(lite, temb, s, boxes, min_iou=0.0)
     assert len(masks) == 2 and all(dice(m, objs[0]) > 0.85 for m in masks)
-    cfg = DecoderConfig(cache=cache, run_dir=tmp_path / "dec", embeddings=cache / "student", steps=6, batch=2,
-                        threads=1, rounds=1, warmup=0, min_size=20, progress=False, region_prob=0.0,
-                        teacher_prob=1.0, teacher_embeddings=tdir, teacher_min_iou=0.0)
+    cfg = DecoderConfig(
+        cache=cache,
+        run_dir=tmp_path / "dec",
+        embeddings=cache / "student",
+        steps=6,
+        batch=2,
+        threads=1,
+        rounds=1,
+        warmup=0,
+        min_size=20,
+        progress=False,
+        region_prob=0.0,
+        teacher_prob=1.0,
+        teacher_embeddings=tdir,
+        teacher_min_iou=0.0,
+    )
     out = train_decoder(cfg, model=model)
     assert out["step"] == 6 and np.isfinite(out["loss"])
     assert out["steps_by_kind"]["teacher_box"] == 6  # each step found a region the teacher answered
@@ -207,8 +266,12 @@ def test_teacher_boxes_min_frac() -> None:
     s = Sample(img, np.zeros((0, 100, 120), bool), "synthetic")
     for _ in range(5):
         for x0, y0, x1, y1 in teacher_boxes(s, rng, 3, min_frac=0.2):
-            assert (x1 - x0) * (y1 - y0) >= 0.2 * 100 * 120 * 0.8  # jitter may shrink a box a little
-    any_small = any((b[2] - b[0]) * (b[3] - b[1]) < 200 for _ in range(10) for b in teacher_boxes(s, rng, 3))
+            assert (x1 - x0) * (
+                y1 - y0
+            ) >= 0.2 * 100 * 120 * 0.8  # jitter may shrink a box a little
+    any_small = any(
+        (b[2] - b[0]) * (b[3] - b[1]) < 200 for _ in range(10) for b in teacher_boxes(s, rng, 3)
+    )
     assert any_small  # without the bound, the small region is asked about too
 
 
@@ -224,16 +287,29 @@ def test_end_to_end_steps_train_the_encoder(small_cache, tmp_path: Path) -> None
     def enc_state(m):  # type: ignore[no-untyped-def]
         return {k: v.clone() for k, v in m.image_encoder.state_dict().items()}
 
-    common = dict(cache=cache, embeddings=cache / "student", batch=1, threads=1, rounds=1, warmup=0, min_size=20,
-                  progress=False, region_prob=0.0)
+    common = dict(
+        cache=cache,
+        embeddings=cache / "student",
+        batch=1,
+        threads=1,
+        rounds=1,
+        warmup=0,
+        min_size=20,
+        progress=False,
+        region_prob=0.0,
+    )
     frozen = copy.deepcopy(model)
     before = enc_state(frozen)
     train_decoder(DecoderConfig(run_dir=tmp_path / "frozen", steps=4, **common), model=frozen)
     assert all(torch.equal(before[k], v) for k, v in frozen.image_encoder.state_dict().items())
 
     mse0 = teacher_mse(model, cache)
-    out = train_decoder(DecoderConfig(run_dir=tmp_path / "e2e", steps=25, encoder_lr=2e-3, distill_weight=100.0,
-                                      **common), model=model)
+    out = train_decoder(
+        DecoderConfig(
+            run_dir=tmp_path / "e2e", steps=25, encoder_lr=2e-3, distill_weight=100.0, **common
+        ),
+        model=model,
+    )
     assert out["step"] == 25 and np.isfinite(out["encoder_mse"])
     assert any(not torch.equal(before[k], v) for k, v in model.image_encoder.state_dict().items())
     assert teacher_mse(model, cache) < mse0
@@ -268,15 +344,21 @@ def test_click_protocol_on_a_synthetic_case() -> None:
     if not default_weights_path().is_file():
         pytest.skip("weights/hrmedsegsam.pt is absent")
     yy, xx = np.mgrid[:256, :256]
-    obj = ((yy - 120) ** 2 + (xx - 130) ** 2 <= 30**2) | ((yy - 160) ** 2 + (xx - 170) ** 2 <= 15**2)
-    img = (np.where(obj, 120.0, 0.0) + np.random.default_rng(0).normal(0, 8, obj.shape)).astype(np.float32)
+    obj = ((yy - 120) ** 2 + (xx - 130) ** 2 <= 30**2) | (
+        (yy - 160) ** 2 + (xx - 170) ** 2 <= 15**2
+    )
+    img = (np.where(obj, 120.0, 0.0) + np.random.default_rng(0).normal(0, 8, obj.shape)).astype(
+        np.float32
+    )
     p = Predictor(load_model(device="cpu"))
     p.set_image(img, window=(-160, 240))
     chain = refine_with_clicks(p, obj, 3, points=[[130, 120]], labels=[1])
     assert len(chain) == 4 and all(0.0 <= d <= 1.0 for d in chain)
 
 
-def test_hierarchical_encoder_goes_from_distillation_to_a_weights_file(small_cache, tmp_path: Path) -> None:
+def test_hierarchical_encoder_goes_from_distillation_to_a_weights_file(
+    small_cache, tmp_path: Path
+) -> None:
     """A run of the hierarchical layout keeps its layout through distillation (partial init
     from a first-layout weights file), decoder preparation and export."""
     from hrmedsegsam.cli import main
@@ -289,14 +371,39 @@ def test_hierarchical_encoder_goes_from_distillation_to_a_weights_file(small_cac
     first = build_model("hrmedsegsam", SMALL)
     save_weights(first, tmp_path / "first.pt")
     run = tmp_path / "distill"
-    cfg = DistillConfig(cache=cache, run_dir=run, steps=2, batch=1, crop=128, full_frame_prob=0.0, warmup=0,
-                        threads=1, progress=False, config={**SMALL, **NEW_ENCODER}, init=tmp_path / "first.pt")
+    cfg = DistillConfig(
+        cache=cache,
+        run_dir=run,
+        steps=2,
+        batch=1,
+        crop=128,
+        full_frame_prob=0.0,
+        warmup=0,
+        threads=1,
+        progress=False,
+        config={**SMALL, **NEW_ENCODER},
+        init=tmp_path / "first.pt",
+    )
     distill(cfg)
     model = prepare_decoder_model(run / "checkpoint.pt", False, tmp_path / "decoder")
     assert model.image_encoder.mid_dim == 128
     # the decoder came from the first-layout (float16) file, unchanged by distillation
     for k, v in first.mask_decoder.state_dict().items():
-        assert torch.equal(model.mask_decoder.state_dict()[k], v.half().float() if v.is_floating_point() else v)
-    assert main(["train", "export", "--checkpoint", str(run / "checkpoint.pt"), "-o", str(tmp_path / "h.pt")]) == 0
+        assert torch.equal(
+            model.mask_decoder.state_dict()[k], v.half().float() if v.is_floating_point() else v
+        )
+    assert (
+        main(
+            [
+                "train",
+                "export",
+                "--checkpoint",
+                str(run / "checkpoint.pt"),
+                "-o",
+                str(tmp_path / "h.pt"),
+            ]
+        )
+        == 0
+    )
     loaded = load_model(tmp_path / "h.pt", device="cpu")
     assert loaded.image_encoder.mid_dim == 128 and loaded.image_size == 256

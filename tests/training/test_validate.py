@@ -35,7 +35,11 @@ def test_split_keeps_heldout_and_validation_out_of_training(shared_data: Path) -
     plan = frame_plan(shared_data, seed=0)
     assert len(plan) >= 2000
     volumes = {s.volume for s in plan}
-    assert not volumes & set(HOLDOUT) and VALIDATION_2D not in volumes and "ct_thorax_small" not in volumes
+    assert (
+        not volumes & set(HOLDOUT)
+        and VALIDATION_2D not in volumes
+        and "ct_thorax_small" not in volumes
+    )
     slab = [s.index for s in plan if s.volume == VALIDATION_VOLUME and s.axis == 0]
     assert slab and max(slab) < VALIDATION_SLICES.start - VALIDATION_MARGIN
     # every full-size thorax slice is there, under several windows
@@ -98,8 +102,13 @@ def test_evaluate_rejects_slices_outside_the_volume(shared_data: Path) -> None:
 
     folder = shared_data / "ct_body_3mm"
     with pytest.raises(InputError, match="slice indices"):
-        evaluate(folder / "image.nii.gz", folder / "labels_spine.nii.gz", models=("hrmedsegsam",),
-                 slices=[0, 500], progress=False)
+        evaluate(
+            folder / "image.nii.gz",
+            folder / "labels_spine.nii.gz",
+            models=("hrmedsegsam",),
+            slices=[0, 500],
+            progress=False,
+        )
 
 
 def test_validate_cli_rejects_missing_weights(tmp_path: Path) -> None:
@@ -111,4 +120,7 @@ def test_validate_cli_rejects_missing_weights(tmp_path: Path) -> None:
 def test_validate_cli_rejects_contradicting_flags() -> None:
     from hrmedsegsam.cli import main
 
-    assert main(["train", "validate", "--models", "hrmedsegsam", "--fidelity-only", "--no-fidelity"]) == 2
+    assert (
+        main(["train", "validate", "--models", "hrmedsegsam", "--fidelity-only", "--no-fidelity"])
+        == 2
+    )

@@ -19,7 +19,7 @@ def test_shipped_weights_segment_disk() -> None:
     pred = Predictor(load_model(device="cpu"))
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:128, :128]
-    disk = (yy - 60) ** 2 + (xx - 70) ** 2 <= 18 ** 2
+    disk = (yy - 60) ** 2 + (xx - 70) ** 2 <= 18**2
     img = (-100 + 300 * disk + rng.normal(0, 10, disk.shape)).astype(np.float32)
     pred.set_image(img, window=(-160, 240))
     out = pred.predict(box=[50, 40, 90, 80])
