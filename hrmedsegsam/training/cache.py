@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from hrmedsegsam.training.data import (
     save_sample,
     to_frame,
 )
+
+if TYPE_CHECKING:
+    from hrmedsegsam.training.distributed import Ranks
 
 log = logging.getLogger("hrmedsegsam.training")
 
@@ -121,9 +125,11 @@ def embed_cache(
     should_stop: Callable[[], bool] | None = None,
     out: Path | None = None,
     labelled_only: bool = False,
+    ranks: Ranks | None = None,
 ) -> int:
     """Compute embeddings (into ``out``, default ``cache/kind``) of every cached sample
-    that lacks one; ``labelled_only``: only samples with object masks.
+    that lacks one; ``labelled_only``: only samples with object masks; ``ranks``: only this
+    training rank's shard (:mod:`.distributed`).
     """
     import torch
     from tqdm import tqdm
@@ -131,6 +137,8 @@ def embed_cache(
     out = Path(out) if out is not None else Path(cache) / kind
     out.mkdir(parents=True, exist_ok=True)
     paths = sample_paths(cache)[:limit]
+    if ranks is not None:
+        paths = [p for p in paths if ranks.owns(p)]
     if labelled_only:
         paths = [p for p in paths if _has_masks(p)]
     todo = [p for p in paths if not (out / (p.stem + ".npy")).exists()]

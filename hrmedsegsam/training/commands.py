@@ -366,6 +366,11 @@ def cmd_decoder(args: argparse.Namespace) -> int:
     if args.encoder_lr < 0 or args.distill_weight < 0:
         raise InputError("--encoder-lr and --distill-weight must not be negative")
     _threads(args.threads)
+    import torch
+
+    from hrmedsegsam.training.distributed import init_ranks
+
+    ranks, _ = init_ranks(torch.device("cpu"))  # under torchrun: each rank embeds its shard
     model = prepare_decoder_model(args.init, args.teacher_init, args.run)
     if args.encoder_lr > 0:  # embeddings are computed on the fly; samples with a teacher embedding
         emb_dir = args.cache / "teacher"
@@ -383,6 +388,7 @@ def cmd_decoder(args: argparse.Namespace) -> int:
             out=emb_dir,
             labelled_only=True,
             limit=args.embed_limit,
+            ranks=ranks,
             progress=not args.no_progress,
         )
     else:

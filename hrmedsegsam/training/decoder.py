@@ -33,6 +33,17 @@ import numpy as np
 from hrmedsegsam.errors import InputError
 from hrmedsegsam.training.cache import sample_paths
 from hrmedsegsam.training.data import Sample, load_sample, region_objects
+from hrmedsegsam.training.distributed import (
+    Ranks,
+    StepRunner,
+    any_rank,
+    broadcast_weights,
+    check_in_sync,
+    close,
+    gather,
+    init_ranks,
+    wrap,
+)
 from hrmedsegsam.training.loop import (
     Budget,
     cosine_lr,
@@ -351,14 +362,18 @@ class WindowEncoder:
 
 
 class DecoderData:
-    """Cached samples that have objects and a cached embedding in ``embeddings``."""
+    """Cached samples that have objects and a cached embedding in ``embeddings`` (of this
+    rank's shard, with ``ranks``).
+    """
 
-    def __init__(self, cache: Path, embeddings: Path, min_size: int) -> None:
+    def __init__(
+        self, cache: Path, embeddings: Path, min_size: int, ranks: Ranks | None = None
+    ) -> None:
         self.cache = Path(cache)
         self.items: list[tuple[Path, Sample, list[np.ndarray]]] = []
         for p in sample_paths(cache):
             e = Path(embeddings) / (p.stem + ".npy")
-            if not e.exists():
+            if (ranks is not None and not ranks.owns(p)) or not e.exists():
                 continue
             s = load_sample(p)
             objs = objects(s.masks, min_size)
@@ -384,136 +399,152 @@ def trainable_parameters(model):  # type: ignore[no-untyped-def]
     return rest, ref
 
 
-def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Run (or resume from ``run_dir/checkpoint.pt``) decoder training."""
-    import torch
-    from tqdm import tqdm
+class DecoderRun:
+    """One decoder-training run (resumable from ``run_dir/checkpoint.pt``): the model, its
+    optimizer, the data of this rank's shard, the step count and the loss history.
+    :meth:`run` trains until ``cfg.steps`` or the time budget. Under torchrun the whole
+    step (every forward pass of it) runs inside DistributedDataParallel, so gradients are
+    averaged over the ranks whatever kind of step each rank took.
+    """
 
-    from hrmedsegsam.model.build import build_model
-    from hrmedsegsam.training.distill import _load_init
+    def __init__(self, cfg: DecoderConfig, model=None) -> None:  # type: ignore[no-untyped-def]
+        import torch
 
-    torch.set_num_threads(cfg.threads)
-    setup_logging(cfg.run_dir)
-    ckpt_path = cfg.run_dir / "checkpoint.pt"
-    model = model if model is not None else build_model("hrmedsegsam")
-    # The refiner learns at native resolution; its pixel budget is an inference-time bound.
-    model.mask_decoder.refine_budget = None
-    rest, ref = trainable_parameters(model)
-    enc_params = list(model.image_encoder.parameters()) if cfg.encoder_lr > 0 else []
-    groups = [
-        {"params": rest, "lr": cfg.lr, "base": cfg.lr},
-        {"params": ref, "lr": cfg.refiner_lr, "base": cfg.refiner_lr},
-    ]
-    if enc_params:
-        groups.append({"params": enc_params, "lr": cfg.encoder_lr, "base": cfg.encoder_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    step = 0
-    ck = load_checkpoint(ckpt_path)
-    if ck is not None:
-        model.load_state_dict(ck["model"])
+        from hrmedsegsam.model.build import build_model
+        from hrmedsegsam.training.distill import _load_init
+
+        self.cfg = cfg
+        torch.set_num_threads(cfg.threads)
+        self.ranks, dev = init_ranks(torch.device("cpu"))
+        if self.ranks.main:
+            setup_logging(cfg.run_dir)
+        self.ckpt_path = cfg.run_dir / "checkpoint.pt"
+        self.model = model if model is not None else build_model("hrmedsegsam")
+        # The refiner learns at native resolution; its pixel budget is an inference-time bound.
+        self.model.mask_decoder.refine_budget = None
+        self.rest, self.ref = trainable_parameters(self.model)
+        self.enc_params = list(self.model.image_encoder.parameters()) if cfg.encoder_lr > 0 else []
+        groups = [
+            {"params": self.rest, "lr": cfg.lr, "base": cfg.lr},
+            {"params": self.ref, "lr": cfg.refiner_lr, "base": cfg.refiner_lr},
+        ]
+        if self.enc_params:
+            groups.append({"params": self.enc_params, "lr": cfg.encoder_lr, "base": cfg.encoder_lr})
+        self.opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        self.step = 0
+        ck = load_checkpoint(self.ckpt_path)
+        if ck is not None:
+            self._resume(ck)
+        elif cfg.init is not None:
+            _load_init(self.model, cfg.init)
+        broadcast_weights(self.model, self.ranks)
+        self.data = DecoderData(cfg.cache, cfg.embeddings, cfg.min_size, self.ranks)
+        log.info(
+            "decoder training on %d samples (%s embeddings)", len(self.data.items), cfg.embeddings
+        )
+        if self.ranks.active:
+            log.info(
+                "%d ranks; samples per rank: %s",
+                self.ranks.world,
+                gather(len(self.data.items), self.ranks),
+            )
+        self.teacher_dir = (
+            Path(cfg.teacher_embeddings)
+            if cfg.teacher_embeddings is not None
+            else Path(cfg.cache) / "teacher"
+        )
+        self.teacher = None
+        if cfg.teacher_prob > 0:
+            from hrmedsegsam.model.litemedsam import load_litemedsam
+
+            self.teacher = load_litemedsam()
+            for q in self.teacher.parameters():
+                q.requires_grad_(False)
+        self.rng = np.random.default_rng(cfg.seed + 7919 * self.step + 1_000_003 * self.ranks.rank)
+        self.model.eval()  # encoder BN stays frozen; the decoder has no BN/dropout
+        for p in self.model.image_encoder.parameters():
+            p.requires_grad_(bool(self.enc_params))
+        self.steps = wrap(StepRunner(self.model), self.ranks, dev, partial=True)
+        self.budget = Budget(cfg.max_minutes)
+        self.t0 = time.time()
+        self.hist: list[float] = []
+        self.distill_hist: list[float] = []
+        self.dices: dict[int, list[float]] = {0: [], 1: [], 2: [], 3: []}
+
+    def _resume(self, ck: dict) -> None:  # type: ignore[type-arg]
+        self.model.load_state_dict(ck["model"])
         try:
-            opt.load_state_dict(ck["optimizer"])
+            self.opt.load_state_dict(ck["optimizer"])
         except (
             ValueError
         ) as exc:  # parameter groups differ: encoder trained in one run, not the other
             raise InputError(
-                f"{ckpt_path} was written with{'out' if enc_params else ''} end-to-end steps; "
-                "resume with the same --encoder-lr setting, or use a new --run folder"
+                f"{self.ckpt_path} was written with{'out' if self.enc_params else ''} end-to-end "
+                "steps; resume with the same --encoder-lr setting, or use a new --run folder"
             ) from exc
-        step = int(ck["step"])
-        log.info("resumed decoder training at step %d", step)
-    elif cfg.init is not None:
-        _load_init(model, cfg.init)
-    data = DecoderData(cfg.cache, cfg.embeddings, cfg.min_size)
-    log.info("decoder training on %d samples (%s embeddings)", len(data.items), cfg.embeddings)
-    teacher = None
-    t_dir = (
-        Path(cfg.teacher_embeddings)
-        if cfg.teacher_embeddings is not None
-        else Path(cfg.cache) / "teacher"
-    )
-    if cfg.teacher_prob > 0:
-        from hrmedsegsam.model.litemedsam import load_litemedsam
+        self.step = int(ck["step"])
+        log.info("resumed decoder training at step %d", self.step)
 
-        teacher = load_litemedsam()
-        for q in teacher.parameters():
-            q.requires_grad_(False)
-    rng = np.random.default_rng(cfg.seed + 7919 * step)
-    model.eval()  # encoder BN stays frozen; the decoder has no BN/dropout
-    for p in model.image_encoder.parameters():
-        p.requires_grad_(bool(enc_params))
-    budget = Budget(cfg.max_minutes)
-    t0 = time.time()
-    hist: list[float] = []
-    distill_hist: list[float] = []
-    dices: dict[int, list[float]] = {0: [], 1: [], 2: [], 3: []}
-    bar = tqdm(total=cfg.steps, initial=step, desc="decoder", disable=not cfg.progress)
+    def run(self) -> dict[str, float]:
+        """Train until ``cfg.steps`` or the time budget; a summary dict (see the log)."""
+        from tqdm import tqdm
 
-    def opt_step(loss) -> None:  # type: ignore[no-untyped-def]
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(
-                step, cfg.steps, g["base"], cfg.warmup, time_fraction=budget.fraction()
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(rest + ref + enc_params, 1.0)
-        opt.step()
+        cfg = self.cfg
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="decoder",
+            disable=not (cfg.progress and self.ranks.main),
+        )
+        stop = False
+        while self.step < cfg.steps and not stop:
+            loss, st = self.train_one()
+            self.optimise(loss)
+            self.record(loss, st)
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(self.hist[-50:]):.3f}")
+            stop = any_rank(self.budget.over(), self.ranks)
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stop:
+                self.save()
+        bar.close()
+        if self.hist and self.step % cfg.ckpt_every:
+            self.save()
+        out = {
+            "step": self.step,
+            "loss": float(np.mean(self.hist[-50:])) if self.hist else float("nan"),
+            "seconds": time.time() - self.t0,
+            "steps_by_kind": {
+                k: len(self.dices[i])
+                for i, k in enumerate(("box", "point", "points", "teacher_box"))
+            },
+        }
+        if self.distill_hist:
+            out["encoder_mse"] = float(np.mean(self.distill_hist[-50:]))
+        if self.ranks.active:
+            log.info("weights digest per rank: %s", check_in_sync(self.model, self.ranks))
+            close(self.ranks)
+        log.info("decoder training stopped at step %d: %s", self.step, out)
+        return out
 
-    def source(i: int):  # type: ignore[no-untyped-def]
-        """The step's image embedding: cached tensor, or a :class:`WindowEncoder`."""
-        if not enc_params:
-            return data.embedding(i)
-        return WindowEncoder(model, data.items[i][1], t_dir / data.items[i][0].name)
-
-    def with_distill(loss, emb):  # type: ignore[no-untyped-def]
-        if isinstance(emb, WindowEncoder) and emb.distill_loss is not None:
-            distill_hist.append(float(emb.distill_loss.detach()))
-            return loss + cfg.distill_weight * emb.distill_loss
-        return loss
-
-    def record(loss, st: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
-        nonlocal step
-        step += 1
-        hist.append(float(loss.detach()))
-        dices[int(st["kind"])].append(st["dice_r0"])
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(hist[-50:]):.3f}")
-        if step % 50 == 0:
-            log.info(
-                "decoder step %d loss %.4f dice box %.3f point %.3f points %.3f teacher-box %.3f (%.2f s/step)%s",
-                step,
-                np.mean(hist[-50:]),
-                *(np.mean(dices[k][-30:]) if dices[k] else float("nan") for k in range(4)),
-                (time.time() - t0) / max(1, len(hist)),
-                f" encoder mse {np.mean(distill_hist[-50:]):.5f}" if distill_hist else "",
-            )
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
-            save_checkpoint(
-                ckpt_path,
-                model=model.state_dict(),
-                optimizer=opt.state_dict(),
-                config=dict(model.config),
-                step=step,
-                stage="decoder",
-            )
-
-    while step < cfg.steps and not budget.over():
-        i = int(rng.integers(len(data.items)))
-        _, sample, objs = data.items[i]
-        t_path = t_dir / data.items[i][0].name
-        if teacher is not None and rng.random() < cfg.teacher_prob and t_path.exists():
-            temb = torch.from_numpy(np.load(t_path).astype(np.float32))[None]
+    def train_one(self):  # type: ignore[no-untyped-def]
+        """Loss (graph attached) and diagnostics of one step on a random sample of the shard."""
+        cfg, rng = self.cfg, self.rng
+        i = int(rng.integers(len(self.data.items)))
+        _, sample, objs = self.data.items[i]
+        t_path = self.teacher_dir / self.data.items[i][0].name
+        if self.teacher is not None and rng.random() < cfg.teacher_prob and t_path.exists():
+            temb = np.load(t_path).astype(np.float32)
             boxes = teacher_boxes(sample, rng, cfg.batch, cfg.teacher_min_frac)
-            t_prompts, t_masks = teacher_masks(teacher, temb, sample, boxes, cfg.teacher_min_iou)
+            t_prompts, t_masks = teacher_masks(
+                self.teacher, _tensor(temb), sample, boxes, cfg.teacher_min_iou
+            )
             if t_masks:
-                emb = source(i)
-                loss, st = train_step_crop(
-                    model, emb, sample, t_masks, rng, 0, 0, prompts=t_prompts
+                emb = self.embedding(i)
+                loss, st = self.steps(
+                    train_step_crop, emb, sample, t_masks, rng, 0, 0, prompts=t_prompts
                 )
-                opt_step(with_distill(loss, emb))
                 st["kind"] = 3
-                record(loss, st)
-                continue
+                return self.with_distill(loss, emb), st
         if cfg.region_prob and rng.random() < cfg.region_prob:
             objs = region_objects(sample.image, rng) or objs
         kind = choose_kind(rng, cfg.prompt_weights)
@@ -521,39 +552,103 @@ def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: 
             objs = point_candidates(objs, cfg.point_max_frac)
         pick = rng.permutation(len(objs))[: cfg.batch]
         chosen = [objs[j] for j in pick]
-        emb = source(i)
+        emb = self.embedding(i)
         if rng.random() < cfg.full_prob:
-            full_emb = emb.whole() if isinstance(emb, WindowEncoder) else emb
-            loss, st = train_step(model, full_emb, sample, chosen, rng, cfg.rounds, kind)
+            loss, st = self.steps(_full_step, emb, sample, chosen, rng, cfg.rounds, kind)
         else:
             whole = kind != 0 and rng.random() < cfg.point_whole_prob
-            loss, st = train_step_crop(
-                model, emb, sample, chosen, rng, cfg.rounds, kind, min_tokens=10**6 if whole else 24
+            loss, st = self.steps(
+                train_step_crop,
+                emb,
+                sample,
+                chosen,
+                rng,
+                cfg.rounds,
+                kind,
+                min_tokens=10**6 if whole else 24,
             )
-        opt_step(with_distill(loss, emb))
-        record(loss, st)
-    bar.close()
-    if hist and step % cfg.ckpt_every:
-        save_checkpoint(
-            ckpt_path,
-            model=model.state_dict(),
-            optimizer=opt.state_dict(),
-            step=step,
-            stage="decoder",
-            config=dict(model.config),
+        return self.with_distill(loss, emb), st
+
+    def embedding(self, i: int):  # type: ignore[no-untyped-def]
+        """The step's image embedding: cached tensor, or a :class:`WindowEncoder`."""
+        if not self.enc_params:
+            return self.data.embedding(i)
+        return WindowEncoder(
+            self.model, self.data.items[i][1], self.teacher_dir / self.data.items[i][0].name
         )
-    out = {
-        "step": step,
-        "loss": float(np.mean(hist[-50:])) if hist else float("nan"),
-        "seconds": time.time() - t0,
-        "steps_by_kind": {
-            k: len(dices[i]) for i, k in enumerate(("box", "point", "points", "teacher_box"))
-        },
-    }
-    if distill_hist:
-        out["encoder_mse"] = float(np.mean(distill_hist[-50:]))
-    log.info("decoder training stopped at step %d: %s", step, out)
-    return out
+
+    def with_distill(self, loss, emb):  # type: ignore[no-untyped-def]
+        """``loss`` plus the weighted distillation MSE of an end-to-end step."""
+        if isinstance(emb, WindowEncoder) and emb.distill_loss is not None:
+            self.distill_hist.append(float(emb.distill_loss.detach()))
+            return loss + self.cfg.distill_weight * emb.distill_loss
+        return loss
+
+    def optimise(self, loss) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        for g in self.opt.param_groups:
+            g["lr"] = cosine_lr(
+                self.step,
+                self.cfg.steps,
+                g["base"],
+                self.cfg.warmup,
+                time_fraction=self.budget.fraction(),
+            )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.rest + self.ref + self.enc_params, 1.0)
+        self.opt.step()
+
+    def record(self, loss, st: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
+        self.step += 1
+        self.hist.append(float(loss.detach()))
+        self.dices[int(st["kind"])].append(st["dice_r0"])
+        if self.step % 50 == 0:
+            log.info(
+                "decoder step %d loss %.4f dice box %.3f point %.3f points %.3f teacher-box %.3f (%.2f s/step)%s",
+                self.step,
+                np.mean(self.hist[-50:]),
+                *(
+                    np.mean(self.dices[k][-30:]) if self.dices[k] else float("nan")
+                    for k in range(4)
+                ),
+                (time.time() - self.t0) / max(1, len(self.hist)),
+                f" encoder mse {np.mean(self.distill_hist[-50:]):.5f}" if self.distill_hist else "",
+            )
+
+    def save(self) -> None:
+        """Checkpoint (rank 0 only: the ranks hold the same weights)."""
+        if not self.ranks.main:
+            return
+        save_checkpoint(
+            self.ckpt_path,
+            model=self.model.state_dict(),
+            optimizer=self.opt.state_dict(),
+            config=dict(self.model.config),
+            step=self.step,
+            stage="decoder",
+        )
+
+
+def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Run (or resume from ``run_dir/checkpoint.pt``) decoder training (:class:`DecoderRun`)."""
+    return DecoderRun(cfg, model).run()
+
+
+def _full_step(model, emb, sample: Sample, objs, rng, rounds: int, kind: int):  # type: ignore[no-untyped-def]
+    """:func:`train_step` on the whole embedding (computed here for an end-to-end step, so
+    the encoder's forward pass belongs to the step).
+    """
+    full = emb.whole() if isinstance(emb, WindowEncoder) else emb
+    return train_step(model, full, sample, objs, rng, rounds, kind)
+
+
+def _tensor(a: np.ndarray):  # type: ignore[no-untyped-def]
+    """``a`` as a ``(1, ...)`` float32 torch tensor."""
+    import torch
+
+    return torch.from_numpy(a)[None]
 
 
 # --------------------------------------------------------------------------- cropped coarse steps

@@ -19,6 +19,16 @@ import numpy as np
 
 from hrmedsegsam.training.cache import sample_paths
 from hrmedsegsam.training.data import load_sample, to_frame
+from hrmedsegsam.training.distributed import (
+    Ranks,
+    any_rank,
+    broadcast_weights,
+    check_in_sync,
+    close,
+    gather,
+    init_ranks,
+    wrap,
+)
 from hrmedsegsam.training.loop import (
     Budget,
     cosine_lr,
@@ -52,9 +62,13 @@ class DistillConfig:
     refresh_every: int = 200  # re-list the cache's teacher embeddings (it may still be growing)
 
 
-def _pairs(cache: Path) -> list[Path]:
+def _pairs(cache: Path, ranks: Ranks | None = None) -> list[Path]:
+    """Cached samples with a teacher embedding (this rank's shard of them, with ``ranks``)."""
     return [
-        p for p in sample_paths(cache) if (Path(cache) / "teacher" / (p.stem + ".npy")).exists()
+        p
+        for p in sample_paths(cache)
+        if (ranks is None or ranks.owns(p))
+        and (Path(cache) / "teacher" / (p.stem + ".npy")).exists()
     ]
 
 
@@ -62,7 +76,8 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
     """Run (or resume) distillation; returns ``{"step", "loss", "seconds"}``.
 
     The checkpoint ``run_dir/checkpoint.pt`` holds the whole model, optimizer and step;
-    rerunning the same command continues from it (the step count carries on).
+    rerunning the same command continues from it (the step count carries on). Under
+    torchrun each rank distils on its shard of the cache (:mod:`.distributed`).
     """
     import torch
     from tqdm import tqdm
@@ -70,40 +85,48 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
     from hrmedsegsam.model.build import build_model, resolve_device
 
     torch.set_num_threads(cfg.threads)
-    setup_logging(cfg.run_dir)
+    ranks, dev = init_ranks(resolve_device(cfg.device))
+    if ranks.main:
+        setup_logging(cfg.run_dir)
     ckpt_path = cfg.run_dir / "checkpoint.pt"
     model = model if model is not None else build_model("hrmedsegsam", cfg.config)
     enc = model.image_encoder
     step = 0
-    dev = resolve_device(cfg.device)
     ck = load_checkpoint(ckpt_path)
     if ck is not None:
         model.load_state_dict(ck["model"])
         step = int(ck["step"])
         log.info("resumed distillation at step %d", step)
-    pairs = _pairs(cfg.cache)
+    pairs = _pairs(cfg.cache, ranks)
     if not pairs:
         raise FileNotFoundError(f"no cached samples with teacher embeddings in {cfg.cache}")
+    if ranks.active:
+        log.info("%d ranks; samples per rank: %s", ranks.world, gather(len(pairs), ranks))
     if ck is None and cfg.init is not None:
         _load_init(model, cfg.init, partial=True)
     elif ck is None:
         calibrate_neck(enc, [Path(cfg.cache) / "teacher" / (p.stem + ".npy") for p in pairs[:32]])
     model.to(dev)
+    broadcast_weights(model, ranks)
     # The optimizer is made after the move so its state lives on the model's device.
     opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if ck is not None:
         opt.load_state_dict(ck["optimizer"])
     log.info("distilling on %s", dev)
-    rng = np.random.default_rng(cfg.seed + step)
+    forward = wrap(enc, ranks, dev)
+    rng = np.random.default_rng(cfg.seed + step + 1_000_003 * ranks.rank)
     S = model.image_size
     enc.train()
     budget = Budget(cfg.max_minutes)
     t0 = time.time()
     losses: list[float] = []
-    bar = tqdm(total=cfg.steps, initial=step, desc="distill", disable=not cfg.progress)
-    while step < cfg.steps and not budget.over():
+    bar = tqdm(
+        total=cfg.steps, initial=step, desc="distill", disable=not (cfg.progress and ranks.main)
+    )
+    stop = False
+    while step < cfg.steps and not stop:
         if step % cfg.refresh_every == 0:
-            pairs = _pairs(cfg.cache)
+            pairs = _pairs(cfg.cache, ranks) or pairs
         full = rng.random() < cfg.full_frame_prob or cfg.crop >= S
         xs, ys = [], []
         for _ in range(cfg.batch if not full else 1):
@@ -128,7 +151,7 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            pred = enc(x)
+            pred = forward(x)
         loss = torch.nn.functional.mse_loss(pred.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -147,7 +170,8 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
                 full,
                 (time.time() - t0) / max(1, len(losses)),
             )
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or budget.over():
+        stop = any_rank(budget.over(), ranks)
+        if ranks.main and (step % cfg.ckpt_every == 0 or step == cfg.steps or stop):
             save_checkpoint(
                 ckpt_path,
                 model=model.state_dict(),
@@ -157,7 +181,7 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
                 config=dict(model.config),
             )
     bar.close()
-    if losses and step % cfg.ckpt_every:
+    if ranks.main and losses and step % cfg.ckpt_every:
         save_checkpoint(
             ckpt_path,
             model=model.state_dict(),
@@ -172,6 +196,9 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
         "loss": float(np.mean(losses[-20:])) if losses else float("nan"),
         "seconds": time.time() - t0,
     }
+    if ranks.active:
+        log.info("weights digest per rank: %s", check_in_sync(model, ranks))
+        close(ranks)
     log.info("distillation stopped at step %d: %s", step, out)
     return out
 
