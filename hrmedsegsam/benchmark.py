@@ -109,7 +109,7 @@ def measure_model(
     name: str,
     repeats: int = 5,
     device: str | None = None,
-    backends: tuple[str, ...] = ("torch", "onnx"),
+    backends: tuple[str, ...] = ("torch", "onnx", "openvino"),
     quick: bool = False,
 ) -> dict[str, Any]:
     """Parameters, encoder s per 1024 frame per backend, prompt latencies, peak memory."""
@@ -360,7 +360,7 @@ def run_benchmark(
     models: list[str],
     repeats: int = 5,
     device: str | None = None,
-    backends: tuple[str, ...] = ("torch", "onnx"),
+    backends: tuple[str, ...] = ("torch", "onnx", "openvino"),
     quick: bool = False,
     volume: bool = True,
     session: bool = True,

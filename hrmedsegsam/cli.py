@@ -211,8 +211,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         )
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     for b in backends:
-        if b not in ("torch", "onnx"):
-            raise InputError(f"unknown encoder backend {b!r}; choose from torch, onnx")
+        if b not in ("torch", "onnx", "openvino"):
+            raise InputError(f"unknown encoder backend {b!r}; choose from torch, onnx, openvino")
     report = run_benchmark(
         models, repeats=args.repeats, device=args.device, backends=backends, quick=args.quick
     )
@@ -301,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="LocalCluster workers (default: one per core)"
     )
     p.add_argument("--slices-per-task", type=int, default=8, help="slices embedded by one task")
-    p.add_argument("--backend", default=None, help="encoder backend: auto (default), torch, onnx")
+    p.add_argument(
+        "--backend", default=None, help="encoder backend: auto (default), torch, onnx, openvino"
+    )
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser(
@@ -309,7 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--models", default="hrmedsegsam,litemedsam", help="comma-separated model names")
-    p.add_argument("--backends", default="torch,onnx", help="encoder backends to time: torch, onnx")
+    p.add_argument(
+        "--backends",
+        default="torch,onnx,openvino",
+        help="encoder backends to time: torch, onnx (ONNX Runtime), openvino",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
     p.add_argument(
         "--quick",

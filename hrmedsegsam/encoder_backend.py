@@ -1,17 +1,18 @@
 """Where a model's image encoder runs at inference: PyTorch, or ONNX Runtime on CPU.
 
 The encoder is the slow part of interactive segmentation (one call per slice). On CPU,
-ONNX Runtime runs the same graph faster than PyTorch eager mode (measured by
-``hrmedsegsam benchmark``; README, speed table). The ONNX file is made by our own code
-from the loaded model's weights at first use (``torch.onnx.export``) and kept in a user
-cache folder under a name that hashes the weights, the config, the export code and the
-torch / onnxruntime versions, so an export made for other weights or by other versions is
-never used. Training and every other part of the model stay in PyTorch.
+ONNX Runtime and OpenVINO run the same graph faster than PyTorch eager mode (measured by
+``hrmedsegsam benchmark``; README, speed table). Both read one ONNX file, made by our own
+code from the loaded model's weights at first use (``torch.onnx.export``) and kept in a
+user cache folder under a name that hashes the weights, the config, the export code and the
+versions of the exporter (torch, onnxscript), so an export made for other weights or by
+another exporter is never used. Training and every other part of the model stay in PyTorch.
 
-Backends: ``"torch"``; ``"onnx"``; ``"auto"`` (ONNX Runtime on CPU when it is installed,
-PyTorch otherwise, e.g. on CUDA, where autocast is used). ``$HRMEDSEGSAM_ENCODER_BACKEND``
-replaces ``"auto"``. When the ONNX path cannot be used (runtime missing, export or session
-failing) the encoder falls back to PyTorch with one warning.
+Backends: ``"torch"``; ``"onnx"`` (ONNX Runtime); ``"openvino"``; ``"auto"`` (on CPU, ONNX
+Runtime when installed, else OpenVINO when installed, else PyTorch; on CUDA, PyTorch with
+autocast). ``$HRMEDSEGSAM_ENCODER_BACKEND`` replaces ``"auto"``. When a runtime cannot be
+used (missing, export or compilation failing) the encoder falls back to PyTorch with one
+warning.
 
 Cache folder: ``$HRMEDSEGSAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/hrmedsegsam``, else
 ``~/.cache/hrmedsegsam``; exports live in its ``onnx/`` subfolder.
@@ -19,8 +20,10 @@ Cache folder: ``$HRMEDSEGSAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/hrmedsegsam``, 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +37,10 @@ from hrmedsegsam.model.fingerprint import model_fingerprint
 
 BACKEND_ENV = "HRMEDSEGSAM_ENCODER_BACKEND"
 CACHE_ENV = "HRMEDSEGSAM_CACHE_DIR"
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
+#: Runtimes that run the ONNX export on CPU, in the order "auto" tries them, and the module
+#: each needs.
+RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 # Bump when the export code changes what it writes (part of every cache key).
 EXPORT_VERSION = 1
 OPSET = 18
@@ -68,11 +74,10 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
     if name == "auto":
         if device.type != "cpu":
             return "torch"
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "torch"
-        return "onnx"
+        for runtime, module in RUNTIMES.items():
+            if importlib.util.find_spec(module) is not None:
+                return runtime
+        return "torch"
     return name
 
 
@@ -89,9 +94,9 @@ class _Encode(nn.Module):
 
 def export_path(model: PromptableModel, folder: Path | None = None) -> Path:
     """Where the ONNX export of ``model``'s encoder is cached (the name is its cache key)."""
-    import onnxruntime
+    import onnxscript
 
-    key = f"{model_fingerprint(model)}-e{EXPORT_VERSION}-t{torch.__version__}-ort{onnxruntime.__version__}"
+    key = f"{model_fingerprint(model)}-e{EXPORT_VERSION}-t{torch.__version__}-os{onnxscript.__version__}"
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in key)
     name = getattr(model, "name", "") or type(model).__name__.lower()
     return (folder or cache_dir() / "onnx") / f"{name}-encoder-{safe}.onnx"
@@ -136,6 +141,15 @@ def export_encoder(model: PromptableModel, path: Path) -> Path:
     return path
 
 
+def cached_export(model: PromptableModel, folder: Path | None = None) -> Path:
+    """The cached ONNX export of ``model``'s encoder, made now if there is none."""
+    path = export_path(model, folder)
+    if not path.is_file():
+        log.info("exporting the %s image encoder to ONNX (once per weights): %s", model.name, path)
+        export_encoder(model, path)
+    return path
+
+
 class OnnxEncoder:
     """ONNX Runtime (CPU) session for ``model``'s encoder; called like ``model.encode``.
 
@@ -150,14 +164,7 @@ class OnnxEncoder:
     ) -> None:
         import onnxruntime as ort
 
-        self.path = export_path(model, folder)
-        if not self.path.is_file():
-            log.info(
-                "exporting the %s image encoder to ONNX (once per weights): %s",
-                model.name,
-                self.path,
-            )
-            export_encoder(model, self.path)
+        self.path = cached_export(model, folder)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
@@ -173,6 +180,37 @@ class OnnxEncoder:
         return torch.from_numpy(self.session.run(None, {"image": x})[0])
 
 
+class OpenVinoEncoder:
+    """OpenVINO (CPU) compiled model of ``model``'s encoder, from the same ONNX export as
+    :class:`OnnxEncoder`; called like ``model.encode``. Runs in float32 (OpenVINO may
+    otherwise pick bfloat16 on CPUs that have it). ``threads``: default torch's count.
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self, model: PromptableModel, folder: Path | None = None, threads: int | None = None
+    ) -> None:
+        import openvino as ov
+
+        self.path = cached_export(model, folder)
+        config = {
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        self.compiled = ov.Core().compile_model(str(self.path), "CPU", config)
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: one call at a time
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """``(1, 3, S, S)`` float32 in [0, 1] -> ``(1, 256, S/16, S/16)`` float32 (CPU)."""
+        x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        with self._lock:
+            out = self._request.infer({0: x})[self.compiled.output(0)]
+            return torch.from_numpy(np.array(out, copy=True))  # the request reuses its buffer
+
+
 def make_encoder(
     model: PromptableModel,
     device: torch.device,
@@ -184,15 +222,18 @@ def make_encoder(
     Falls back to ``("torch", model.encode)`` with one warning when the ONNX path fails.
     """
     name = resolve_backend(backend, device)
-    if name == "onnx":
+    if name in RUNTIMES:
         try:
             if device.type != "cpu":
-                raise RuntimeError(f"the ONNX backend runs on the CPU; the model is on {device}")
-            return "onnx", OnnxEncoder(model, folder)
+                raise RuntimeError(f"the {name} backend runs on the CPU; the model is on {device}")
+            encoder = (
+                OnnxEncoder(model, folder) if name == "onnx" else OpenVinoEncoder(model, folder)
+            )
+            return name, encoder
         except Exception as exc:  # noqa: BLE001 - any failure here means: use PyTorch
+            first = str(exc).splitlines()[0] if str(exc) else ""
             warnings.warn(
-                f"ONNX Runtime encoder unavailable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                "using PyTorch",
+                f"{name} encoder unavailable ({type(exc).__name__}: {first}); using PyTorch",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -203,9 +244,12 @@ __all__ = [
     "BACKENDS",
     "BACKEND_ENV",
     "CACHE_ENV",
+    "RUNTIMES",
     "EncodeFn",
     "OnnxEncoder",
+    "OpenVinoEncoder",
     "cache_dir",
+    "cached_export",
     "export_encoder",
     "export_path",
     "make_encoder",

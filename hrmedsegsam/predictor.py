@@ -118,7 +118,7 @@ class Predictor:
     ) -> None:
         """``cache_bytes``: bound of the embedding cache; the newest entry is kept even if
         it alone is larger. ``backend``: where the image encoder runs, ``"auto"`` (None),
-        ``"torch"`` or ``"onnx"`` (see :mod:`hrmedsegsam.encoder_backend`); chosen at the
+        ``"torch"``, ``"onnx"`` or ``"openvino"`` (see :mod:`hrmedsegsam.encoder_backend`); chosen at the
         first embedding. ``features_source(key, window)``: asked on a cache miss before the
         encoder runs, returns stored encoder output ``(1, 256, G, G)`` for that key or None
         (e.g. an :class:`~hrmedsegsam.embedding_store.StoreSource`); settable later as an

@@ -15,6 +15,7 @@ from hrmedsegsam.encoder_backend import (  # noqa: E402
     BACKEND_ENV,
     CACHE_ENV,
     OnnxEncoder,
+    OpenVinoEncoder,
     export_path,
     make_encoder,
     resolve_backend,
@@ -28,6 +29,12 @@ LAYOUTS = {
     "patch": SMALL,
     "conv": {**SMALL, **NEW_ENCODER, "encoder_mid_dim": 64, "encoder_heads": (2, 4, 4)},
 }
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _model(layout: str, seed: int = 0) -> HRMedSegSAM:
@@ -53,8 +60,15 @@ def exported(request, onnx_dir):
     return request.param, model, OnnxEncoder(model, onnx_dir)
 
 
-def test_onnx_encoder_equals_pytorch(exported) -> None:
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_runtime_encoder_equals_pytorch(exported, onnx_dir, runtime, monkeypatch) -> None:
     _, model, encoder = exported
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+        import hrmedsegsam.encoder_backend as eb
+
+        monkeypatch.setattr(eb, "export_encoder", _no_export)  # it reads the same export
+        encoder = OpenVinoEncoder(model, onnx_dir)
     torch.manual_seed(1)
     frame = torch.rand(1, 3, model.image_size, model.image_size)
     with torch.inference_mode():
@@ -63,16 +77,18 @@ def test_onnx_encoder_equals_pytorch(exported) -> None:
     assert out.shape == ref.shape == (1, 256, model.image_size // 16, model.image_size // 16)
     assert float((out - ref).abs().max()) < 1e-3
     assert float(ref.abs().mean()) > 1e-2  # the comparison is not between two near-zero tensors
+    assert float((encoder(frame * 0.5) - out).abs().max()) > 1e-3  # no stale output buffer
+
+
+def _no_export(*args, **kwargs):
+    raise AssertionError("exported again although a valid export exists")
 
 
 def test_export_is_reused_for_the_same_weights_only(exported, onnx_dir, monkeypatch) -> None:
     layout, model, encoder = exported
     import hrmedsegsam.encoder_backend as eb
 
-    def no_export(*args, **kwargs):
-        raise AssertionError("exported again although a valid export exists")
-
-    monkeypatch.setattr(eb, "export_encoder", no_export)
+    monkeypatch.setattr(eb, "export_encoder", _no_export)
     again = OnnxEncoder(model, onnx_dir)
     assert again.path == encoder.path
     changed = _model(layout)
@@ -99,7 +115,8 @@ def test_predictor_on_onnx_matches_torch(exported, onnx_dir, monkeypatch) -> Non
 
 
 def test_missing_runtime_falls_back_to_torch_with_one_warning(monkeypatch, tmp_path) -> None:
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    for module in ("onnxruntime", "openvino"):
+        monkeypatch.setitem(sys.modules, module, None)  # import -> ImportError
     model = _model("patch")
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     with pytest.warns(RuntimeWarning, match="using PyTorch") as record:
@@ -125,6 +142,11 @@ def test_failed_export_falls_back_and_leaves_no_file(monkeypatch, tmp_path) -> N
 def test_backend_choice(monkeypatch) -> None:
     monkeypatch.delenv(BACKEND_ENV, raising=False)
     assert resolve_backend(None, torch.device("cpu")) == "onnx"
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "onnxruntime", None)
+        assert resolve_backend(None, torch.device("cpu")) == (
+            "openvino" if _has("openvino") else "torch"
+        )
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
     assert resolve_backend("torch", torch.device("cpu")) == "torch"
     monkeypatch.setenv(BACKEND_ENV, "torch")
