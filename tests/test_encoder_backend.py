@@ -141,12 +141,13 @@ def test_failed_export_falls_back_and_leaves_no_file(monkeypatch, tmp_path) -> N
 
 def test_backend_choice(monkeypatch) -> None:
     monkeypatch.delenv(BACKEND_ENV, raising=False)
-    assert resolve_backend(None, torch.device("cpu")) == "onnx"
+    # OpenVINO first (the fastest here), then ONNX Runtime, then PyTorch
+    assert resolve_backend(None, torch.device("cpu")) == "openvino"
     with monkeypatch.context() as m:
+        m.setitem(sys.modules, "openvino", None)
+        assert resolve_backend(None, torch.device("cpu")) == "onnx"
         m.setitem(sys.modules, "onnxruntime", None)
-        assert resolve_backend(None, torch.device("cpu")) == (
-            "openvino" if _has("openvino") else "torch"
-        )
+        assert resolve_backend(None, torch.device("cpu")) == "torch"
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
     assert resolve_backend("torch", torch.device("cpu")) == "torch"
     monkeypatch.setenv(BACKEND_ENV, "torch")
