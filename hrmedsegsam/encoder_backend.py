@@ -141,6 +141,21 @@ def export_encoder(model: PromptableModel, path: Path) -> Path:
     return path
 
 
+def export_pending(
+    model: PromptableModel, device: torch.device, backend: str | None = None
+) -> bool:
+    """Whether the first use of ``backend`` for ``model`` on ``device`` will export its
+    encoder first (tens of seconds; a UI says so instead of looking frozen).
+    """
+    name = resolve_backend(backend, device)
+    if name not in RUNTIMES or device.type != "cpu":
+        return False
+    try:
+        return not export_path(model).is_file()
+    except ImportError:  # no exporter: the backend will fall back to PyTorch at once
+        return False
+
+
 def cached_export(model: PromptableModel, folder: Path | None = None) -> Path:
     """The cached ONNX export of ``model``'s encoder, made now if there is none."""
     path = export_path(model, folder)

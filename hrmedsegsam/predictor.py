@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hrmedsegsam.encoder_backend import EncodeFn, make_encoder
+from hrmedsegsam.encoder_backend import EncodeFn, export_pending, make_encoder
 from hrmedsegsam.errors import InputError, PromptError, WeightsError
 from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.model.base import PromptableModel
@@ -153,6 +153,12 @@ class Predictor:
             if self._encoder is None:
                 self._encoder = make_encoder(self.model, self.device, self._backend_request)
             return self._encoder
+
+    def encoder_pending(self) -> bool:
+        """Whether :meth:`encoder` still has a first-use export to make (tens of seconds)."""
+        if self._encoder is not None:
+            return False
+        return export_pending(self.model, self.device, self._backend_request)
 
     @staticmethod
     def _check_slice(slice2d: np.ndarray) -> np.ndarray:

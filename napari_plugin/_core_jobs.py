@@ -143,14 +143,31 @@ class CoreJobs:
         )
 
     def load_model(self, name: str, on_done: Callable[[Any], None]) -> None:
-        """Build a Predictor over model ``name`` (``hrmedsegsam.load_model``); ``on_done(predictor)``."""
+        """Build a Predictor over model ``name`` (``hrmedsegsam.load_model``); ``on_done(predictor)``.
+        A first use of these weights with a CPU runtime exports the encoder first, as a
+        second job that says so (it takes tens of seconds, once per weights).
+        """
         from hrmedsegsam import Predictor, load_model
+
+        def loaded(predictor: Any) -> None:
+            if not predictor.encoder_pending():
+                on_done(predictor)
+                return
+            self.compute.submit(
+                Job(
+                    lambda: (predictor.encoder(), predictor)[1],
+                    f"Preparing the fast CPU encoder for {name} (once per weights, up to a minute)…",
+                    on_done,
+                    self._on_error,
+                )
+            )
+            self._on_busy(self.busy)
 
         self.compute.submit(
             Job(
                 lambda: Predictor(load_model(name)),
                 f"Loading model {name}…",
-                on_done,
+                loaded,
                 self._on_error,
             )
         )

@@ -155,3 +155,20 @@ def test_backend_choice(monkeypatch) -> None:
     assert resolve_backend("onnx", torch.device("cpu")) == "onnx"  # an explicit choice wins
     with pytest.raises(ValueError, match="unknown encoder backend"):
         resolve_backend("tensorrt", torch.device("cpu"))
+
+
+def test_a_pending_first_use_export_is_announced_then_done(monkeypatch, tmp_path) -> None:
+    """Predictor.encoder_pending says whether the first embedding will export (the widget
+    shows a message for it); after the export it is False, and for PyTorch never True."""
+    from hrmedsegsam.predictor import Predictor
+
+    monkeypatch.setenv("HRMEDSEGSAM_CACHE_DIR", str(tmp_path))
+    model = _model("patch", seed=5)
+    runtime = "openvino" if _has("openvino") else "onnx"
+    pred = Predictor(model, backend=runtime)
+    assert pred.encoder_pending()
+    assert Predictor(model, backend="torch").encoder_pending() is False
+    name, _ = pred.encoder()
+    assert name == runtime and list((tmp_path / "onnx").glob("*.onnx"))
+    assert not pred.encoder_pending()
+    assert not Predictor(model, backend=runtime).encoder_pending()  # the cached export
