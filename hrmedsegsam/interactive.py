@@ -490,10 +490,17 @@ class InteractiveAnnotation:
         return [int(z) for z in zs if not np.array_equal(kept[z], _as_3d(whole)[z])]
 
     def commit_propagation(
-        self, run: Propagation, label_id: int | None = None, overwrite: bool = False
+        self,
+        run: Propagation,
+        label_id: int | None = None,
+        overwrite: bool = False,
+        name: str | None = None,
+        color: tuple[int, int, int] | None = None,
     ) -> int:
-        """Commit what ``run`` found (finished or cancelled) as one object, one undo step."""
-        return self.commit_volume(run.mask3d, label_id, overwrite)
+        """Commit what ``run`` found (finished or cancelled) as one object, one undo step
+        (``name``, ``color`` as in :meth:`accept`).
+        """
+        return self.commit_volume(run.mask3d, label_id, overwrite, name=name, color=color)
 
     def next_object(self) -> bool:
         """Drop the prompts and the preview; the next prompt starts a new object."""

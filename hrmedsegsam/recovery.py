@@ -77,6 +77,8 @@ class Autosaver:
         interval_s: the least time between two saves caused by :meth:`edited`.
         root: the recovery root (default :func:`recovery_root`).
         clock: seconds, monotonic (tests pass a fake one).
+        image_fingerprint: ``fingerprint(like)`` when the caller has it (it costs a pass
+            over the voxels).
     """
 
     def __init__(
@@ -89,9 +91,10 @@ class Autosaver:
         interval_s: float = 30.0,
         root: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        image_fingerprint: str | None = None,
     ) -> None:
         self.like = like
-        self.fingerprint = fingerprint(like)
+        self.fingerprint = image_fingerprint or fingerprint(like)
         self.path = recovery_path(self.fingerprint, root)
         self.interval_s = float(interval_s)
         self.saves = 0

@@ -7,7 +7,10 @@ layer edits (:mod:`napari_plugin._prompt_layers`) into core prompt states, runs 
 slow half through :class:`~napari_plugin._core_jobs.CoreJobs`, and refreshes the layers.
 The Qt view (:mod:`napari_plugin._widget`) calls its methods and listens to :attr:`events`:
 ``status`` (``value``: text), ``objects``, ``history``, ``busy`` / ``propagating``
-(``value``: bool), ``progress`` (``value``: ``(done, total)``).
+(``value``: bool), ``progress`` (``value``: ``(done, total)``), ``committed`` (the labels
+changed by an accept, propagation, delete, island removal or undo/redo of one),
+``attached`` (annotating a new image or labels layer). Persistence (sessions, autosave,
+exports) is :mod:`napari_plugin._sessions`, listening to these.
 """
 
 from __future__ import annotations
@@ -79,12 +82,15 @@ class AnnotatorModel:
             busy=None,
             propagating=None,
             progress=None,
+            committed=None,
+            attached=None,
         )
         self.predictor = predictor
         self.model_name = "hrmedsegsam" if predictor is None else "custom"
         self.prefetch_radius = int(prefetch_radius)
         self.overwrite = False  # True: a new object may take voxels of accepted ones
         self.target_id = 0  # 0: automatic (the reopened object, else the next free id)
+        self.accept_name = ""  # the next accepted object's name; "": keep its name / "object <id>"
         self.negative = False
         self.propagate_rule: Any = None  # a hrmedsegsam.volume.StopRule; None: its defaults
         self.labels_keys: dict[str, Callable[[Any], Any]] = {}  # napari key -> handler
@@ -169,7 +175,8 @@ class AnnotatorModel:
         self._jobs.forget()
         self.core.set_labels(data, spacing_zyx(self.image_layer))
         self.bind_labels_keys()
-        self._sync()
+        self._sync(commit=False)
+        self.events.attached()
 
     def bind_labels_keys(self) -> None:
         """The labels layer's own Ctrl+Z / Ctrl+Shift+Z (napari's paint undo) would take
@@ -313,7 +320,7 @@ class AnnotatorModel:
         if self._jobs.when_predicted(self.accept):
             return self._say("Accept: waiting for the prediction to finish…")
         slices = self.core.state.slices()
-        label_id = self.core.accept(self.target_id or None, self.overwrite)
+        label_id = self.core.accept(self.target_id or None, self.overwrite, name=self._take_name())
         self._sync()
         name = self.core.session.name_of(label_id)
         self._say(
@@ -395,7 +402,9 @@ class AnnotatorModel:
         if self._closed or isinstance(run, BaseException):
             return self._on_error(run) if not self._closed else None
         try:
-            label_id = self.core.commit_propagation(run, self.target_id or None, self.overwrite)
+            label_id = self.core.commit_propagation(
+                run, self.target_id or None, self.overwrite, name=self._take_name()
+            )
         except HRMedSegSAMError as exc:
             return self._on_error(exc)
         self._sync()
@@ -404,27 +413,59 @@ class AnnotatorModel:
         )
         self._schedule_prefetch()
 
-    def export(self, path: str, overwrite: bool = False) -> str:
-        """Writes the labels to NIfTI with the source geometry; never overwrites unless
-        ``overwrite`` (the user confirmed). Returns the path written.
-        """
-        from napari_plugin._writer import write_layer
+    def _take_name(self) -> str | None:
+        """The name for the object being committed (:attr:`accept_name`, used once)."""
+        name, self.accept_name = self.accept_name.strip(), ""
+        return name or None
 
-        if self.labels_layer is None:
+    def volume(self) -> Any:
+        """The annotated image as a :class:`hrmedsegsam.io.Volume` ``(z, y, x)``: the
+        source geometry, path and DICOM series from the layer's metadata (voxels not copied).
+        """
+        from napari_plugin._geometry import volume_from_layer
+
+        if self.core is None:
+            raise HRMedSegSAMError("Open an image first.")
+        return volume_from_layer(self.image_layer, self.core.image)
+
+    def export(self, path: str, overwrite: bool = False, fmt: str | None = None) -> str:
+        """Writes the labels on the source grid with the objects' names and colours: NIfTI
+        (``.nii.gz`` added unless the name ends in .nii/.nii.gz) plus its ``.labels.tsv``
+        table, or DICOM SEG (``.dcm`` or ``fmt="seg"``; DICOM images only). Never
+        overwrites unless ``overwrite`` (the user confirmed). Returns the labels file.
+        """
+        from hrmedsegsam.io.export import export_format
+        from napari_plugin._writer import nifti_path
+
+        if self.core is None:
             raise HRMedSegSAMError("There are no labels to export yet.")
-        out = write_layer(path, self.labels_layer, overwrite=overwrite)
+        if export_format(path, fmt) == "nifti":
+            path = nifti_path(path)
+        out = str(self.core.export(path, self.volume(), overwrite=overwrite, fmt=fmt))
         self._say(f"Saved {out}.")
         return out
+
+    def reload(self) -> None:
+        """Show what the core holds after it was replaced wholesale (a session or SEG
+        opened into it): its labels, no prompts, no preview; a commit for autosave.
+        """
+        self._sync()
 
     def objects(self) -> list:
         return self.session.objects() if self.session is not None else []
 
     # ================================================================ events & helpers
-    def _sync(self, slices: list[int] | tuple[int, ...] = (), labels: bool = True) -> None:
-        """Show the core's changed state and predict ``slices`` (earlier requests are dropped)."""
+    def _sync(
+        self, slices: list[int] | tuple[int, ...] = (), labels: bool = True, commit: bool = True
+    ) -> None:
+        """Show the core's changed state and predict ``slices`` (earlier requests are
+        dropped); ``labels``: the labels changed too (by a commit, unless not ``commit``).
+        """
         if labels:
             self.labels_layer.refresh()
             self.events.objects()
+            if commit:
+                self.events.committed()
         self._jobs.forget()
         self._show_state(self.core.state)
         self.preview_layer.refresh()
@@ -458,6 +499,10 @@ class AnnotatorModel:
             self._say(str(exc))
         else:  # a bug, not the user's input: keep the type in the message
             self._say(f"Error: {type(exc).__name__}: {exc}")
+
+    def say(self, message: str) -> None:
+        """Show ``message`` on the status line (for the widget's other parts)."""
+        self._say(message)
 
     def _say(self, message: str) -> None:
         self._message = message

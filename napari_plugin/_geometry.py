@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 
 META_KEY = "hrmedsegsam"
+#: labels layer metadata: ``[{"id", "name", "color"}]`` of a DICOM SEG or session the
+#: reader opened (the annotation widget names the objects from it)
+SEGMENTS_KEY = "segments"
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 

@@ -5,6 +5,11 @@ with their source geometry in ``layer.metadata["hrmedsegsam"]``. A file that loo
 label map (integers, no DICOM modality, few distinct values) becomes a Labels layer; when
 an image read by this plugin is already open, the labels are resampled onto that image's
 grid by physical position, so they can be corrected there and exported with its geometry.
+A DICOM SEG file, or an annotation session folder, opens onto the image already open (the
+series the SEG references; the image the session was made on) as a Labels layer that
+keeps the objects' names and colours in ``metadata["segments"]``; the annotation widget
+adopts it. A SEG of another series, or a session of another image, is refused with one
+line.
 
 :func:`napari_get_reader` returns ``None`` for paths this plugin cannot read; the returned
 reader also returns ``None`` (after a notification saying why) for a file that turns out
@@ -20,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from napari_plugin._geometry import has_geometry, layer_array, layer_kwargs, same_transform_kwargs
+from napari_plugin._geometry import (
+    SEGMENTS_KEY,
+    has_geometry,
+    layer_array,
+    layer_kwargs,
+    same_transform_kwargs,
+)
 
 SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".dicom", ".ima")
 _MAX_LABEL_VALUES = 64  # a file with at most this many distinct non-negative integers is labels
@@ -72,6 +83,12 @@ def read_path(path: str | list[str]) -> list[LayerData] | None:
     if isinstance(path, (list, tuple)):
         path = path[0]
     try:
+        if _is_seg_file(Path(path)):
+            return [seg_layer_data(path, _open_image_layer())]
+        from hrmedsegsam.session_file import is_session
+
+        if is_session(path):
+            return [session_layer_data(path, _open_image_layer())]
         vol = read_volume(path)
         if looks_like_labels(vol):
             return [labels_layer_data(vol, onto=_open_image_layer())]
@@ -126,6 +143,72 @@ def labels_layer_data(vol: Any, onto: Any = None, name: str | None = None) -> La
     kwargs["metadata"] = {k: v for k, v in onto.metadata.items()}
     kwargs["metadata"]["resampled_from"] = vol.path
     return (data, kwargs, "labels")
+
+
+def seg_layer_data(path: str | os.PathLike, onto: Any) -> LayerData:
+    """Labels layer data for the DICOM SEG at ``path`` placed on the image layer ``onto``
+    (read from the series the SEG references; a SEG of another series is refused).
+    """
+    from hrmedsegsam.io import read_seg
+
+    labels, segments = read_seg(path, _source_volume(onto, path, "the DICOM series it segments"))
+    rows = [
+        {"id": s.label_id, "name": s.name, "color": list(s.color) if s.color else None}
+        for s in segments
+    ]
+    return _labels_on(onto, labels, rows, path)
+
+
+def session_layer_data(path: str | os.PathLike, onto: Any) -> LayerData:
+    """Labels layer data for the session folder at ``path`` on the image layer ``onto``
+    (the image it was made on; another image's session is refused).
+    """
+    from hrmedsegsam.session_file import load_session
+
+    saved = load_session(path, _source_volume(onto, path, "the image it was made on"))
+    rows = [
+        {"id": i, "name": o.name, "color": list(o.display_color)} for i, o in saved.objects.items()
+    ]
+    return _labels_on(onto, saved.labels, rows, path)
+
+
+def _source_volume(onto: Any, path: str | os.PathLike, what: str) -> Any:
+    from hrmedsegsam.errors import InputError
+    from napari_plugin._geometry import volume_from_layer
+
+    if onto is None:
+        raise InputError(f"{Path(os.fspath(path)).name}: open {what} first, then this file.")
+    return volume_from_layer(onto, _as_3d(onto.data))
+
+
+def _labels_on(
+    onto: Any, labels: np.ndarray, segments: list[dict], path: str | os.PathLike
+) -> LayerData:
+    """``labels`` ``(z, y, x)`` on ``onto``'s grid as Labels layer data (2D for a 2D image)."""
+    data = np.asarray(labels).astype(np.int32)
+    if np.asarray(onto.data).ndim == 2:
+        data = data[0]
+    kwargs = same_transform_kwargs(onto)
+    kwargs["name"] = display_name(os.fspath(path), "labels")
+    kwargs["metadata"] = {
+        **onto.metadata,
+        "resampled_from": os.fspath(path),
+        SEGMENTS_KEY: segments,
+    }
+    return (data, kwargs, "labels")
+
+
+def _is_seg_file(path: Path) -> bool:
+    """A DICOM file whose Modality is SEG (header only)."""
+    if not path.is_file() or not _is_dicom_file(path):
+        return False
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception:  # noqa: BLE001 - an unreadable header: not a SEG we can open
+        return False
+    return str(getattr(ds, "Modality", "")) == "SEG"
 
 
 def looks_like_labels(vol: Any) -> bool:

@@ -11,12 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QKeySequence
+from qtpy.QtGui import QColor, QKeySequence
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -36,7 +35,7 @@ from qtpy.QtWidgets import (
 from hrmedsegsam.errors import HRMedSegSAMError
 from napari_plugin._annotator import WINDOW_CHOICES, AnnotatorModel
 from napari_plugin._prompt_layers import role
-from napari_plugin._writer import nifti_path
+from napari_plugin._session_panel import SessionPanel
 
 OVERWRITE, KEEP = "overwrite", "keep existing"
 
@@ -59,7 +58,8 @@ def _key_text(key: str) -> str:
 
 class AnnotatorWidget(QWidget):
     """Dock widget: model, window, prompts, accept / next / undo / redo, propagate, objects,
-    export, status line. ``predictor`` (optional) skips loading a model (tests, scripts).
+    names, sessions and exports (:class:`~napari_plugin._session_panel.SessionPanel`),
+    status line. ``predictor`` (optional) skips loading a model (tests, scripts).
     """
 
     def __init__(
@@ -135,7 +135,7 @@ class AnnotatorWidget(QWidget):
         )
         for w in (self.reopen_btn, self.delete_btn):
             w.setEnabled(False)  # until an object is selected in the list
-        self.export_btn = QPushButton("Export NIfTI…")
+        self.files = SessionPanel(self.model, self._run)  # name, sessions, export, recovery
         self.status = QLabel(self.model.status)
         self.status.setWordWrap(True)
 
@@ -172,7 +172,7 @@ class AnnotatorWidget(QWidget):
         layout.addLayout(grid)
         layout.addWidget(self.progress)
         layout.addWidget(obj_box)
-        layout.addWidget(self.export_btn)
+        layout.addWidget(self.files)
         layout.addWidget(self.status)
 
     # ---------------------------------------------------------------- wiring
@@ -212,7 +212,6 @@ class AnnotatorWidget(QWidget):
         )
         self.table.itemChanged.connect(self._on_item_changed)
         self.table.itemSelectionChanged.connect(self._on_selection_changed)
-        self.export_btn.clicked.connect(lambda: self._run(self._export_dialog))
 
         self._objects_timer = QTimer(self, singleShot=True, interval=150)
         self._objects_timer.timeout.connect(self._refresh_objects)
@@ -318,8 +317,11 @@ class AnnotatorWidget(QWidget):
                 item = QTableWidgetItem(text)
                 if col != 1:
                     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                else:
+                    item.setData(Qt.ItemDataRole.DecorationRole, QColor(*o.color))
                 self.table.setItem(row, col, item)
         self.table.blockSignals(False)
+        self.files.keeper.show_colors(objects)
 
     def _on_item_changed(self, item: QTableWidgetItem) -> None:
         self._run(self.model.rename, int(self.table.item(item.row(), 0).text()), item.text())
@@ -357,13 +359,7 @@ class AnnotatorWidget(QWidget):
         if not on:
             self._refresh_history()
 
-    def _export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export labels", "labels.nii.gz", "NIfTI (*.nii.gz *.nii)"
-        )
-        if path:  # the dialog asked before replacing `path`, not a name we add a suffix to
-            self.model.export(path, overwrite=nifti_path(path) == path)
-
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.files.keeper.flush()
         self.model.close()
         super().closeEvent(event)

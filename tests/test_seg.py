@@ -89,7 +89,7 @@ def test_seg_of_another_series_is_refused(tmp_path) -> None:
     labels = np.zeros(va.array.shape, np.uint8)
     labels[1, 2:5, 2:5] = 1
     out = write_seg(tmp_path / "s.dcm", labels, va)
-    with pytest.raises(InputError, match="other images"):
+    with pytest.raises(InputError, match="another DICOM series"):
         read_seg(out, vb)
 
 
@@ -112,5 +112,5 @@ def test_seg_opens_as_an_annotation_with_names_and_colours(tmp_path) -> None:
     assert [s.name for s in segments] == ["pancreas"]
     np.testing.assert_array_equal(again.labels, ann.labels)
     assert np.abs(np.subtract(again.session.info_of(1).color, (240, 200, 20))).max() <= 2
-    with pytest.raises(HRMedSegSAMError, match="other images"):
+    with pytest.raises(HRMedSegSAMError, match="another DICOM series"):
         again.open_seg(out, read_volume(tmp_path / "b"))

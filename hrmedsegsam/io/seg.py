@@ -210,7 +210,14 @@ def _decode(path: Path, files: Sequence[str]) -> tuple[np.ndarray, list[Segment]
     ]
     referenced = {str(u[2]) for u in seg.get_source_image_uids()}
     if not referenced <= set(uids):
-        raise InputError(f"{path} references other images than the series it is read onto.")
+        theirs = sorted({str(u[1]) for u in seg.get_source_image_uids()})
+        mine = pydicom.dcmread(
+            files[0], stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]
+        ).SeriesInstanceUID
+        raise InputError(
+            f"{Path(path).name} is a segmentation of another DICOM series "
+            f"({', '.join(theirs) or 'unknown'}), not of this image's series ({mine})."
+        )
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
     labels = np.zeros((len(files), int(first.Rows), int(first.Columns)), dtype=np.uint16)
     segments = []

@@ -87,3 +87,9 @@ def rect(z, y0, x0, y1, x1):
 @pytest.fixture
 def make_rect():
     return rect
+
+
+@pytest.fixture(autouse=True)
+def _recovery_in_tmp(tmp_path, monkeypatch):
+    """The widget's autosaves go to the test's own folder, never to the user's cache."""
+    monkeypatch.setenv("HRMEDSEGSAM_RECOVERY_DIR", str(tmp_path / "recovery"))
