@@ -98,15 +98,20 @@ class SessionKeeper:
         """The annotated image was read from a DICOM series (DICOM SEG can be written)."""
         return self.model.core is not None and bool(self.model.volume().series_uid)
 
-    def show_colors(self, objects: list) -> None:
-        """Colour the labels layer with the objects' colours (what exports write):
-        ``objects`` are :class:`~hrmedsegsam.session.ObjectSummary`; other ids stay grey.
+    def show_objects(self, objects: list) -> None:
+        """Colour the labels layer with the objects' colours (what exports write) and keep
+        their names and colours in its ``metadata["segments"]`` (what napari's own Save
+        writes into the label table). ``objects``: :class:`~hrmedsegsam.session.ObjectSummary`
+        of the labels; ids without one are shown grey.
         """
         from napari.utils.colormaps import DirectLabelColormap
 
         layer = self.model.labels_layer
         if layer is None:
             return
+        rows = [{"id": o.id, "name": o.name, "color": list(o.color)} for o in objects]
+        if layer.metadata.get(SEGMENTS_KEY) != rows:
+            layer.metadata = {**layer.metadata, SEGMENTS_KEY: rows}
         colors = {o.id: tuple(c / 255.0 for c in o.color) + (1.0,) for o in objects}
         if colors == self._colors and layer is self._colored:
             return

@@ -321,7 +321,7 @@ class AnnotatorWidget(QWidget):
                     item.setData(Qt.ItemDataRole.DecorationRole, QColor(*o.color))
                 self.table.setItem(row, col, item)
         self.table.blockSignals(False)
-        self.files.keeper.show_colors(objects)
+        self.files.keeper.show_objects(objects)
 
     def _on_item_changed(self, item: QTableWidgetItem) -> None:
         self._run(self.model.rename, int(self.table.item(item.row(), 0).text()), item.text())

@@ -1,4 +1,7 @@
-"""napari writer: a Labels layer to NIfTI with its source image's exact geometry.
+"""napari writer: a Labels layer to NIfTI with its source image's exact geometry, and its
+label table ``<name>.labels.tsv`` beside it (:mod:`hrmedsegsam.io.label_table`: id, name,
+colour; names from ``metadata["segments"]``, which the annotation widget keeps current,
+else ``object <id>``).
 
 The geometry comes from ``metadata["hrmedsegsam"]`` (set by this plugin's reader, sample
 data and annotation widget); a layer without it is written with the grid its scale and
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_plugin._geometry import META_KEY
+from napari_plugin._geometry import META_KEY, SEGMENTS_KEY
 
 SUFFIXES = (".nii.gz", ".nii")
 
@@ -37,12 +40,14 @@ def nifti_path(path: str | os.PathLike) -> str:
 
 
 def write_labels(path: str, data: Any, meta: dict, overwrite: bool = False) -> list[str]:
-    """The npe2 single-layer writer: returns ``[path written]``.
+    """The npe2 single-layer writer: returns ``[labels file, label table]``.
 
-    Raises ``OutputExistsError`` if ``path`` exists and ``overwrite`` is false, and
-    ``InputError`` for a wrong suffix, a missing folder or labels that do not fit the grid.
+    Raises ``OutputExistsError`` if either file exists and ``overwrite`` is false (nothing
+    is written then), and ``InputError`` for a wrong suffix, a missing folder or labels that
+    do not fit the grid.
     """
-    from hrmedsegsam.io import write_labels as io_write_labels
+    from hrmedsegsam.io.export import export_labels
+    from hrmedsegsam.io.seg import Segment
     from napari_plugin._geometry import volume_from_layer
 
     labels = np.asarray(data)
@@ -59,12 +64,18 @@ def write_labels(path: str, data: Any, meta: dict, overwrite: bool = False) -> l
             f"cannot write {path}: the labels have shape {labels3d.shape} but their source "
             f"image is {tuple(geometry['shape_zyx'])}."
         )
-    out = io_write_labels(nifti_path(path), labels3d, like=like, overwrite=overwrite)
-    return [str(out)]
+    segments = [
+        Segment(int(r["id"]), str(r["name"]), tuple(r["color"]) if r.get("color") else None)
+        for r in (meta.get("metadata") or {}).get(SEGMENTS_KEY) or ()
+    ]
+    written = export_labels(
+        nifti_path(path), labels3d, like, segments, overwrite=overwrite, fmt="nifti"
+    )
+    return [str(f) for f in written]
 
 
 def write_layer(path: str, layer: Any, overwrite: bool = False) -> str:
-    """Writes a napari Labels layer through :func:`write_labels`; returns the path."""
+    """Writes a napari Labels layer through :func:`write_labels`; returns the labels file."""
     meta = {
         "metadata": layer.metadata,
         "scale": tuple(layer.scale),

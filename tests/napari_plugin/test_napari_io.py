@@ -9,6 +9,7 @@ pytest.importorskip("napari")
 sitk = pytest.importorskip("SimpleITK")
 
 from hrmedsegsam.errors import OutputExistsError  # noqa: E402
+from hrmedsegsam.io import read_label_table  # noqa: E402
 from napari_plugin._reader import image_layer_data, napari_get_reader, read_path  # noqa: E402
 from napari_plugin._writer import write_labels, write_layer  # noqa: E402
 
@@ -137,8 +138,9 @@ def test_writer_appends_suffix_and_handles_2d(tmp_path):
     data = np.zeros((8, 9), np.int32)
     data[2:4, 3:6] = 3
     meta = {"scale": (0.2, 0.3), "translate": (1.0, 2.0), "metadata": {}}
-    (out,) = write_labels(str(tmp_path / "flat"), data, meta)
-    assert out.endswith("flat.nii.gz")
+    out, table = write_labels(str(tmp_path / "flat"), data, meta)
+    assert out.endswith("flat.nii.gz") and table.endswith("flat.labels.tsv")
+    assert [(s.label_id, s.name) for s in read_label_table(table)] == [(3, "object 3")]
     back = sitk.ReadImage(out)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back)[0], data)
     np.testing.assert_allclose(back.GetSpacing()[:2], (0.3, 0.2))

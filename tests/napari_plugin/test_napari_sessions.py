@@ -65,6 +65,11 @@ def test_names_exports_and_sessions(
     shown = m.labels_layer.colormap.map(np.array([1]))[0][:3]
     np.testing.assert_allclose(shown * 255, color_for("liver"), atol=1)
     labels = m.labels_layer.data.copy()
+    # napari's own File > Save of the labels layer writes the names too
+    viewer.layers.selection.active = m.labels_layer
+    viewer.layers.save(str(tmp_path / "by_napari.nii.gz"), selected=True, plugin="hrmedsegsam")
+    table = read_label_table(tmp_path / "by_napari.labels.tsv")
+    assert [(s.label_id, s.name) for s in table] == [(1, "liver"), (2, "spleen")]
 
     # export NIfTI through the dialog: the label table beside it; no SEG for a NIfTI image
     out = tmp_path / "out.nii.gz"
