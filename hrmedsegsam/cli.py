@@ -53,11 +53,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from hrmedsegsam.prompts import load_prompts
     from hrmedsegsam.session_file import check_session_folder, fingerprint, is_session
 
-    if args.prompts is None and args.session is None:
+    if args.prompts is None and args.session is None and args.seg is None:
         raise InputError(
-            "segment needs --prompts P.json, or --session DIR to export a saved session."
+            "segment needs --prompts P.json, --seg SEG.dcm to start from a DICOM SEG, "
+            "or --session DIR to export a saved session."
         )
-    if args.prompts is None and args.output is None:
+    if args.prompts is None and args.seg is None and args.output is None:
         raise InputError(
             "nothing to do: give -o OUT to export the session, or --prompts to add objects to it."
         )
@@ -72,10 +73,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
         check_export_output(args.output, args.overwrite, args.format)
     if args.session is not None:
         check_session_folder(args.session)
-        if args.prompts is None and not is_session(args.session):
+        if args.seg is not None and is_session(args.session):
+            raise InputError(
+                f"{args.session} already holds a session; --seg starts a new one from the "
+                "DICOM SEG: choose a new or empty folder."
+            )
+        if args.prompts is None and args.seg is None and not is_session(args.session):
             raise InputError(
                 f"{args.session} is not an annotation session (no session.json in it)."
             )
+    if args.seg is not None and not Path(args.seg).is_file():
+        raise InputError(f"{args.seg}: no such DICOM SEG file.")
     prompts = load_prompts(args.prompts) if args.prompts is not None else []
     vol = read_volume(args.path, series_uid=args.series)
     for p in prompts:
@@ -95,6 +103,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         saved = ann.open_session(args.session, vol, image_fingerprint=fp)
         saved_window = saved.window
         _print(f"session {args.session}: {len(saved.objects)} object(s)")
+    if args.seg is not None:  # a SEG of another series is refused here, before any model
+        segments = ann.open_seg(args.seg, vol)
+        _print(f"DICOM SEG {args.seg}: {len(segments)} segment(s)")
     if args.window or args.preset or saved_window is None:  # else the session's window goes on
         ann.window = resolve_window(
             vol.array, tuple(args.window) if args.window else None, args.preset, vol.modality
@@ -120,7 +131,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             _print(
                 f"store: {ann.store_source.hits} slice embeddings read from {ann.store_source.store.path}"
             )
-    if args.session is not None and prompts:
+    if args.session is not None and (prompts or args.seg is not None):
         _print(f"saved session {ann.save_session(args.session, vol, image_fingerprint=fp)}")
     if args.output is not None:
         written = ann.export(args.output, vol, overwrite=args.overwrite, fmt=args.format)
@@ -249,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="session folder: prompted objects are added to it (made if "
         "missing); without --prompts, -o exports its labels",
+    )
+    p.add_argument(
+        "--seg",
+        metavar="SEG.dcm",
+        help="start from a DICOM SEG of the DICOM series PATH (its segments become the "
+        "objects, with their names); a SEG of another series is refused",
     )
     p.add_argument(
         "-o",

@@ -362,3 +362,80 @@ def test_segment_writes_dicom_seg_for_a_dicom_series(
         run(["segment", tmp_path / "ct", "--session", session, "-o", tmp_path / "again.dcm"]),
         "exists",
     )
+
+
+def test_segment_starts_from_a_dicom_seg(tmp_path: Path, weights: Path) -> None:
+    """``--seg``: a DICOM SEG (written by highdicom onto a SimpleITK-written series) becomes
+    the objects to export, keep in a new session, or add prompted objects to."""
+    pytest.importorskip("highdicom")
+    from test_io import OBLIQUE, make_image, write_dicom_series
+
+    from hrmedsegsam.io import read_label_table, read_volume
+    from hrmedsegsam.io.seg import Segment, write_seg
+
+    arr = np.full((6, 32, 40), -800, np.int16)
+    arr[1:5, 8:24, 10:30] = 120
+    image = make_image(arr, (0.7, 0.7, 2.0), (5.0, -3.0, 11.0), OBLIQUE)
+    write_dicom_series(tmp_path / "ct", image, "1.2.826.0.1.3680043.2.1125.8.7")
+    write_dicom_series(tmp_path / "b", image, "1.2.826.0.1.3680043.2.1125.8.8", prefix="other")
+    sitk.WriteImage(image, str(tmp_path / "ct.nii.gz"))
+    vol = read_volume(tmp_path / "ct")
+    labels = np.zeros(vol.shape, np.uint16)
+    labels[1:4, 8:20, 10:22] = 3
+    labels[4, 2:6, 2:30] = 7  # one slice, asymmetric: a flipped frame order would show
+    seg = write_seg(
+        tmp_path / "in.dcm", labels, vol, [Segment(3, "liver", (200, 40, 40)), Segment(7, "spleen")]
+    )
+
+    out = tmp_path / "out.nii.gz"
+    proc = run(["segment", tmp_path / "ct", "--seg", seg, "-o", out])  # no model needed
+    assert proc.returncode == 0, proc.stderr
+    assert "2 segment(s)" in proc.stdout
+    back = sitk.ReadImage(str(out))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
+    np.testing.assert_allclose(back.GetDirection(), vol.direction, atol=1e-6)
+    table = read_label_table(tmp_path / "out.labels.tsv")
+    assert [(s.label_id, s.name) for s in table] == [(3, "liver"), (7, "spleen")]
+    assert np.abs(np.subtract(table[0].color, (200, 40, 40))).max() <= 2
+
+    # into a new session, then prompted objects added on top of the SEG's
+    session = tmp_path / "session"
+    proc = run(["segment", tmp_path / "ct", "--seg", seg, "--session", session])
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((session / "session.json").read_text())
+    assert [(o["id"], o["name"]) for o in meta["objects"]] == [(3, "liver"), (7, "spleen")]
+    prompts = write_prompts(
+        tmp_path / "p.json", [{"label": 9, "slice": 2, "box": [24, 2, 38, 30], "name": "aorta"}]
+    )
+    out2 = tmp_path / "more.dcm"
+    proc = run(
+        ["segment", tmp_path / "ct", "--seg", seg, "--prompts", prompts, "-o", out2]
+        + ["--model", weights]
+    )
+    assert proc.returncode == 0, proc.stderr
+    from hrmedsegsam.io import read_seg
+
+    more, segments = read_seg(out2, vol)
+    kept = more != 9  # the new object wins where it overlaps; the SEG's stay elsewhere
+    np.testing.assert_array_equal(more[kept], labels[kept])
+    assert "label 9:" in proc.stdout
+    assert {(s.label_id, s.name) for s in segments} >= {(3, "liver"), (7, "spleen")}
+
+    # bad input: one clear line, exit 2, nothing written
+    bad = tmp_path / "bad.nii.gz"
+    proc = run(["segment", tmp_path / "b", "--seg", seg, "-o", bad])
+    assert_clean_error(proc, "another dicom series", "1.2.826.0.1.3680043.2.1125.8.7")
+    assert proc.returncode == 2 and not bad.exists()
+    assert_clean_error(
+        run(["segment", tmp_path / "ct.nii.gz", "--seg", seg, "-o", bad]), "dicom series"
+    )
+    assert_clean_error(
+        run(["segment", tmp_path / "ct", "--seg", seg, "--session", session]),
+        "already holds a session",
+    )
+    assert_clean_error(
+        run(["segment", tmp_path / "ct", "--seg", tmp_path / "none.dcm", "-o", bad]),
+        "no such dicom seg",
+    )
+    assert_clean_error(run(["segment", tmp_path / "ct", "--seg", seg]), "-o out")
+    assert not bad.exists()
