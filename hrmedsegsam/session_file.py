@@ -342,13 +342,17 @@ def _generation(name: str) -> int:
 
 
 def _present_ids(labels3d: np.ndarray) -> list[int]:
-    top = int(labels3d.max()) if labels3d.size else 0
-    if top <= 0:
+    """The ids > 0 in the labels, sorted (counted over the labelled voxels only: objects
+    are usually a small part of a volume).
+    """
+    labelled = labels3d[labels3d > 0]
+    if labelled.size == 0:
         return []
-    if labels3d.min() >= 0 and top < 1_000_000:
-        counts = np.bincount(labels3d.ravel(), minlength=top + 1)
+    top = int(labelled.max())
+    if top < 1_000_000:
+        counts = np.bincount(labelled, minlength=top + 1)
         return [int(i) for i in np.flatnonzero(counts[1:]) + 1]
-    return [int(i) for i in np.unique(labels3d) if i > 0]
+    return [int(i) for i in np.unique(labelled)]
 
 
 def _sha256_file(path: Path) -> str:

@@ -14,7 +14,8 @@ No Qt widget here (the view is :mod:`napari_plugin._session_panel`). It listens 
   on this image;
 * ``committed``: autosaves now; brush strokes (the labels layer's ``paint`` event):
   autosave at most every ``interval_s`` seconds (the view calls :meth:`flush` on a timer
-  for what is left).
+  for what is left). Autosaves copy the labels on the UI thread and write them on the
+  Autosaver's worker thread (``background=True``); a failed write goes to the status line.
 
 Until an offered recovery is answered (:meth:`recover` or :meth:`discard_recovery`),
 nothing is autosaved, so the work of the earlier run is never written over unseen.
@@ -142,6 +143,12 @@ class SessionKeeper:
             return False
         return bool(self._guarded(self.autosaver.flush))
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Autosave what is left and wait (up to ``timeout`` s) until it is on disk."""
+        self.flush()
+        if self.autosaver is not None:
+            self.autosaver.wait(timeout)
+
     # ------------------------------------------------------------------ internals
     def _need_core(self) -> Any:
         if self.model.core is None:
@@ -167,6 +174,8 @@ class SessionKeeper:
         if segments:
             model.events.objects()
         fingerprint = self.autosaver.fingerprint if self._same_image() else None
+        if self.autosaver is not None:
+            self.autosaver.wait()  # one writer per recovery folder at a time
         self.autosaver = Autosaver(
             model.volume() if fingerprint is None else self.autosaver.like,
             lambda: core.labels,
@@ -175,6 +184,8 @@ class SessionKeeper:
             interval_s=self.interval_s,
             root=self.recovery_root,
             image_fingerprint=fingerprint,
+            background=True,
+            on_error=self._report,
         )
         fp = self.autosaver.fingerprint
         if fp in self._offered:
@@ -198,6 +209,12 @@ class SessionKeeper:
     def _on_painted(self, event: Any = None) -> None:
         if self.autosaver is not None and self.pending_recovery is None:
             self._guarded(self.autosaver.edited)
+
+    def _report(self, exc: BaseException) -> None:
+        """A background write failed (called on the writer's thread)."""
+        from superqt.utils import ensure_main_thread
+
+        ensure_main_thread(self.model.say)(f"Autosave failed: {exc}")
 
     def _guarded(self, fn: Any) -> Any:
         try:

@@ -360,6 +360,6 @@ class AnnotatorWidget(QWidget):
             self._refresh_history()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        self.files.keeper.flush()
+        self.files.keeper.close()
         self.model.close()
         super().closeEvent(event)

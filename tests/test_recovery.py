@@ -28,7 +28,10 @@ ANNOTATE = textwrap.dedent("""
 
     vol = read_volume(sys.argv[1])
     ann = InteractiveAnnotation(vol.array, (-160, 240), labels=np.zeros(vol.shape, np.int32))
-    saver = Autosaver(vol, lambda: ann.labels, ann.session.infos, lambda: ann.window)
+    saver = Autosaver(
+        vol, lambda: ann.labels, ann.session.infos, lambda: ann.window,
+        background=sys.argv[3] == "background",
+    )
     ann.set_box(2, 3, 4, 12, 15)
     ann.preview3d[2] = vol.array[2] > 0
     ann.accept(name="liver")
@@ -38,6 +41,8 @@ ANNOTATE = textwrap.dedent("""
     ann.commit_volume(mask, name="spleen", color=(10, 200, 30))
     saver.committed()
     np.save(sys.argv[2], ann.labels)
+    ann.labels[0, :5, :5] = 9  # a brush stroke at once: not part of the commit's save
+    saver.wait()
     print("committed", flush=True)
     while True:
         ann.labels[0, :5, :5] = 9  # an unsaved brush stroke, never committed
@@ -55,11 +60,12 @@ def ct(tmp_path):
     return path
 
 
-def test_two_commits_survive_sigkill(ct, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("mode", ["foreground", "background"])
+def test_two_commits_survive_sigkill(ct, tmp_path, monkeypatch, mode) -> None:
     monkeypatch.setenv("HRMEDSEGSAM_RECOVERY_DIR", str(tmp_path / "recovery"))
     expected = tmp_path / "expected.npy"
     proc = subprocess.Popen(
-        [sys.executable, "-c", ANNOTATE, str(ct), str(expected)],
+        [sys.executable, "-c", ANNOTATE, str(ct), str(expected), mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -112,3 +118,34 @@ def test_edits_save_at_most_every_interval(ct, tmp_path) -> None:
     back = InteractiveAnnotation(vol.array, (0, 1), labels=np.zeros(vol.shape, np.int32))
     back.open_session(saver.path, vol)
     np.testing.assert_array_equal(back.labels, labels)
+
+
+def test_background_saves_copy_collapse_and_report(ct, tmp_path) -> None:
+    vol = read_volume(ct)
+    labels = np.zeros(vol.shape, np.int32)
+    errors = []
+    saver = Autosaver(
+        vol, lambda: labels, dict, root=tmp_path / "r", background=True, on_error=errors.append
+    )
+    for i in range(1, 6):  # saves that pile up collapse into the newest
+        labels[i - 1, 0, :i] = i
+        saver.committed()
+    want = labels.copy()
+    labels[:] = 7  # after the last save: not in it (the save wrote its copy)
+    assert saver.wait(timeout=60)
+    assert 1 <= saver.saves <= 5 and not errors
+    back = InteractiveAnnotation(vol.array, (0, 1), labels=np.zeros(vol.shape, np.int32))
+    back.open_session(saver.path, vol)
+    np.testing.assert_array_equal(back.labels, want)
+    saver.discard()
+    assert not saver.path.exists() and find_recovery(vol, root=tmp_path / "r") is None
+
+    # a write that fails in the background is reported, not raised
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the recovery folder should go")
+    failing = Autosaver(
+        vol, lambda: labels, dict, root=blocked, background=True, on_error=errors.append
+    )
+    failing.committed()
+    assert failing.wait(timeout=60) and failing.saves == 0
+    assert len(errors) == 1 and isinstance(errors[0], OSError)

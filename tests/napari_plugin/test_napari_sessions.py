@@ -136,7 +136,8 @@ def test_autosave_and_recovery_in_a_fresh_widget(
     accept_box(widget, wait_idle, make_rect, 2, "liver")
     accept_box(widget, wait_idle, make_rect, 3, "kidney_left", box=(5, 45, 20, 60))
     labels = widget.model.labels_layer.data.copy()
-    assert widget.files.keeper.autosaver.saves == 2  # every commit on disk at once
+    assert widget.files.keeper.autosaver.wait(60)
+    assert widget.files.keeper.autosaver.saves == 2  # every commit written (in the background)
     widget.model.close()
     viewer.close()  # gone without saving
 
@@ -155,17 +156,20 @@ def test_autosave_and_recovery_in_a_fresh_widget(
 
     # brush strokes: saved once the interval has passed since the last save, else by a flush
     keeper = widget.files.keeper
-    saves = keeper.autosaver.saves  # the recovered session was saved again at once
-    assert saves == 1
+    assert keeper.autosaver.wait(60)
+    assert keeper.autosaver.saves == 1  # the recovered session was saved again at once
     layer = widget.model.labels_layer
     layer.paint((5, 30, 30), 7)  # within 30 s of that save: remembered, not written
+    assert keeper.autosaver.wait(60)
     assert keeper.autosaver.saves == 1 and keeper.autosaver.dirty
     keeper.autosaver.interval_s = 0.0
     layer.paint((5, 50, 50), 7)
+    assert keeper.autosaver.wait(60)
     assert keeper.autosaver.saves == 2 and not keeper.autosaver.dirty
     keeper.autosaver.interval_s = 30.0
     layer.paint((5, 10, 50), 8)
     assert keeper.flush() and not keeper.flush()
+    assert keeper.autosaver.wait(60)
     saved = keeper.autosaver.path
     meta = json.loads((saved / "session.json").read_text())
     np.testing.assert_array_equal(read_volume(saved / meta["labels"]).array, layer.data)
