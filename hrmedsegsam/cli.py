@@ -141,25 +141,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def _open_store(path: str, predictor, volume, window):  # type: ignore[no-untyped-def]
     """The embedding store at ``path``; says when it cannot serve this volume and model."""
-    from hrmedsegsam.embedding_store import EmbeddingStore, ModelIdentity, volume_id
+    from hrmedsegsam.embedding_store import EmbeddingStore, ModelIdentity
 
-    try:
-        store = EmbeddingStore(path, mode="r")
-    except (FileNotFoundError, ValueError) as exc:
-        raise InputError(str(exc)) from exc
-    vid = volume_id(volume)
-    state = store.status(vid, window, ModelIdentity.of(predictor.model))
-    if state == "stale":
-        made = store.describe(vid, window) or {}
-        _print(
-            f"store: its embeddings of this volume were made by {made.get('model')} with other weights; "
-            "computing them instead"
-        )
-    elif state != "ok":
-        _print(
-            f"store: no {'complete ' if state == 'incomplete' else ''}embeddings of this volume "
-            f"for window {window[0]:g}..{window[1]:g}; computing them"
-        )
+    store = EmbeddingStore.open(path)
+    usable, line = store.summary(volume, window, ModelIdentity.of(predictor.model))
+    if not usable:
+        _print(line)
     return store
 
 

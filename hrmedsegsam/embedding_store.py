@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from hrmedsegsam.errors import InputError
+
 FORMAT = "hrmedsegsam-embeddings"
 VERSION = 1
 CHANNELS = 256
@@ -154,6 +156,38 @@ class EmbeddingStore:
         if not 0 <= z < arr.shape[0]:
             return None
         return np.asarray(arr[z : z + 1])
+
+    @classmethod
+    def open(cls, path: str | Path) -> EmbeddingStore:
+        """An existing store at ``path``, for reading; one clear :class:`InputError` when it
+        is missing or not an embedding store.
+        """
+        if not Path(path).exists():
+            raise InputError(f"embedding store not found: {path}")
+        try:
+            return cls(path, mode="r")
+        except Exception as exc:  # ours (wrong format) or zarr's (no zarr group there)
+            raise InputError(f"{path} is not an HRMedSegSAM embedding store") from exc
+
+    def summary(self, volume: np.ndarray, window: Window, model: ModelIdentity) -> tuple[bool, str]:
+        """Whether this store serves ``volume`` under ``window`` for ``model`` ((Z, Y, X)
+        voxels; window in image units), and one line for a user that says so or what
+        happens instead.
+        """
+        vid = volume_id(volume)
+        state = self.status(vid, window, model)
+        if state == "ok":
+            return True, f"store: embeddings of this volume are read from {self.path}"
+        if state == "stale":
+            made = self.describe(vid, window) or {}
+            return False, (
+                f"store: its embeddings of this volume were made by {made.get('model')} with "
+                "other weights; computing them instead"
+            )
+        return False, (
+            f"store: no {'complete ' if state == 'incomplete' else ''}embeddings of this volume "
+            f"for window {window[0]:g}..{window[1]:g}; computing them"
+        )
 
     def source_for(
         self, volume: np.ndarray, model: ModelIdentity, slice_of: Callable[[Hashable], int | None]

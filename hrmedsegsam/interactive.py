@@ -635,6 +635,29 @@ class InteractiveAnnotation:
             self._read_store_through(self.predictor)
         return self.predictor
 
+    def set_store(self, store: EmbeddingStore | None) -> None:
+        """Read precomputed embeddings from ``store`` before computing any from now on
+        (None: compute everything). Embeddings already in the predictor's cache stay.
+        """
+        if self.predictor is not None and self.predictor.features_source is self.store_source:
+            self.predictor.features_source = None
+        self.store, self.store_source, self._store_model = store, None, None
+
+    def store_summary(self) -> str | None:
+        """One line on whether the store serves this image, window and model (None without
+        a store or a model).
+        """
+        if self.store is None or self.predictor is None:
+            return None
+        from hrmedsegsam.embedding_store import ModelIdentity
+
+        if self.window is None:
+            return (
+                "store: it holds fixed windows, this image has per-slice ones; computing embeddings"
+            )
+        identity = ModelIdentity.of(self.predictor.model)
+        return self.store.summary(self.image, self.window, identity)[1]
+
     def _read_store_through(self, predictor: Predictor) -> None:
         """Make ``predictor`` consult the store for this image's slices (its model's entries)."""
         src = self.store_source

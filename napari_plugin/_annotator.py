@@ -95,6 +95,7 @@ class AnnotatorModel:
         self.propagate_rule: Any = None  # a hrmedsegsam.volume.StopRule; None: its defaults
         self.labels_keys: dict[str, Callable[[Any], Any]] = {}  # napari key -> handler
         self.layers: LayerSet | None = None
+        self.store: Any = None  # an EmbeddingStore read before the encoder runs (set_store)
         self.core: InteractiveAnnotation | None = None
 
         self._jobs = CoreJobs(self._on_activity, self._emit_busy, self._on_error, deliver)
@@ -156,6 +157,7 @@ class AnnotatorModel:
             self.layers.displayed_window(),
             self.predictor,
             preview=self.preview_layer.data,
+            store=self.store,
         )
         self.layers.connect(
             self._window_settled,
@@ -185,6 +187,22 @@ class AnnotatorModel:
         for key, fn in self.labels_keys.items():
             if self.labels_layer is not None:
                 self.labels_layer.bind_key(key, fn, overwrite=True)
+
+    def set_store(self, path: str | None) -> None:
+        """Read precomputed embeddings (``hrmedsegsam embed``) from the store at ``path``
+        before running the encoder; None: compute them all. A folder that is no store:
+        one line in the status, nothing changed.
+        """
+        from hrmedsegsam.embedding_store import EmbeddingStore
+
+        store = EmbeddingStore.open(path) if path else None
+        self.store = store
+        if self.core is None:
+            self._say(f"Embeddings store {path} set." if path else "No embeddings store.")
+            return
+        self.core.set_store(store)
+        self._say(self.core.store_summary() or "No embeddings store: embeddings are computed.")
+        self._schedule_prefetch()
 
     def load_model(self, name: str) -> None:
         """Loads model ``name`` (see ``hrmedsegsam.model.build.available_models``) in the

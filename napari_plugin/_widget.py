@@ -8,6 +8,7 @@ refresh the view. No segmentation, geometry or history logic lives here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
@@ -38,6 +39,7 @@ from napari_plugin._prompt_layers import role
 from napari_plugin._session_panel import SessionPanel
 
 OVERWRITE, KEEP = "overwrite", "keep existing"
+NO_STORE = "none: computed (choose a store…)"
 
 #: keyboard shortcuts (napari key names): action -> key; shown in tooltips and README
 SHORTCUTS = {
@@ -136,6 +138,11 @@ class AnnotatorWidget(QWidget):
         for w in (self.reopen_btn, self.delete_btn):
             w.setEnabled(False)  # until an object is selected in the list
         self.files = SessionPanel(self.model, self._run)  # name, sessions, export, recovery
+        self.store_btn, self.store_clear_btn = QPushButton(NO_STORE), QPushButton("Clear")
+        self.store_btn.setToolTip(
+            "A store of precomputed embeddings (hrmedsegsam embed ... --store DIR.zarr), "
+            "read before the encoder runs"
+        )
         self.status = QLabel(self.model.status)
         self.status.setWordWrap(True)
 
@@ -144,6 +151,10 @@ class AnnotatorWidget(QWidget):
         form.addRow("Labels", self.labels_combo)
         form.addRow("Model", self.model_combo)
         form.addRow("Window", self.window_combo)
+        store_row = QHBoxLayout()
+        store_row.addWidget(self.store_btn, 1)
+        store_row.addWidget(self.store_clear_btn)
+        form.addRow("Embeddings", store_row)
         prompts = QGroupBox("Prompts")
         row = QHBoxLayout(prompts)
         for w in (self.point_btn, self.box_btn, self.negative_check):
@@ -190,6 +201,8 @@ class AnnotatorWidget(QWidget):
         self.window_combo.currentTextChanged.connect(
             lambda text: self._run(m.set_window_choice, text)
         )
+        self.store_btn.clicked.connect(self.choose_store)
+        self.store_clear_btn.clicked.connect(lambda: self._set_store(None))
         self.point_btn.clicked.connect(lambda: self._run(m.use_tool, "points"))
         self.box_btn.clicked.connect(lambda: self._run(m.use_tool, "box"))
         self.negative_check.toggled.connect(lambda on: self._run(m.set_negative, on))
@@ -262,6 +275,17 @@ class AnnotatorWidget(QWidget):
         else:
             self.model_combo.setCurrentText(name)
             self.model.model_name = name
+
+    def choose_store(self) -> None:
+        """Ask for an embeddings store folder (the files panel's dialog hook) and use it."""
+        path, _ = self.files.ask_path("folder", "Embeddings store (a .zarr folder)")
+        if path:
+            self._set_store(path)
+
+    def _set_store(self, path: str | None) -> None:
+        self._run(self.model.set_store, path)
+        store = self.model.store
+        self.store_btn.setText(Path(str(store.path)).name if store is not None else NO_STORE)
 
     # ---------------------------------------------------------------- helpers
     def _run(self, fn: Callable, *args: Any) -> Any:
