@@ -16,8 +16,9 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,7 +141,7 @@ class Predictor:
             keep_freed_memory()
 
     # -- embedding -------------------------------------------------------------------
-    def _autocast(self):  # type: ignore[no-untyped-def]
+    def _autocast(self) -> AbstractContextManager[Any]:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
         return nullcontext()
@@ -197,14 +198,14 @@ class Predictor:
         the slice's 0.5-99.5 percentile range.
         """
         arr = self._check_slice(slice2d)
-        win = tuple(window) if window is not None else percentile_window(arr)
-        ck = self._key(arr, win, key)  # type: ignore[arg-type]
+        win: Window = window if window is not None else percentile_window(arr)
+        ck = self._key(arr, win, key)
         with self._lock:
             hit = self._cache.get(ck)
             if hit is not None:
                 self._cache.move_to_end(ck)
                 return hit
-        frame, native, input_hw = self.preprocess(arr, win)  # type: ignore[arg-type]
+        frame, native, input_hw = self.preprocess(arr, win)
         stored = self.features_source(ck[0], ck[1]) if self.features_source is not None else None
         encode = self.encoder()[1] if stored is None else None
         with self._lock, torch.inference_mode(), self._autocast():

@@ -57,7 +57,7 @@ def check_point(x: float, y: float, hw: tuple[int, int], what: str = "point") ->
 
 
 def check_box(
-    box: Sequence[float], hw: tuple[int, int], what: str = "box"
+    box: Sequence[float] | np.ndarray, hw: tuple[int, int], what: str = "box"
 ) -> tuple[float, float, float, float]:
     """A box ``[x0, y0, x1, y1]`` (pixels, corners in any order) checked against a slice of
     ``hw = (H, W)``; returns it with sorted corners ``(x0, y0, x1, y1)``, ``x0 < x1``.
@@ -151,12 +151,13 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
         if not 1 <= label <= 65535:
             raise PromptError(f"{where} 'label' must be between 1 and 65535, got {label}")
         z = _integer(item["slice"], f"{where} 'slice'")
-        box = None
+        box: tuple[float, float, float, float] | None = None
         if item.get("box") is not None:
             b = item["box"]
             if not isinstance(b, list) or len(b) != 4:
                 raise PromptError(f"{where} 'box' must be [x0, y0, x1, y1], got {_short(b)}")
-            box = tuple(_number(v, f"{where} box value") for v in b)
+            x0, y0, x1, y1 = (_number(v, f"{where} box value") for v in b)
+            box = (x0, y0, x1, y1)
         pts: list[tuple[float, float]] = []
         plabels: list[int] = []
         points = item.get("points")
@@ -191,7 +192,7 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
             raise PromptError(
                 f"{where} 'name' must be a non-empty string of at most 256 characters"
             )
-        out.append(ObjectPrompt(label, z, box, tuple(pts), tuple(plabels), name))  # type: ignore[arg-type]
+        out.append(ObjectPrompt(label, z, box, tuple(pts), tuple(plabels), name))
     return out
 
 

@@ -68,8 +68,8 @@ class Volume:
                 f"A Volume needs a (z, y, x) array but got one with shape {array.shape}."
             )
         self.array = array
-        self.spacing = _float_tuple(self.spacing, 3, "spacing")
-        self.origin = _float_tuple(self.origin, 3, "origin")
+        self.spacing = _float3(self.spacing, "spacing")
+        self.origin = _float3(self.origin, "origin")
         self.direction = _float_tuple(self.direction, 9, "direction")
         where = self.path or "A Volume"
         for name in ("spacing", "origin", "direction"):
@@ -84,7 +84,8 @@ class Volume:
     @property
     def shape(self) -> tuple[int, int, int]:
         """Array shape ``(z, y, x)``."""
-        return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
+        z, y, x = self.array.shape
+        return int(z), int(y), int(x)
 
     @property
     def size_xyz(self) -> tuple[int, int, int]:
@@ -95,12 +96,14 @@ class Volume:
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
         """Voxel size in mm, ``(sz, sy, sx)`` to match array axes."""
-        return self.spacing[::-1]  # type: ignore[return-value]
+        x, y, z = self.spacing
+        return z, y, x
 
     @property
     def origin_zyx(self) -> tuple[float, float, float]:
         """Origin in mm with components reversed: ``(oz, oy, ox)``."""
-        return self.origin[::-1]  # type: ignore[return-value]
+        x, y, z = self.origin
+        return z, y, x
 
     @property
     def direction_matrix(self) -> np.ndarray:
@@ -174,6 +177,11 @@ def _float_tuple(values: Any, n: int, name: str) -> tuple[float, ...]:
     if len(out) != n:
         raise InputError(f"A Volume's {name} needs {n} values but got {len(out)}.")
     return out
+
+
+def _float3(values: Any, name: str) -> tuple[float, float, float]:
+    x, y, z = _float_tuple(values, 3, name)
+    return x, y, z
 
 
 def _check_orthonormal(direction: tuple[float, ...], where: str) -> None:

@@ -103,8 +103,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def state_digest(config: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the config and every tensor (name, dtype, shape and bytes), in name order."""
+def state_digest(config: dict[str, Any] | None, state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the config (None: a file saved without one) and every tensor (name,
+    dtype, shape and bytes), in name order.
+    """
     import hashlib
     import json
 
@@ -127,14 +129,15 @@ def save_weights(
         k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
         for k, v in model.state_dict().items()
     }
-    payload = {
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()}
+    payload: dict[str, Any] = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()},
+        "config": config,
         "state_dict": state,
         "meta": meta or {},
     }
-    payload["sha256"] = state_digest(payload["config"], state)
+    payload["sha256"] = state_digest(config, state)
 
     def verify(tmp: Path) -> str | None:
         try:
@@ -242,7 +245,7 @@ def load_model(
 
         return load_litemedsam(dev)
     bundled = name_or_path in (None, "hrmedsegsam")
-    path = default_weights_path() if bundled else Path(name_or_path)
+    path = default_weights_path() if bundled or name_or_path is None else Path(name_or_path)
     payload = read_weights(path, require_checksum=bundled and not os.environ.get(WEIGHTS_ENV))
     model = HRMedSegSAM(payload.get("config"))
     state = payload["state_dict"]

@@ -22,6 +22,7 @@ form of :mod:`hrmedsegsam.model.factored`.
 from __future__ import annotations
 
 import math
+from typing import Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ from hrmedsegsam.model._sam import sam_modeling
 from hrmedsegsam.model.base import DecoderOutput, Roi
 from hrmedsegsam.model.factored import ScrambledFeatures, factored_coarse, supports_factored
 
-Upscaled = torch.Tensor | ScrambledFeatures
+Upscaled: TypeAlias = "torch.Tensor | ScrambledFeatures"
 
 
 def _attend(mod: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -74,9 +75,10 @@ def _two_way(
 
 
 def _coarse_decoder_class() -> type:
-    base = sam_modeling().MaskDecoder
+    # Found at run time (segment_anything.modeling, no stubs): a base of type Any.
+    base: Any = sam_modeling().MaskDecoder
 
-    class CoarseMaskDecoder(base):  # type: ignore[misc, valid-type]
+    class CoarseMaskDecoder(base):
         """SAM's mask decoder, also returning the per-mask hypernetwork vectors and the
         upscaled embedding the refiner needs.
         """
@@ -248,7 +250,8 @@ def sample_frame(
     vh, vw = valid_hw
     oh, ow = out_hw if out_hw is not None else (r1 - r0, c1 - c0)
     if isinstance(lowres, ScrambledFeatures):
-        dev, dt = lowres.data.device, lowres.data.dtype
+        data = lowres.computed()
+        dev, dt = data.device, data.dtype
         return lowres.sample(
             _sample_rows(r0, r1, oh, H, vh, dev, dt), _sample_rows(c0, c1, ow, W, vw, dev, dt)
         )
@@ -312,17 +315,18 @@ class ECMDecoder(nn.Module):
         if rows.numel() == 0 and box is None:
             return None
         fy, fx = H / vh, W / vw
-        r0, r1, c0, c1 = H, 0.0, W, 0.0
+        # Native extent (float rows y, columns x), then the ROI's integer rows r and columns c.
+        y0, y1, x0, x1 = float(H), 0.0, float(W), 0.0
         if rows.numel():
-            r0, r1 = float(rows[0]) * fy, float(rows[-1] + 1) * fy
-            c0, c1 = float(cols[0]) * fx, float(cols[-1] + 1) * fx
+            y0, y1 = float(rows[0]) * fy, float(rows[-1] + 1) * fy
+            x0, x1 = float(cols[0]) * fx, float(cols[-1] + 1) * fx
         if box is not None:
-            c0, r0 = min(c0, box[0]), min(r0, box[1])
-            c1, r1 = max(c1, box[2] + 1), max(r1, box[3] + 1)
-        mr = max(self.roi_min_margin, self.roi_margin * (r1 - r0))
-        mc = max(self.roi_min_margin, self.roi_margin * (c1 - c0))
-        r0, r1 = max(0, int(r0 - mr)), min(H, int(r1 + mr + 1))
-        c0, c1 = max(0, int(c0 - mc)), min(W, int(c1 + mc + 1))
+            x0, y0 = min(x0, box[0]), min(y0, box[1])
+            x1, y1 = max(x1, box[2] + 1), max(y1, box[3] + 1)
+        mr = max(self.roi_min_margin, self.roi_margin * (y1 - y0))
+        mc = max(self.roi_min_margin, self.roi_margin * (x1 - x0))
+        r0, r1 = max(0, int(y0 - mr)), min(H, int(y1 + mr + 1))
+        c0, c1 = max(0, int(x0 - mc)), min(W, int(x1 + mc + 1))
         # Grow to multiples of 4 (the refiner works at 1/4 and 1/2 scale); may pass the edge.
         r1 = r0 + 4 * -(-(r1 - r0) // 4)
         c1 = c0 + 4 * -(-(c1 - c0) // 4)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +125,7 @@ def _tokens_to_image(
     return mod.out_proj(out.transpose(0, 1).reshape(t, c))[None]
 
 
-Offset = torch.Tensor | Callable[[], torch.Tensor] | None
+Offset: TypeAlias = "torch.Tensor | Callable[[], torch.Tensor] | None"
 
 
 class _ImageStream:
@@ -343,6 +344,13 @@ class ScrambledFeatures:
         self.data = data
         return None if blocks is None else data @ blocks
 
+    def computed(self) -> torch.Tensor:
+        """``data``, computed first if it is not yet."""
+        if self.data is None:
+            self._compute(None)
+        assert self.data is not None
+        return self.data
+
     def dot(self, hyper: torch.Tensor) -> torch.Tensor:
         """Mask logits ``(1, M, S, S)`` for hypernetwork vectors ``hyper (1, M, C)``."""
         m = hyper.shape[1]
@@ -360,20 +368,18 @@ class ScrambledFeatures:
         ``grid_sample(..., align_corners=False, padding_mode="border")`` gives, reading only
         the pixels it needs.
         """
-        if self.data is None:
-            self._compute(None)
-        assert self.data is not None
+        data = self.computed()
         S = self.size
 
         def axis(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             p = p.clamp(0, S - 1)
             i0 = p.floor().long()
-            return i0, (i0 + 1).clamp(max=S - 1), (p - i0).to(self.data.dtype)
+            return i0, (i0 + 1).clamp(max=S - 1), (p - i0).to(data.dtype)
 
         y0, y1, wy = axis(ys)
         x0, x1, wx = axis(xs)
         order = self._order()
-        vals = self.data.view(self.data.shape[0], self.channels, 4)
+        vals = data.view(data.shape[0], self.channels, 4)
 
         def at(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
             idx = order[yi[:, None], xi[None, :]].reshape(-1)

@@ -138,8 +138,8 @@ class HRMedSegSAM(PromptableModel):
         mask_input: torch.Tensor | None = None,
         multimask: bool = False,
         box_native: tuple[float, float, float, float] | None = None,
-        refine: bool = True,
         cache: dict[str, torch.Tensor] | None = None,
+        refine: bool = True,
     ) -> DecoderOutput:
         sparse, dense = self.embed_prompts(coords, labels, boxes, mask_input)
         if mask_input is not None:

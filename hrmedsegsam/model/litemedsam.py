@@ -56,7 +56,14 @@ def checkpoint_path() -> Path:
     return path
 
 
-def _timm_stand_in() -> dict:
+def _module(name: str, **attrs: Any) -> types.ModuleType:
+    """A new module ``name`` holding ``attrs``."""
+    module = types.ModuleType(name)
+    vars(module).update(attrs)
+    return module
+
+
+def _timm_stand_in() -> dict[str, types.ModuleType]:
     """Modules providing the four names tiny_vit_sam.py imports from timm."""
 
     class DropPath(nn.Module):
@@ -73,22 +80,21 @@ def _timm_stand_in() -> dict:
             mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
             return x * mask / keep
 
-    def to_2tuple(x: Any) -> tuple[Any, Any]:
-        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)  # type: ignore[return-value]
+    def to_2tuple(x: Any) -> tuple[Any, ...]:
+        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
 
-    def register_model(fn: Callable) -> Callable:
+    def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn
 
-    layers = types.ModuleType("timm.models.layers")
-    layers.DropPath = DropPath  # type: ignore[attr-defined]
-    layers.to_2tuple = to_2tuple  # type: ignore[attr-defined]
-    layers.trunc_normal_ = nn.init.trunc_normal_  # type: ignore[attr-defined]
-    registry = types.ModuleType("timm.models.registry")
-    registry.register_model = register_model  # type: ignore[attr-defined]
-    models = types.ModuleType("timm.models")
-    models.layers, models.registry = layers, registry  # type: ignore[attr-defined]
-    timm = types.ModuleType("timm")
-    timm.models = models  # type: ignore[attr-defined]
+    layers = _module(
+        "timm.models.layers",
+        DropPath=DropPath,
+        to_2tuple=to_2tuple,
+        trunc_normal_=nn.init.trunc_normal_,
+    )
+    registry = _module("timm.models.registry", register_model=register_model)
+    models = _module("timm.models", layers=layers, registry=registry)
+    timm = _module("timm", models=models)
     return {
         "timm": timm,
         "timm.models": models,

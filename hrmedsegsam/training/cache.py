@@ -35,6 +35,7 @@ from hrmedsegsam.training.data import (
 )
 
 if TYPE_CHECKING:
+    from hrmedsegsam.model.base import PromptableModel
     from hrmedsegsam.training.distributed import Ranks
 
 log = logging.getLogger("hrmedsegsam.training")
@@ -67,7 +68,7 @@ def build_cache(
     cache: Path,
     specs: list[FrameSpec],
     volumes: VolumeCache,
-    teacher=None,  # type: ignore[no-untyped-def]
+    teacher: PromptableModel | None = None,
     limit: int | None = None,
     progress: bool = True,
 ) -> int:
@@ -118,9 +119,9 @@ def write_samples(cache: Path, samples: list[Sample]) -> int:
 
 def embed_cache(
     cache: Path,
-    model,
+    model: PromptableModel,
     kind: str,
-    limit: int | None = None,  # type: ignore[no-untyped-def]
+    limit: int | None = None,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
     out: Path | None = None,

@@ -22,9 +22,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hrmedsegsam.errors import InputError
+
+if TYPE_CHECKING:
+    from hrmedsegsam.model.hrmedsegsam import HRMedSegSAM
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -327,7 +330,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepare_decoder_model(init: Any, teacher_init: bool, run_dir: Path):  # type: ignore[no-untyped-def]
+def prepare_decoder_model(init: Any, teacher_init: bool, run_dir: Path) -> HRMedSegSAM:
     """Model for decoder training: ``init`` weights, then LiteMedSAM's decoder if asked
     (only when not resuming: a checkpoint in ``run_dir`` replaces all of this).
     """
@@ -335,8 +338,11 @@ def prepare_decoder_model(init: Any, teacher_init: bool, run_dir: Path):  # type
     from hrmedsegsam.training.distill import _load_init, init_config
 
     # The run's own checkpoint decides the layout when resuming, else the init file.
-    model = build_model(
-        "hrmedsegsam", init_config(Path(run_dir) / "checkpoint.pt") or init_config(init)
+    model = cast(
+        "HRMedSegSAM",
+        build_model(
+            "hrmedsegsam", init_config(Path(run_dir) / "checkpoint.pt") or init_config(init)
+        ),
     )
     if init is not None:
         _load_init(model, Path(init))
@@ -380,7 +386,9 @@ def cmd_decoder(args: argparse.Namespace) -> int:
         if ck.exists():  # embeddings come from the encoder of the checkpoint (frozen: unchanged)
             from hrmedsegsam.training.loop import load_checkpoint
 
-            model.load_state_dict(load_checkpoint(ck)["model"])  # type: ignore[index]
+            state = load_checkpoint(ck)
+            if state is not None:  # None only if the file went away since exists()
+                model.load_state_dict(state["model"])
         embed_cache(
             args.cache,
             model,
@@ -466,7 +474,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if ck is None:
         raise InputError(f"checkpoint not found: {args.checkpoint}")
     try:
-        model = build_model("hrmedsegsam", ck.get("config"))
+        model = cast("HRMedSegSAM", build_model("hrmedsegsam", ck.get("config")))
         model.load_state_dict(ck["model"])
     except (ValueError, RuntimeError, TypeError) as exc:
         raise WeightsError(

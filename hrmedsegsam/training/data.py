@@ -165,16 +165,15 @@ def load_volume(data_dir: Path, name: str) -> LabelledVolume:
     from hrmedsegsam.io import read_volume, resample_labels_to
 
     d = Path(data_dir) / name
+    masks: dict[str, np.ndarray] = {}
     if name.startswith("mr_"):
         vol = read_volume(d / "t1.nii.gz")
-        masks = {}
         for tissue in ("gm", "wm"):
             p = d / f"{tissue}_probability.nii.gz"
             if p.is_file():
                 masks[tissue] = resample_labels_to(p, vol) > 127
         return LabelledVolume(name, vol.array, masks, "mr", vol.spacing_zyx)
     vol = read_volume(d / "image.nii.gz")
-    masks: dict[str, np.ndarray] = {}
     if (d / "masks").is_dir():
         for p in sorted((d / "masks").glob("*.nii.gz")):
             m = resample_labels_to(p, vol) > 0

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -52,6 +53,13 @@ from hrmedsegsam.training.loop import (
     setup_logging,
 )
 from hrmedsegsam.training.prompts import Prompt, correction_point, objects, simulate, tight_box
+
+if TYPE_CHECKING:
+    import torch
+
+    from hrmedsegsam.model.base import DecoderOutput, PromptableModel
+    from hrmedsegsam.model.hrmedsegsam import HRMedSegSAM
+    from hrmedsegsam.model.litemedsam import LiteMedSAM
 
 log = logging.getLogger("hrmedsegsam.training")
 
@@ -108,9 +116,11 @@ class DecoderConfig:
 
 def prompt_tensors(
     prompts: Sequence[Prompt], native_hw: tuple[int, int], input_hw: tuple[int, int]
-):  # type: ignore[no-untyped-def]
-    """Batch native-pixel prompts into frame tensors (coords, labels, boxes); points padded
-    with label -1 (SAM's "not a point").
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Batch native-pixel prompts into frame tensors: coords ``(B, N, 2)`` (x, y), labels
+    ``(B, N)`` and boxes ``(B, 4)`` (x0, y0, x1, y1), each None when absent; points padded
+    with label -1 (SAM's "not a point"). The first prompt decides whether the batch has
+    boxes; then every prompt needs one.
     """
     import torch
 
@@ -118,8 +128,12 @@ def prompt_tensors(
 
     boxes = None
     if prompts[0].box is not None:
-        boxes = torch.from_numpy(boxes_to_frame([p.box for p in prompts], native_hw, input_hw))
-    coords = labels = None
+        box_list = [p.box for p in prompts if p.box is not None]
+        if len(box_list) != len(prompts):
+            raise ValueError("a batch of prompts needs a box on every prompt or on none")
+        boxes = torch.from_numpy(boxes_to_frame(box_list, native_hw, input_hw))
+    coords: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
     n = max((0 if p.points is None else len(p.points)) for p in prompts)
     if n:
         coords = torch.zeros(len(prompts), n, 2)
@@ -133,15 +147,18 @@ def prompt_tensors(
 
 
 def decode_prompts(
-    model,
-    emb,
-    native,
-    input_hw,
+    model: PromptableModel,
+    emb: torch.Tensor,
+    native: torch.Tensor,
+    input_hw: tuple[int, int],
     prompts: Sequence[Prompt],
-    mask_input=None,  # type: ignore[no-untyped-def]
-    box_native=None,
-):
-    """Decode a batch of prompts on one embedded image; native ``(1, 3, H, W)``."""
+    mask_input: torch.Tensor | None = None,
+    box_native: tuple[float, float, float, float] | None = None,
+) -> DecoderOutput:
+    """Decode a batch of prompts on one embedded image: emb ``(1, 256, G, G)``, native
+    ``(1, 3, H, W)``, mask_input ``(B, 1, L, L)`` low-res logits, box_native ``(x0, y0, x1,
+    y1)`` native pixels.
+    """
     H, W = native.shape[-2:]
     coords, labels, boxes = prompt_tensors(prompts, (H, W), input_hw)
     B = len(prompts)
@@ -158,7 +175,7 @@ def decode_prompts(
     )
 
 
-def mask_losses(logits, target):  # type: ignore[no-untyped-def]
+def mask_losses(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Dice + BCE per item; logits/target ``(B, 1, H, W)``."""
     import torch.nn.functional as F
 
@@ -197,15 +214,17 @@ def point_candidates(objs: list[np.ndarray], max_frac: float | None) -> list[np.
 
 
 def train_step(
-    model,
-    emb,
+    model: PromptableModel,
+    emb: torch.Tensor,
     sample: Sample,
     objs: list[np.ndarray],
-    rng: np.random.Generator,  # type: ignore[no-untyped-def]
+    rng: np.random.Generator,
     rounds: int,
     kind: int,
-):
-    """Loss of one step (graph attached) and diagnostics; ``kind`` as :func:`choose_kind`."""
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one step (graph attached) and diagnostics; ``emb`` ``(1, 256, G, G)``,
+    ``kind`` as :func:`choose_kind`.
+    """
     import torch
 
     from hrmedsegsam.model.decoder import sample_frame
@@ -218,8 +237,8 @@ def train_step(
     target = torch.from_numpy(np.stack(objs)[:, None].astype(np.float32))
     box_native = _union_box(objs)
     n_rounds = 1 + int(rng.integers(0, rounds + 1))
-    mask_input = None
-    total = 0.0
+    mask_input: torch.Tensor | None = None
+    total: torch.Tensor | float = 0.0  # a tensor after the first round
     stats: dict[str, float] = {}
     valid = model.lowres_valid_hw(input_hw)
     for r in range(n_rounds):
@@ -243,7 +262,7 @@ def train_step(
             pred_np = pred[:, 0].numpy()
             new = []
             for p, pm, m in zip(prompts, pred_np, objs, strict=True):
-                c = correction_point(pm, m)
+                c: tuple[tuple[float, float], int] | None = correction_point(pm, m)
                 if c is None:
                     c = (
                         ((float(p.points[0][0]), float(p.points[0][1])), 1)
@@ -254,7 +273,7 @@ def train_step(
             prompts = new
             mask_input = out.lowres[:, :1].detach()
     stats["kind"] = kind
-    return total / n_rounds, stats
+    return cast("torch.Tensor", total) / n_rounds, stats
 
 
 def teacher_boxes(
@@ -288,10 +307,10 @@ def teacher_boxes(
 
 
 def teacher_masks(
-    teacher,
-    temb,
+    teacher: PromptableModel,
+    temb: torch.Tensor,
     sample: Sample,
-    boxes: Sequence[tuple[float, float, float, float]],  # type: ignore[no-untyped-def]
+    boxes: Sequence[tuple[float, float, float, float]],
     min_iou: float,
 ) -> tuple[list[Prompt], list[np.ndarray]]:
     """The teacher's single-mask answers to box prompts on its cached embedding ``temb``
@@ -332,7 +351,7 @@ class WindowEncoder:
     :attr:`distill_loss` (None when the teacher's grid does not match the model's).
     """
 
-    def __init__(self, model, sample: Sample, teacher_path: Path | None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model: HRMedSegSAM, sample: Sample, teacher_path: Path | None) -> None:
         import torch
 
         from hrmedsegsam.model.frame import to_frame
@@ -340,14 +359,14 @@ class WindowEncoder:
         self.model = model
         self.frame, _ = to_frame(sample.image, model.image_size)
         self.tok = model.image_size // (model.lowres_size // 4)
-        self.teacher = None
+        self.teacher: torch.Tensor | None = None
         if teacher_path is not None and Path(teacher_path).exists():
             t = torch.from_numpy(np.load(teacher_path).astype(np.float32))
             if t.shape[-1] == model.lowres_size // 4:
                 self.teacher = t[None]
-        self.distill_loss = None
+        self.distill_loss: torch.Tensor | None = None
 
-    def __call__(self, r0: int, r1: int, c0: int, c1: int):  # type: ignore[no-untyped-def]
+    def __call__(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
         import torch.nn.functional as F
 
         k = self.tok
@@ -356,7 +375,8 @@ class WindowEncoder:
             self.distill_loss = F.mse_loss(e, self.teacher[..., r0:r1, c0:c1])
         return e
 
-    def whole(self):  # type: ignore[no-untyped-def]
+    def whole(self) -> torch.Tensor:
+        """The embedding of the whole frame ``(1, 256, G, G)``."""
         g = self.model.lowres_size // 4
         return self(0, g, 0, g)
 
@@ -382,13 +402,17 @@ class DecoderData:
         if not self.items:
             raise FileNotFoundError(f"no labelled samples with {embeddings} embeddings in {cache}")
 
-    def embedding(self, i: int):  # type: ignore[no-untyped-def]
+    def embedding(self, i: int) -> torch.Tensor:
+        """Sample ``i``'s cached embedding as a float32 ``(1, 256, G, G)`` tensor."""
         import torch
 
         return torch.from_numpy(np.load(self.items[i][0]).astype(np.float32))[None]
 
 
-def trainable_parameters(model):  # type: ignore[no-untyped-def]
+def trainable_parameters(
+    model: HRMedSegSAM,
+) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """The decoder-training parameters: prompt encoder and coarse decoder, then refiner."""
     ref = list(model.mask_decoder.refiner.parameters())
     ref_ids = {id(p) for p in ref}
     rest = [
@@ -407,7 +431,7 @@ class DecoderRun:
     averaged over the ranks whatever kind of step each rank took.
     """
 
-    def __init__(self, cfg: DecoderConfig, model=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, cfg: DecoderConfig, model: HRMedSegSAM | None = None) -> None:
         import torch
 
         from hrmedsegsam.model.build import build_model
@@ -419,7 +443,7 @@ class DecoderRun:
         if self.ranks.main:
             setup_logging(cfg.run_dir)
         self.ckpt_path = cfg.run_dir / "checkpoint.pt"
-        self.model = model if model is not None else build_model("hrmedsegsam")
+        self.model = model if model is not None else cast("HRMedSegSAM", build_model("hrmedsegsam"))
         # The refiner learns at native resolution; its pixel budget is an inference-time bound.
         self.model.mask_decoder.refine_budget = None
         self.rest, self.ref = trainable_parameters(self.model)
@@ -453,7 +477,7 @@ class DecoderRun:
             if cfg.teacher_embeddings is not None
             else Path(cfg.cache) / "teacher"
         )
-        self.teacher = None
+        self.teacher: LiteMedSAM | None = None
         if cfg.teacher_prob > 0:
             from hrmedsegsam.model.litemedsam import load_litemedsam
 
@@ -471,7 +495,7 @@ class DecoderRun:
         self.distill_hist: list[float] = []
         self.dices: dict[int, list[float]] = {0: [], 1: [], 2: [], 3: []}
 
-    def _resume(self, ck: dict) -> None:  # type: ignore[type-arg]
+    def _resume(self, ck: dict[str, Any]) -> None:
         self.model.load_state_dict(ck["model"])
         try:
             self.opt.load_state_dict(ck["optimizer"])
@@ -485,8 +509,10 @@ class DecoderRun:
         self.step = int(ck["step"])
         log.info("resumed decoder training at step %d", self.step)
 
-    def run(self) -> dict[str, float]:
-        """Train until ``cfg.steps`` or the time budget; a summary dict (see the log)."""
+    def run(self) -> dict[str, Any]:
+        """Train until ``cfg.steps`` or the time budget; a summary dict (see the log): step,
+        loss, seconds, steps_by_kind (a dict) and, end to end, encoder_mse.
+        """
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -509,7 +535,7 @@ class DecoderRun:
         bar.close()
         if self.hist and self.step % cfg.ckpt_every:
             self.save()
-        out = {
+        out: dict[str, Any] = {
             "step": self.step,
             "loss": float(np.mean(self.hist[-50:])) if self.hist else float("nan"),
             "seconds": time.time() - self.t0,
@@ -526,7 +552,7 @@ class DecoderRun:
         log.info("decoder training stopped at step %d: %s", self.step, out)
         return out
 
-    def train_one(self):  # type: ignore[no-untyped-def]
+    def train_one(self) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss (graph attached) and diagnostics of one step on a random sample of the shard."""
         cfg, rng = self.cfg, self.rng
         i = int(rng.integers(len(self.data.items)))
@@ -569,7 +595,7 @@ class DecoderRun:
             )
         return self.with_distill(loss, emb), st
 
-    def embedding(self, i: int):  # type: ignore[no-untyped-def]
+    def embedding(self, i: int) -> torch.Tensor | WindowEncoder:
         """The step's image embedding: cached tensor, or a :class:`WindowEncoder`."""
         if not self.enc_params:
             return self.data.embedding(i)
@@ -577,14 +603,14 @@ class DecoderRun:
             self.model, self.data.items[i][1], self.teacher_dir / self.data.items[i][0].name
         )
 
-    def with_distill(self, loss, emb):  # type: ignore[no-untyped-def]
+    def with_distill(self, loss: torch.Tensor, emb: torch.Tensor | WindowEncoder) -> torch.Tensor:
         """``loss`` plus the weighted distillation MSE of an end-to-end step."""
         if isinstance(emb, WindowEncoder) and emb.distill_loss is not None:
             self.distill_hist.append(float(emb.distill_loss.detach()))
             return loss + self.cfg.distill_weight * emb.distill_loss
         return loss
 
-    def optimise(self, loss) -> None:  # type: ignore[no-untyped-def]
+    def optimise(self, loss: torch.Tensor) -> None:
         import torch
 
         for g in self.opt.param_groups:
@@ -600,7 +626,7 @@ class DecoderRun:
         torch.nn.utils.clip_grad_norm_(self.rest + self.ref + self.enc_params, 1.0)
         self.opt.step()
 
-    def record(self, loss, st: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
+    def record(self, loss: torch.Tensor, st: dict[str, float]) -> None:
         self.step += 1
         self.hist.append(float(loss.detach()))
         self.dices[int(st["kind"])].append(st["dice_r0"])
@@ -631,12 +657,20 @@ class DecoderRun:
         )
 
 
-def train_decoder(cfg: DecoderConfig, model=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def train_decoder(cfg: DecoderConfig, model: HRMedSegSAM | None = None) -> dict[str, Any]:
     """Run (or resume from ``run_dir/checkpoint.pt``) decoder training (:class:`DecoderRun`)."""
     return DecoderRun(cfg, model).run()
 
 
-def _full_step(model, emb, sample: Sample, objs, rng, rounds: int, kind: int):  # type: ignore[no-untyped-def]
+def _full_step(
+    model: HRMedSegSAM,
+    emb: torch.Tensor | WindowEncoder,
+    sample: Sample,
+    objs: list[np.ndarray],
+    rng: np.random.Generator,
+    rounds: int,
+    kind: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`train_step` on the whole embedding (computed here for an end-to-end step, so
     the encoder's forward pass belongs to the step).
     """
@@ -644,7 +678,7 @@ def _full_step(model, emb, sample: Sample, objs, rng, rounds: int, kind: int):  
     return train_step(model, full, sample, objs, rng, rounds, kind)
 
 
-def _tensor(a: np.ndarray):  # type: ignore[no-untyped-def]
+def _tensor(a: np.ndarray) -> torch.Tensor:
     """``a`` as a ``(1, ...)`` float32 torch tensor."""
     import torch
 
@@ -660,7 +694,7 @@ def _lowres_targets(
     input_hw: tuple[int, int],
     S: int,
     L: int,
-):  # type: ignore[no-untyped-def]
+) -> torch.Tensor:
     """Object masks as soft targets on the ``(L, L)`` low-res padded frame ``(B, 1, L, L)``."""
     import torch
     import torch.nn.functional as F
@@ -672,17 +706,17 @@ def _lowres_targets(
 
 
 def train_step_crop(
-    model,
-    emb,
+    model: HRMedSegSAM,
+    emb: torch.Tensor | Callable[[int, int, int, int], torch.Tensor],
     sample: Sample,
     objs: list[np.ndarray],
-    rng: np.random.Generator,  # type: ignore[no-untyped-def]
+    rng: np.random.Generator,
     rounds: int,
     kind: int,
     min_tokens: int = 24,
     margin_tokens: int = 4,
     prompts: list[Prompt] | None = None,
-):
+) -> tuple[torch.Tensor, dict[str, float]]:
     """A cheaper step on the coarse decoder only: the image embedding, its position code and
     the dense prompt are cropped to a token window (at least ``min_tokens`` a side, capped
     at the grid) around the objects (any grid size works in the two-way transformer), and
@@ -698,7 +732,7 @@ def train_step_crop(
 
     H, W = sample.image.shape
     S, L = model.image_size, model.lowres_size
-    G = L // 4 if callable(emb) else emb.shape[-1]
+    G = emb.shape[-1] if isinstance(emb, torch.Tensor) else L // 4
     tok = S // G  # frame pixels per token
     up = L // G  # low-res pixels per token
     scale = S / max(H, W)  # native pixel -> frame pixel
@@ -722,11 +756,12 @@ def train_step_crop(
     tbin = target > 0.5
     B = len(objs)
     pe = model.prompt_encoder.get_dense_pe()[..., r0:r1, c0:c1]
-    e = (emb(r0, r1, c0, c1) if callable(emb) else emb[..., r0:r1, c0:c1]).expand(B, -1, -1, -1)
+    win = emb[..., r0:r1, c0:c1] if isinstance(emb, torch.Tensor) else emb(r0, r1, c0, c1)
+    e = win.expand(B, -1, -1, -1)
     coarse = model.mask_decoder.coarse
     n_rounds = 1 + int(rng.integers(0, rounds + 1))
-    mask_input = None
-    total = 0.0
+    mask_input: torch.Tensor | None = None
+    total: torch.Tensor | float = 0.0  # a tensor after the first round
     stats: dict[str, float] = {"kind": kind}
     for r in range(n_rounds):
         coords, labels, boxes = prompt_tensors(prompts, (H, W), input_hw)
@@ -758,4 +793,4 @@ def train_step_crop(
             full = torch.full((B, 1, L, L), -20.0)
             full[..., r0 * up : r1 * up, c0 * up : c1 * up] = logits.detach()
             mask_input = full
-    return total / n_rounds, stats
+    return cast("torch.Tensor", total) / n_rounds, stats

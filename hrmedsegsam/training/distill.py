@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -36,6 +37,12 @@ from hrmedsegsam.training.loop import (
     save_checkpoint,
     setup_logging,
 )
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from hrmedsegsam.model.encoder import LGViT
+    from hrmedsegsam.model.hrmedsegsam import HRMedSegSAM
 
 log = logging.getLogger("hrmedsegsam.training")
 
@@ -72,7 +79,7 @@ def _pairs(cache: Path, ranks: Ranks | None = None) -> list[Path]:
     ]
 
 
-def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def distill(cfg: DistillConfig, model: HRMedSegSAM | None = None) -> dict[str, float]:
     """Run (or resume) distillation; returns ``{"step", "loss", "seconds"}``.
 
     The checkpoint ``run_dir/checkpoint.pt`` holds the whole model, optimizer and step;
@@ -89,7 +96,8 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
     if ranks.main:
         setup_logging(cfg.run_dir)
     ckpt_path = cfg.run_dir / "checkpoint.pt"
-    model = model if model is not None else build_model("hrmedsegsam", cfg.config)
+    if model is None:
+        model = cast("HRMedSegSAM", build_model("hrmedsegsam", cfg.config))
     enc = model.image_encoder
     step = 0
     ck = load_checkpoint(ckpt_path)
@@ -203,7 +211,7 @@ def distill(cfg: DistillConfig, model=None) -> dict[str, float]:  # type: ignore
     return out
 
 
-def calibrate_neck(enc, target_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
+def calibrate_neck(enc: LGViT, target_files: list[Path]) -> None:
     """Set the final LayerNorm2d's affine parameters to the teacher embeddings' per-channel
     mean and spread, so a fresh student starts at the right output scale (LiteMedSAM's
     embeddings have a per-channel std of about 0.1, a fresh LayerNorm outputs 1).
@@ -237,7 +245,7 @@ def init_config(path: Path | None) -> dict[str, object] | None:
     return dict(cfg) if isinstance(cfg, dict) else None
 
 
-def _load_init(model, path: Path, partial: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _load_init(model: nn.Module, path: Path, partial: bool = False) -> None:
     """Load weights from a weights file or checkpoint; ``partial``: only the tensors whose
     name and shape match (a new encoder layout keeps what it shares with the old one).
     """

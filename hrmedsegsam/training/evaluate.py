@@ -30,13 +30,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hrmedsegsam.errors import InputError
 from hrmedsegsam.masks import dice
 from hrmedsegsam.training.prompts import correction_point, farthest_from_border, tight_box
+
+if TYPE_CHECKING:
+    from hrmedsegsam.io.volume import Volume
+    from hrmedsegsam.predictor import Predictor
 
 SMALL_PX = 1000
 REPORTED_CLICKS = (0, 1, 3, 5)
@@ -83,7 +87,7 @@ def _find_label_names(labels_path: Path) -> dict[int, str]:
     return {}
 
 
-def load_reference(labels: Path, volume, names: dict[int, str] | None = None) -> Reference:  # type: ignore[no-untyped-def]
+def load_reference(labels: Path, volume: Volume, names: dict[int, str] | None = None) -> Reference:
     """A label map file (each non-zero value one label, named through ``names`` or the
     TotalSegmentator names file found next to it), or a folder of binary masks (one label
     per file); resampled onto ``volume``'s grid by physical space.
@@ -130,7 +134,10 @@ def collect_objects(ref: Reference, slices: Sequence[int], min_size: int = 100) 
 def _summary(d: Sequence[float], sizes: Sequence[int]) -> dict[str, Any]:
     d_arr, s_arr = np.asarray(d, float), np.asarray(sizes)
     small, large = d_arr[s_arr < SMALL_PX], d_arr[s_arr >= SMALL_PX]
-    f = lambda a: round(float(a.mean()), 4) if a.size else None  # noqa: E731
+
+    def f(a: np.ndarray) -> float | None:
+        return round(float(a.mean()), 4) if a.size else None
+
     return {
         "dice": f(d_arr),
         "dice_small": f(small),
@@ -254,10 +261,10 @@ def evaluate(
 
 
 def refine_with_clicks(
-    pred,
+    pred: Predictor,
     mask: np.ndarray,
     clicks: int,
-    box: list[float] | None = None,  # type: ignore[no-untyped-def]
+    box: list[float] | None = None,
     points: list[list[float]] | None = None,
     labels: list[int] | None = None,
 ) -> list[float]:
@@ -292,11 +299,11 @@ def _per_structure(values: Sequence[float], names: Sequence[str]) -> dict[str, d
 
 
 def _propagate(
-    pred,
-    vol,
+    pred: Predictor,
+    vol: Volume,
     ref: Reference,
     organs: Sequence[str],
-    window,  # type: ignore[no-untyped-def]
+    window: tuple[float, float],
     box_margin: float | None = None,
 ) -> dict[str, Any]:
     from hrmedsegsam.volume import BOX_MARGIN, propagate
@@ -347,7 +354,10 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'model':<12} {'prompt':<6} {'dice':>7} {'small':>7} {'large':>7}"
         + "".join(f" {'+' + str(k) + ' clk':>7}" for k in clicks)
     )
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
     for name, res in result["models"].items():
         for p in ("box", "point"):
             if p in res:

@@ -12,9 +12,14 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from hrmedsegsam.model.hrmedsegsam import HRMedSegSAM
+    from hrmedsegsam.model.litemedsam import LiteMedSAM
 
 log = logging.getLogger("hrmedsegsam.training")
 
@@ -39,8 +44,10 @@ def _prune_mlp(src: nn.Module, dst: nn.Module, mean_hidden: torch.Tensor | None 
 
 
 def init_from_teacher(
-    model, teacher, sample_inputs: dict[str, torch.Tensor] | None = None
-) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    model: HRMedSegSAM,
+    teacher: LiteMedSAM,
+    sample_inputs: dict[str, torch.Tensor] | None = None,
+) -> dict[str, int]:
     """Copy LiteMedSAM's prompt encoder and mask decoder into ``model`` (in place).
 
     sample_inputs: optional ``{"embedding", "sparse", "dense"}`` teacher tensors used to
@@ -64,7 +71,9 @@ def init_from_teacher(
         }
         for n, m in tmlps.items():
 
-            def hook(mod, inp, out, n=n):  # type: ignore[no-untyped-def]
+            def hook(
+                mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, n: str = n
+            ) -> None:
                 h = (
                     torch.relu(mod.lin1(inp[0]))
                     if not hasattr(mod, "act")

@@ -6,6 +6,7 @@ component's border.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ class Prompt:
         lab = np.array([label], dtype=np.int64)
         if self.points is not None:
             pts = np.concatenate([self.points, pts])
-            lab = np.concatenate([self.labels, lab])  # type: ignore[list-item]
+            lab = np.concatenate([self.labels, lab])
         return Prompt(self.box, pts, lab, self.kind + "+c")
 
 
@@ -94,7 +95,9 @@ def random_pixel(
     return int(xs[i]), int(ys[i])
 
 
-def simulate(mask: np.ndarray, rng: np.random.Generator, weights=(0.4, 0.3, 0.3)) -> Prompt:  # type: ignore[no-untyped-def]
+def simulate(
+    mask: np.ndarray, rng: np.random.Generator, weights: Sequence[float] = (0.4, 0.3, 0.3)
+) -> Prompt:
     """A random training prompt for one object: a (jittered) box, a single positive point
     (the farthest-from-border pixel or a random interior one), or a positive+negative set.
     """
@@ -102,13 +105,17 @@ def simulate(mask: np.ndarray, rng: np.random.Generator, weights=(0.4, 0.3, 0.3)
     kind = rng.choice(3, p=np.asarray(weights) / np.sum(weights))
     if kind == 0:
         box = tight_box(mask)
-        b = jitter_box(box, mask.shape, rng) if rng.random() < 0.5 else tuple(float(v) for v in box)
+        b = (
+            jitter_box(box, mask.shape, rng)
+            if rng.random() < 0.5
+            else (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        )
         if rng.random() < 0.25:  # box + interior point, as slice propagation prompts
             xy = farthest_from_border(mask)
             return Prompt(
                 box=b, points=np.array([xy], np.float32), labels=np.array([1]), kind="box+point"
-            )  # type: ignore[arg-type]
-        return Prompt(box=b, kind="box")  # type: ignore[arg-type]
+            )
+        return Prompt(box=b, kind="box")
     if kind == 1:
         xy = farthest_from_border(mask) if rng.random() < 0.5 else random_pixel(mask, rng)
         return Prompt(points=np.array([xy], np.float32), labels=np.array([1]), kind="point")
