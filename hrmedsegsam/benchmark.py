@@ -26,11 +26,14 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hrmedsegsam.runtime import keep_freed_memory
+
+if TYPE_CHECKING:
+    from hrmedsegsam.volume import StopRule
 
 WINDOW = (-160.0, 240.0)
 DATA_ENV = "HRMEDSEGSAM_DATA"
@@ -202,7 +205,7 @@ def measure_model(
 
 
 # ---------------------------------------------------------------------------- volume
-def _no_stop_rule():  # type: ignore[no-untyped-def]
+def _no_stop_rule() -> StopRule:
     from hrmedsegsam.volume import StopRule
 
     return StopRule(

@@ -11,10 +11,17 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hrmedsegsam import __version__
 from hrmedsegsam.errors import HRMedSegSAMError, InputError
 from hrmedsegsam.runtime import keep_freed_memory
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hrmedsegsam.embedding_store import EmbeddingStore
+    from hrmedsegsam.predictor import Predictor
 
 
 def _print(msg: str) -> None:
@@ -139,7 +146,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(path: str, predictor, volume, window):  # type: ignore[no-untyped-def]
+def _open_store(
+    path: str, predictor: Predictor, volume: np.ndarray, window: tuple[float, float]
+) -> EmbeddingStore:
     """The embedding store at ``path``; says when it cannot serve this volume and model."""
     from hrmedsegsam.embedding_store import EmbeddingStore, ModelIdentity
 

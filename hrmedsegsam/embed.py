@@ -18,11 +18,14 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hrmedsegsam.embedding_store import EmbeddingStore, ModelIdentity, volume_id
+
+if TYPE_CHECKING:
+    from hrmedsegsam.predictor import Predictor
 
 Window = tuple[float, float]
 
@@ -48,7 +51,7 @@ class EmbedSummary:
 
 
 @functools.lru_cache(maxsize=2)
-def _worker_predictor(model: str | None, backend: str | None, threads: int | None):  # type: ignore[no-untyped-def]
+def _worker_predictor(model: str | None, backend: str | None, threads: int | None) -> Predictor:
     """One model per worker process (loading it per task would dominate small tasks)."""
     import torch
 

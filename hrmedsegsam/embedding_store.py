@@ -21,11 +21,14 @@ import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hrmedsegsam.errors import InputError
+
+if TYPE_CHECKING:
+    import zarr
 
 FORMAT = "hrmedsegsam-embeddings"
 VERSION = 1
@@ -87,7 +90,7 @@ class EmbeddingStore:
     def key(vid: str, window: Window) -> str:
         return f"{vid}/{window_name(window)}"
 
-    def _array(self, vid: str, window: Window):  # type: ignore[no-untyped-def]
+    def _array(self, vid: str, window: Window) -> zarr.Array | None:
         try:
             return self._root[self.key(vid, window)]
         except KeyError:

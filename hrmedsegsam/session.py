@@ -255,7 +255,7 @@ class AnnotationSession:
             spacing = (1.0,) + spacing
         if len(spacing) != 3 or min(spacing) <= 0:
             raise HRMedSegSAMError(f"Spacing must be 3 positive numbers, got {spacing_zyx}.")
-        self.spacing_zyx: tuple[float, float, float] = spacing  # type: ignore[assignment]
+        self.spacing_zyx: tuple[float, float, float] = (spacing[0], spacing[1], spacing[2])
         self._info: dict[int, ObjectInfo] = {
             int(k): ObjectInfo(str(v)) for k, v in (names or {}).items()
         }
@@ -274,7 +274,8 @@ class AnnotationSession:
 
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
-        return tuple(self._labels3d.shape)  # type: ignore[return-value]
+        z, y, x = self._labels3d.shape
+        return int(z), int(y), int(x)
 
     @property
     def state(self) -> PromptState:
@@ -663,4 +664,4 @@ def _rgb(color: Sequence[int]) -> tuple[int, int, int]:
     values = tuple(int(c) for c in color)
     if len(values) != 3 or not all(0 <= c <= 255 for c in values):
         raise HRMedSegSAMError(f"A colour is three numbers 0..255 (R, G, B), got {tuple(color)}.")
-    return values  # type: ignore[return-value]
+    return values[0], values[1], values[2]

@@ -253,7 +253,7 @@ def load_session(
         labels,
         objects,
         window,
-        meta["source"].get("path"),  # type: ignore[arg-type]
+        None if meta["source"].get("path") is None else str(meta["source"]["path"]),
         meta["source"]["fingerprint"],
         meta["saved"],
     )
@@ -315,10 +315,13 @@ def _read_meta(folder: Path) -> dict:
                 ),
             )
             color = o.get("color")
-            rgb = tuple(int(c) for c in color) if color is not None else None
-            if rgb is not None and (len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb)):
-                raise ValueError(f"colour {color!r}")
-            objects.append({"id": int(o["id"]), "info": ObjectInfo(str(o["name"]), rgb, state)})  # type: ignore[arg-type]
+            rgb = None
+            if color is not None:
+                values = [int(c) for c in color]
+                if len(values) != 3 or not all(0 <= c <= 255 for c in values):
+                    raise ValueError(f"colour {color!r}")
+                rgb = (values[0], values[1], values[2])
+            objects.append({"id": int(o["id"]), "info": ObjectInfo(str(o["name"]), rgb, state)})
         meta["objects"] = objects
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)

@@ -87,7 +87,8 @@ def _rgb_from_dicom_lab(values: Sequence[int]) -> tuple[int, int, int]:
     m = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
     lin = np.clip(m @ xyz, 0, 1)
     rgb = np.where(lin > 0.0031308, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
-    return tuple(int(round(c)) for c in np.clip(rgb * 255, 0, 255))  # type: ignore[return-value]
+    r, g, b = (int(round(c)) for c in np.clip(rgb * 255, 0, 255))
+    return r, g, b
 
 
 def check_seg_output(path: PathLike, overwrite: bool = False) -> Path:

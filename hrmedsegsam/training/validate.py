@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hrmedsegsam.errors import InputError
 from hrmedsegsam.masks import dice
+
+if TYPE_CHECKING:
+    from hrmedsegsam.model.base import PromptableModel
 
 SPACING = 0.8  # mm, in-plane pixel size of the validation slab
 WINDOW = (-160.0, 240.0)
@@ -113,7 +116,7 @@ def heldout_frames(data: Path) -> list[np.ndarray]:
     return frames
 
 
-def embeddings(model, frames: list[np.ndarray]) -> np.ndarray:  # type: ignore[no-untyped-def]
+def embeddings(model: PromptableModel, frames: list[np.ndarray]) -> np.ndarray:
     """``(N, 256, 64, 64)`` float32 embeddings of windowed ``(H, W)`` frames in [0, 1]."""
     import torch
 
@@ -204,7 +207,11 @@ def validate(
     return result
 
 
-def _segmentation_scores(model, cases, slab: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _segmentation_scores(
+    model: PromptableModel,
+    cases: list[tuple[str, np.ndarray, list[np.ndarray]]],
+    slab: dict[str, Any],
+) -> dict[str, Any]:
     """Pooled box/point Dice of ``model`` on the 2D ``cases`` and its ``slab`` summary."""
     from hrmedsegsam.predictor import Predictor
     from hrmedsegsam.training.prompts import farthest_from_border, tight_box
