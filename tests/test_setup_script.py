@@ -60,6 +60,16 @@ def no_gpu_path() -> str:
     return ":".join(dirs)
 
 
+def fake_nvidia_smi(tmp_path: Path, body: str) -> Path:
+    """A folder with an ``nvidia-smi`` that runs the shell line ``body``."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\n{body}\n")
+    smi.chmod(0o755)
+    return bindir
+
+
 def test_cpu_machine_takes_the_cpu_index_when_it_answers(tmp_path: Path, local_index: str) -> None:
     out, why = choose({"PATH": no_gpu_path(), "HRMEDSEGSAM_TORCH_CPU_INDEX": local_index})
     assert out == f"--index-url {local_index}"
@@ -78,16 +88,9 @@ def test_cpu_machine_falls_back_to_the_default_index_when_the_cpu_index_is_unrea
 def test_nvidia_gpu_takes_the_default_index_and_its_cuda_build(
     tmp_path: Path, local_index: str
 ) -> None:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    smi = bindir / "nvidia-smi"
-    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n")
-    smi.chmod(0o755)
+    bindir = fake_nvidia_smi(tmp_path, "echo 'GPU 0: NVIDIA H200 (UUID: GPU-0)'")
     out, why = choose(
-        {
-            "PATH": f"{bindir}:{no_gpu_path()}",
-            "HRMEDSEGSAM_TORCH_CPU_INDEX": local_index,
-        }
+        {"PATH": f"{bindir}:{no_gpu_path()}", "HRMEDSEGSAM_TORCH_CPU_INDEX": local_index}
     )
     assert out == ""
     assert "CUDA build" in why
@@ -96,16 +99,9 @@ def test_nvidia_gpu_takes_the_default_index_and_its_cuda_build(
 def test_an_nvidia_smi_without_a_gpu_counts_as_a_cpu_machine(
     tmp_path: Path, local_index: str
 ) -> None:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    smi = bindir / "nvidia-smi"
-    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
-    smi.chmod(0o755)
+    bindir = fake_nvidia_smi(tmp_path, "echo 'NVIDIA-SMI has failed' >&2; exit 9")
     out, _ = choose(
-        {
-            "PATH": f"{bindir}:{no_gpu_path()}",
-            "HRMEDSEGSAM_TORCH_CPU_INDEX": local_index,
-        }
+        {"PATH": f"{bindir}:{no_gpu_path()}", "HRMEDSEGSAM_TORCH_CPU_INDEX": local_index}
     )
     assert out == f"--index-url {local_index}"
 
