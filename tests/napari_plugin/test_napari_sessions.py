@@ -94,6 +94,10 @@ def test_names_exports_and_sessions(
     files.save_dialog()
     meta = json.loads((folder / "session.json").read_text())
     assert [o["name"] for o in meta["objects"]] == ["liver", "spleen"]
+    # the library (and so the CLI) reads it for the same file: one fingerprint for both
+    from hrmedsegsam.session_file import load_session
+
+    np.testing.assert_array_equal(load_session(folder, read_volume(path)).labels, labels)
     assert meta["objects"][0]["prompts"]["boxes"] == [[2, 10.0, 12.0, 40.0, 44.0]]
     m.delete_object(1)
     m.rename(2, "renamed")
@@ -273,3 +277,22 @@ def test_reader_opens_a_session_folder_onto_its_image(
     np.testing.assert_array_equal(layer.data, labels)
     assert [(o.id, o.name) for o in m.objects()] == [(1, "liver")]
     widget.model.close()
+
+
+def test_reader_declines_a_seg_without_its_series_open(tmp_path):
+    """No image open to put a SEG on: the reader says so (a notification) and returns None."""
+    pytest.importorskip("highdicom")
+    from test_io import make_image, ramp, write_dicom_series
+
+    from hrmedsegsam.io.seg import write_seg
+    from napari_plugin._reader import napari_get_reader, read_path
+
+    write_dicom_series(
+        tmp_path / "ct", make_image(ramp((3, 8, 8))), "1.2.826.0.1.3680043.2.1125.8.9"
+    )
+    vol = read_volume(tmp_path / "ct")
+    labels = np.zeros(vol.shape, np.uint8)
+    labels[1, 2:5, 2:5] = 1
+    seg = write_seg(tmp_path / "seg.dcm", labels, vol)
+    assert napari_get_reader(str(seg)) is read_path  # a DICOM file: claimed
+    assert read_path(str(seg)) is None  # but nothing to place it on
