@@ -233,8 +233,9 @@ def test_propagation_reports_where_and_why_it_stopped(counted: Counted) -> None:
     assert run.describe() == (
         "8 slice(s) (4..11); stopped up: slice 12, predicted IoU 0.05 < 0.5; down: slice 3, predicted IoU 0.05 < 0.5"
     )
-    label = ann.commit_propagation(run)
+    label = ann.commit_propagation(run, name="spleen", color=(1, 2, 3))
     assert np.array_equal(ann.labels == label, a)
+    assert ann.session.name_of(label) == "spleen" and ann.session.info_of(label).color == (1, 2, 3)
 
     ann.set_box(2, 33, 21, 47, 35)  # disk B is on every slice: both edges are reached
     ann.predict(2)

@@ -198,6 +198,7 @@ def test_propagate_labels_more_slices_and_cancel(annotator, qtbot, wait_idle, ma
     _show_slice(m, 3)
     m.box_layer.add_rectangles(make_rect(3, 10, 10, 50, 50))
     wait_idle(m)
+    widget.files.name_edit.setText("aorta")  # the propagated object's name
     widget.propagate_btn.click()
     assert widget.cancel_btn.isEnabled() and not widget.accept_btn.isEnabled()
     assert widget.progress.isVisibleTo(widget)  # the progress bar in the widget
@@ -206,7 +207,8 @@ def test_propagate_labels_more_slices_and_cancel(annotator, qtbot, wait_idle, ma
     assert len(labelled) > 1 and 3 in labelled
     assert not widget.cancel_btn.isEnabled() and not widget.progress.isVisibleTo(widget)
     assert widget.progress.value() == widget.progress.maximum() == vol.shape[0] - 1
-    assert "Propagated" in widget.status.text()
+    assert "Propagated aorta" in widget.status.text()
+    assert m.session.name_of(1) == "aorta" and widget.files.name_edit.text() == ""
     # where it stopped, in both directions: here the volume's edges (a permissive rule)
     assert "stopped up: the volume's edge; down: the volume's edge" in widget.status.text()
     widget.undo_btn.click()
