@@ -128,6 +128,10 @@ def test_names_exports_and_sessions(
     assert "belongs to another image" in widget.status.text()
     assert "\n" not in widget.status.text().strip() and "Traceback" not in widget.status.text()
     assert not m.labels_layer.data.any()
+    # a corrupt session file: one line too
+    (folder / "session.json").write_text("{broken")
+    files.open_btn.click()
+    assert "is corrupt" in widget.status.text() and "\n" not in widget.status.text().strip()
 
 
 def test_autosave_and_recovery_in_a_fresh_widget(
