@@ -175,11 +175,25 @@ class LayerSet:
         self.viewer.dims.set_point(0, float(self.image.data_to_world(point)[0]))
 
     def _find_or_make_labels(self) -> Any:
-        from napari.layers import Labels
+        """A labels layer of the image's shape that is no helper and not the labels made
+        for another open image (annotating image B into image A's labels would overwrite
+        A's work), else a new one named after the image.
+        """
+        from napari.layers import Image, Labels
 
         shape = np.asarray(self.image.data).shape
+        others = {
+            f"{lay.name} labels"
+            for lay in self.viewer.layers
+            if isinstance(lay, Image) and lay is not self.image
+        }
         for lay in self.viewer.layers:
-            if isinstance(lay, Labels) and pl.role(lay) is None and lay.data.shape == shape:
+            if (
+                isinstance(lay, Labels)
+                and pl.role(lay) is None
+                and lay.data.shape == shape
+                and lay.name not in others
+            ):
                 return lay
         return self.viewer.add_labels(
             np.zeros(shape, dtype=np.int32),
