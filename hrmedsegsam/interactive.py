@@ -23,6 +23,7 @@ percentile range (:meth:`InteractiveAnnotation.slice_window`).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
@@ -35,6 +36,7 @@ import numpy as np
 from hrmedsegsam.errors import HRMedSegSAMError, PromptError
 from hrmedsegsam.intensity import percentile_window, resolve_window
 from hrmedsegsam.masks import bbox_xyxy, largest_component
+from hrmedsegsam.scribble import StrokePrompts, stroke_prompts
 from hrmedsegsam.session import AnnotationSession, HistoryEntry, PromptState
 
 if TYPE_CHECKING:
@@ -56,7 +58,9 @@ class PredictionRequest:
 
     ``key`` identifies the prompts and window the prediction answers (a newer request for
     the same slice replaces it); ``kwargs`` go to ``Predictor.predict``; ``seed`` is a
-    reopened object's committed mask ``(H, W)``, used as the dense prompt.
+    reopened object's committed mask ``(H, W)``, used as the dense prompt; ``strokes``: the
+    slice's scribbles and lassos as model prompts (their points and box are in ``kwargs``;
+    the mask is limited by their lassos afterwards, :meth:`StrokePrompts.restrict`).
     """
 
     z: int
@@ -64,6 +68,7 @@ class PredictionRequest:
     kwargs: dict[str, Any]
     seed: np.ndarray | None
     window: Window
+    strokes: StrokePrompts | None = None
 
 
 class Propagation:
@@ -289,6 +294,27 @@ class InteractiveAnnotation:
         before = self.session.state
         return self.changed_slices(before, self.session.set_box(z, x0, y0, x1, y1))
 
+    def add_scribble(
+        self, z: int, vertices: Sequence[Sequence[float]] | np.ndarray, positive: bool = True
+    ) -> list[int]:
+        """Add a scribble: an open polyline of ``(x, y)`` pixels ``(N, 2)`` on slice ``z``,
+        over the object (``positive``) or over what is not the object. It becomes a few
+        points along it (:mod:`hrmedsegsam.scribble`). Returns the slices to predict (``[z]``).
+        """
+        before = self.session.state
+        return self.changed_slices(before, self.session.add_stroke(z, vertices, positive, False))
+
+    def add_lasso(
+        self, z: int, vertices: Sequence[Sequence[float]] | np.ndarray, positive: bool = True
+    ) -> list[int]:
+        """Add a lasso: a closed polygon of ``(x, y)`` pixels ``(N, 2)`` on slice ``z``,
+        around the object (``positive``: the mask stays inside it) or around a part to leave
+        out (the mask loses what it encloses). See :mod:`hrmedsegsam.scribble`. Returns the
+        slices to predict (``[z]``).
+        """
+        before = self.session.state
+        return self.changed_slices(before, self.session.add_stroke(z, vertices, positive, True))
+
     def changed_slices(self, before: PromptState, after: PromptState) -> list[int]:
         """Slices whose prediction differs between two prompt states. When the object
         changes, the preview is reset to the new object's committed mask (or cleared).
@@ -315,14 +341,14 @@ class InteractiveAnnotation:
         :class:`PredictionRequest` for :meth:`compute`.
         """
         state = self.session.state
-        kwargs = self._prompt_kwargs(state, z)
+        kwargs, strokes = self._prompt_kwargs(state, z)
         if not kwargs:
             seed = (
                 self.session.slice_mask(state.object_id, z)
                 if state.object_id is not None
-                else False
+                else np.zeros(self.image.shape[1:], bool)
             )
-            self.preview3d[z] = seed
+            self.preview3d[z] = strokes.restrict(seed) if strokes is not None else seed
             return None
         key = (z, state.slice_key(z), self.window)
         cached = self._predictions.get(key)
@@ -336,7 +362,7 @@ class InteractiveAnnotation:
         seed = None
         if state.object_id is not None and feedback is None:
             seed = self.session.slice_mask(state.object_id, z).copy()
-        return PredictionRequest(int(z), key, kwargs, seed, self.slice_window(z))
+        return PredictionRequest(int(z), key, kwargs, seed, self.slice_window(z), strokes)
 
     def compute(self, request: PredictionRequest) -> Prediction:
         """Run the model for ``request`` (slow; thread-safe, changes no annotation state)."""
@@ -346,10 +372,14 @@ class InteractiveAnnotation:
         )
         predictor.set_embedding(emb)
         if request.seed is not None and request.seed.any():
-            return predictor.predict(
+            pred = predictor.predict(
                 **request.kwargs, mask_input=predictor.mask_to_logits(request.seed)
             )
-        return predictor.predict(**request.kwargs)
+        else:
+            pred = predictor.predict(**request.kwargs)
+        if request.strokes is not None:
+            pred = dataclasses.replace(pred, mask=request.strokes.restrict(pred.mask))
+        return pred
 
     def show(self, request: PredictionRequest, prediction: Prediction) -> bool:
         """Keep ``prediction``; write it into the preview if its prompts are still current.
@@ -675,8 +705,26 @@ class InteractiveAnnotation:
             self.store_source = predictor.features_source = src
             self._store_model = predictor.model
 
-    def _prompt_kwargs(self, state: PromptState, z: int) -> dict[str, Any]:
+    def _prompt_kwargs(
+        self, state: PromptState, z: int
+    ) -> tuple[dict[str, Any], StrokePrompts | None]:
+        """``Predictor.predict`` keyword arguments for slice ``z``, and its strokes as
+        prompts (None without strokes).
+        """
         kwargs = state.predict_kwargs(z)
+        strokes = None
+        on_slice = state.strokes_on(z)
+        if on_slice:
+            strokes = stroke_prompts(
+                [(s.as_array(), s.positive, s.closed) for s in on_slice],
+                self.image.shape[1:],
+                has_box="box" in kwargs,
+            )
+            if strokes.box is not None:
+                kwargs["box"] = strokes.box
+            if len(strokes.points):
+                kwargs["points"] = [*kwargs.get("points", []), *strokes.points.tolist()]
+                kwargs["labels"] = [*kwargs.get("labels", []), *strokes.labels.tolist()]
         if state.object_id is not None and kwargs and "box" not in kwargs:
             # a reopened object: its committed mask on this slice frames the refinement
             bb = bbox_xyxy(self.session.slice_mask(state.object_id, z))
@@ -689,16 +737,19 @@ class InteractiveAnnotation:
                     min(x1 + 1, w - 1),
                     min(y1 + 1, h - 1),
                 ]
-        return kwargs
+        return kwargs, strokes
 
     def _feedback_logits(self, z: int, state: PromptState) -> np.ndarray | None:
         """The previous prediction's logits when the new prompts only add points to it."""
         points, box = state.on_slice(z)
-        for (pz, (ppoints, pbox, pid), pwin), pred in reversed(self._predictions.items()):
+        strokes = tuple(state.strokes_on(z))
+        for (pz, (ppoints, pbox, pid, pstrokes), pwin), pred in reversed(self._predictions.items()):
             if pz != z or pwin != self.window or pid != state.object_id or pbox != box:
                 continue
+            if pstrokes != strokes:
+                continue
             grown = len(ppoints) < len(points) and tuple(points[: len(ppoints)]) == ppoints
-            if grown and (ppoints or pbox is not None):
+            if grown and (ppoints or pbox is not None or pstrokes):
                 return pred.logits
         return None
 

@@ -42,8 +42,14 @@ MAX_FILE_BYTES = 16 << 20
 
 def inside_slice(x: float, y: float, hw: tuple[int, int]) -> bool:
     """Whether pixel position ``(x, y)`` lies on a slice of ``hw = (H, W)``; NaN never does."""
+    return bool(inside_slice_xy(np.array([[x, y]], dtype=float), hw)[0])
+
+
+def inside_slice_xy(xy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """:func:`inside_slice` for many positions: bool ``(N,)`` for ``xy`` ``(N, 2)`` of ``(x, y)``."""
     H, W = hw
-    return bool(-0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5)
+    x, y = xy[:, 0], xy[:, 1]
+    return (-0.5 <= x) & (x <= W - 0.5) & (-0.5 <= y) & (y <= H - 0.5)
 
 
 def check_point(x: float, y: float, hw: tuple[int, int], what: str = "point") -> None:

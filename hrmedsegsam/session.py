@@ -42,6 +42,7 @@ __all__ = [
     "PromptState",
     "Point",
     "Box",
+    "Stroke",
     "ObjectSummary",
     "ObjectInfo",
     "LabelsDiff",
@@ -85,26 +86,56 @@ class Box:
 
 
 @dataclass(frozen=True)
+class Stroke:
+    """One scribble (``closed`` False: an open polyline) or lasso (``closed`` True: a
+    polygon) on slice ``z``; ``vertices`` are ``(x, y)`` pixels (x = column, y = row), as
+    drawn (parts off the slice are clipped when the stroke is used; see
+    :mod:`hrmedsegsam.scribble`).
+    """
+
+    z: int
+    vertices: tuple[tuple[float, float], ...]
+    positive: bool = True
+    closed: bool = False
+
+    @property
+    def kind(self) -> str:
+        """``"lasso"`` or ``"scribble"``."""
+        return "lasso" if self.closed else "scribble"
+
+    def as_array(self) -> np.ndarray:
+        """The vertices as a float ``(N, 2)`` array of ``(x, y)``."""
+        return np.asarray(self.vertices, dtype=float).reshape(-1, 2)
+
+
+@dataclass(frozen=True)
 class PromptState:
     """What the user has prompted for the object being edited.
 
     ``object_id`` is ``None`` for a new object, or the id of an accepted object that was
-    reopened (its committed mask is then the starting point on every slice). Points and
-    boxes may lie on several slices; a prediction for slice ``z`` uses the ones on ``z``
-    (the last box drawn on a slice wins).
+    reopened (its committed mask is then the starting point on every slice). Points,
+    boxes and strokes (scribbles, lassos) may lie on several slices; a prediction for slice
+    ``z`` uses the ones on ``z`` (the last box drawn on a slice wins).
     """
 
     points: tuple[Point, ...] = ()
     boxes: tuple[Box, ...] = ()
     object_id: int | None = None
+    strokes: tuple[Stroke, ...] = ()
 
     def is_empty(self) -> bool:
-        """No points, no boxes and no reopened object."""
-        return not self.points and not self.boxes and self.object_id is None
+        """No points, no boxes, no strokes and no reopened object."""
+        return not self.points and not self.boxes and not self.strokes and self.object_id is None
 
     def slices(self) -> list[int]:
         """Sorted slice indices that carry at least one prompt."""
-        return sorted({p.z for p in self.points} | {b.z for b in self.boxes})
+        return sorted(
+            {p.z for p in self.points} | {b.z for b in self.boxes} | {s.z for s in self.strokes}
+        )
+
+    def strokes_on(self, z: int) -> list[Stroke]:
+        """The strokes on slice ``z``, in drawing order."""
+        return [s for s in self.strokes if s.z == z]
 
     def on_slice(self, z: int) -> tuple[list[Point], Box | None]:
         """The points on slice ``z`` and the box there (the last one drawn), if any."""
@@ -115,8 +146,10 @@ class PromptState:
     def predict_kwargs(self, z: int) -> dict:
         """Keyword arguments for ``Predictor.predict`` from the prompts on slice ``z``.
 
-        Returns ``{}`` when slice ``z`` has no prompt; otherwise ``box`` and/or
-        ``points`` + ``labels`` (1 positive, 0 negative) in pixel coordinates.
+        Returns ``{}`` when slice ``z`` has no point or box; otherwise ``box`` and/or
+        ``points`` + ``labels`` (1 positive, 0 negative) in pixel coordinates. Strokes
+        are not in it: they need the slice's size (see
+        :meth:`hrmedsegsam.interactive.InteractiveAnnotation.request`).
         """
         points, box = self.on_slice(z)
         kwargs: dict = {}
@@ -130,10 +163,13 @@ class PromptState:
     def slice_key(self, z: int) -> tuple:
         """A hashable summary of the prompts on slice ``z`` (to tell which slices changed)."""
         points, box = self.on_slice(z)
-        return (tuple(points), box, self.object_id)
+        return (tuple(points), box, self.object_id, tuple(self.strokes_on(z)))
 
     def with_point(self, point: Point) -> PromptState:
         return dataclasses.replace(self, points=self.points + (point,))
+
+    def with_stroke(self, stroke: Stroke) -> PromptState:
+        return dataclasses.replace(self, strokes=self.strokes + (stroke,))
 
     def with_box(self, box: Box) -> PromptState:
         """Adds ``box``, replacing any earlier box on the same slice."""
@@ -142,7 +178,8 @@ class PromptState:
 
     def nbytes(self) -> int:
         """A rough size, for the history's memory budget."""
-        return 64 + 48 * (len(self.points) + len(self.boxes))
+        vertices = sum(len(s.vertices) for s in self.strokes)
+        return 64 + 48 * (len(self.points) + len(self.boxes) + len(self.strokes)) + 40 * vertices
 
 
 @dataclass(frozen=True)
@@ -165,7 +202,7 @@ class ObjectInfo:
 
     ``name``: free text (completion from :data:`hrmedsegsam.anatomy.NAMES` in the front
     ends); ``color``: RGB 0..255, or None for the name's stable colour
-    (:func:`hrmedsegsam.anatomy.color_for`); ``prompts``: the points and boxes of the
+    (:func:`hrmedsegsam.anatomy.color_for`); ``prompts``: the points, boxes and strokes of the
     object's last commit (``object_id`` None), empty for objects that came from elsewhere.
     """
 
@@ -389,6 +426,25 @@ class AnnotationSession:
         self.set_prompts(self._state.with_box(box), "box")
         return self._state
 
+    def add_stroke(
+        self,
+        z: int,
+        vertices: Sequence[Sequence[float]] | np.ndarray,
+        positive: bool = True,
+        closed: bool = False,
+    ) -> PromptState:
+        """Adds a scribble (``closed`` False) or lasso (``closed`` True) on slice ``z``;
+        ``vertices`` ``(N, 2)`` are ``(x, y)`` pixels, checked by
+        :func:`hrmedsegsam.scribble.check_stroke` (parts off the slice are allowed).
+        """
+        from hrmedsegsam.scribble import check_stroke
+
+        z = self._check_z(z)
+        v = check_stroke(vertices, self._labels3d.shape[1:], bool(closed))
+        stroke = Stroke(z, tuple((float(x), float(y)) for x, y in v), bool(positive), bool(closed))
+        self.set_prompts(self._state.with_stroke(stroke), stroke.kind)
+        return self._state
+
     def clear_prompts(self) -> bool:
         """Next object: drops every prompt and stops editing a reopened object."""
         return self.set_prompts(PromptState(), "next object")
@@ -396,7 +452,7 @@ class AnnotationSession:
     def reopen(self, label_id: int, with_prompts: bool = False) -> PromptState:
         """Makes an accepted object the current one; its committed mask is the prompt.
 
-        ``with_prompts``: also bring back the points and boxes of its last commit (kept in
+        ``with_prompts``: also bring back the points, boxes and strokes of its last commit (kept in
         its :class:`ObjectInfo`, and in saved sessions), to refine from them.
         """
         label_id = int(label_id)

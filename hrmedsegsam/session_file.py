@@ -15,12 +15,16 @@ A session folder holds two files::
       "source": {"path": "/data/ct", "fingerprint": "sha256:<hex>", "shape_zyx": [Z, Y, X],
                  "spacing": [x, y, z], "origin": [x, y, z], "direction": [9 cosines]},
       "objects": [{"id": 1, "name": "liver", "color": [230, 57, 57],
-                   "prompts": {"points": [[z, x, y, 1], ...], "boxes": [[z, x0, y0, x1, y1], ...]}}]
+                   "prompts": {"points": [[z, x, y, 1], ...], "boxes": [[z, x0, y0, x1, y1], ...],
+                               "strokes": [{"z": z, "kind": "scribble" | "lasso",
+                                            "positive": true, "xy": [[x, y], ...]}, ...]}}]
     }
 
 Prompts are pixels on slice ``z`` of the ``(z, y, x)`` array (``x`` column, ``y`` row; a
-point's last value 1 positive, 0 negative): the prompts of each object's last commit, so it
-can be reopened and refined from them. The geometry is SimpleITK's (``(x, y, z)`` mm, LPS).
+point's last value 1 positive, 0 negative; a stroke's ``xy`` its vertices, see
+:mod:`hrmedsegsam.scribble`): the prompts of each object's last commit, so it can be
+reopened and refined from them. ``strokes`` is left out when an object has none, and
+sessions saved before scribbles and lassos existed open as they were. The geometry is SimpleITK's (``(x, y, z)`` mm, LPS).
 The fingerprint is a SHA-256 over the source's voxels (dtype, shape, bytes) and geometry:
 a session never opens onto another image.
 
@@ -43,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from hrmedsegsam.errors import InputError
-from hrmedsegsam.session import Box, ObjectInfo, Point, PromptState
+from hrmedsegsam.session import Box, ObjectInfo, Point, PromptState, Stroke
 
 FORMAT = "hrmedsegsam-session"
 VERSION = 1
@@ -262,14 +266,20 @@ def load_session(
 # ---------------------------------------------------------------------------- internals
 def _object_json(label_id: int, info: ObjectInfo) -> dict:
     p = info.prompts
+    prompts: dict[str, list] = {
+        "points": [[q.z, q.x, q.y, int(q.positive)] for q in p.points],
+        "boxes": [[b.z, b.x0, b.y0, b.x1, b.y1] for b in p.boxes],
+    }
+    if p.strokes:  # absent without strokes: such files read as before
+        prompts["strokes"] = [
+            {"z": s.z, "kind": s.kind, "positive": s.positive, "xy": [list(v) for v in s.vertices]}
+            for s in p.strokes
+        ]
     return {
         "id": int(label_id),
         "name": info.name,
         "color": list(info.display_color),
-        "prompts": {
-            "points": [[q.z, q.x, q.y, int(q.positive)] for q in p.points],
-            "boxes": [[b.z, b.x0, b.y0, b.x1, b.y1] for b in p.boxes],
-        },
+        "prompts": prompts,
     }
 
 
@@ -313,6 +323,7 @@ def _read_meta(folder: Path) -> dict:
                     Box(int(z), float(a), float(b), float(c), float(d))
                     for z, a, b, c, d in prompts.get("boxes", [])
                 ),
+                strokes=tuple(_stroke(s) for s in prompts.get("strokes", [])),
             )
             color = o.get("color")
             rgb = None
@@ -327,6 +338,16 @@ def _read_meta(folder: Path) -> dict:
         what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InputError(f"{where} is corrupt ({what}).") from None
     return meta
+
+
+def _stroke(item: dict) -> Stroke:
+    kind = item["kind"]
+    if kind not in ("scribble", "lasso"):
+        raise ValueError(f"stroke kind {kind!r}")
+    xy = tuple((float(x), float(y)) for x, y in item["xy"])
+    if not xy:
+        raise ValueError("a stroke without vertices")
+    return Stroke(int(item["z"]), xy, bool(item.get("positive", True)), kind == "lasso")
 
 
 def _check_source(folder: Path, meta: dict, fp: str, like: Any) -> None:

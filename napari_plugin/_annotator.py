@@ -60,6 +60,7 @@ class AnnotatorModel:
     preview_layer = _layer("preview")
     points_layer = _layer("points")
     box_layer = _layer("box")
+    strokes_layer = _layer("strokes")
 
     def __init__(
         self,
@@ -152,6 +153,7 @@ class AnnotatorModel:
         finally:
             self.rebuilding = rebuilding
         pl.set_negative_mode(self.points_layer, self.negative)
+        pl.set_stroke_polarity(self.strokes_layer, self.negative)
         self.core = InteractiveAnnotation(
             layer.data,
             self.layers.displayed_window(),
@@ -167,7 +169,10 @@ class AnnotatorModel:
         )
         self.set_labels_layer(self.labels_layer)
         self.use_tool("points")
-        self._say(f"Annotating {layer.name}: click points (N toggles negative) or drag a box.")
+        self._say(
+            f"Annotating {layer.name}: click points (N toggles negative), drag a box, "
+            "scribble or lasso."
+        )
         self._schedule_prefetch()
 
     def set_labels_layer(self, layer: Any) -> None:
@@ -236,10 +241,11 @@ class AnnotatorModel:
             self._schedule_prefetch()
 
     def set_negative(self, negative: bool) -> None:
-        """New points are negative (``True``) or positive; placed points keep theirs."""
+        """New points and strokes are negative (``True``) or positive; placed ones keep theirs."""
         self.negative = bool(negative)
         if self.points_layer is not None:
             pl.set_negative_mode(self.points_layer, self.negative)
+            pl.set_stroke_polarity(self.strokes_layer, self.negative)
 
     def use_tool(self, tool: str) -> None:
         """Selects the prompt layer and mode of ``tool`` (see ``LayerSet.TOOLS``)."""
@@ -291,10 +297,13 @@ class AnnotatorModel:
             self.box_layer,
             self.core.session.shape_zyx,
             self.core.session.current_id,
+            self.strokes_layer,
         )
         if dropped:
             self._say(f"{dropped} prompt(s) outside the image were ignored.")
-        if len(state.boxes) != len([s for s in self.box_layer.shape_type if s == "rectangle"]):
+        if len(state.boxes) != len(
+            [s for s in self.box_layer.shape_type if s == "rectangle"]
+        ) or len(state.strokes) != len(self.strokes_layer.data):
             self._show_state(state)  # a second box on a slice replaces the first
         if self.core.state != state:
             self._predict_slices(self.core.set_prompts(state))
@@ -495,7 +504,7 @@ class AnnotatorModel:
             return
         self._syncing = True
         try:
-            pl.show_state(self.points_layer, self.box_layer, state, self.ndim)
+            pl.show_state(self.points_layer, self.box_layer, state, self.ndim, self.strokes_layer)
         finally:
             self._syncing = False
 

@@ -77,7 +77,12 @@ class LayerSet:
     """
 
     #: prompt tool -> (the layer it draws in, that layer's mode)
-    TOOLS = {"points": ("points", "add"), "box": ("box", "add_rectangle")}
+    TOOLS = {
+        "points": ("points", "add"),
+        "box": ("box", "add_rectangle"),
+        "scribble": ("strokes", "add_path"),
+        "lasso": ("strokes", "add_polygon_lasso"),
+    }
 
     def __init__(self, viewer: Any, image: Any, labels: Any = None) -> None:
         self.viewer = viewer
@@ -87,6 +92,7 @@ class LayerSet:
         self.labels = labels if labels is not None else self._find_or_make_labels()
         self.preview = pl.make_preview_layer(viewer, image)
         self.box = pl.make_box_layer(viewer, image)
+        self.strokes = pl.make_strokes_layer(viewer, image)
         self.points = pl.make_points_layer(viewer, image)
         self._connections: list[tuple[Any, Any]] = []
         self._on_labels: Any = None
@@ -101,6 +107,7 @@ class LayerSet:
             (self.viewer.dims.events.current_step, on_slice),
             (self.points.events.data, on_prompts),
             (self.box.events.data, on_prompts),
+            (self.strokes.events.data, on_prompts),
         ]
         for emitter, handler in self._connections:
             emitter.connect(handler)
@@ -125,8 +132,8 @@ class LayerSet:
                 emitter.connect(self._on_labels) if on else emitter.disconnect(self._on_labels)
 
     @property
-    def helpers(self) -> tuple[Any, Any, Any]:
-        return self.preview, self.points, self.box
+    def helpers(self) -> tuple[Any, ...]:
+        return self.preview, self.points, self.box, self.strokes
 
     @property
     def ndim(self) -> int:

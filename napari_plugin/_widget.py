@@ -51,6 +51,8 @@ SHORTCUTS = {
     "propagate": "Alt-P",
     "points": "Alt-1",
     "box": "Alt-2",
+    "scribble": "Alt-3",
+    "lasso": "Alt-4",
 }
 
 
@@ -86,6 +88,7 @@ class AnnotatorWidget(QWidget):
         self.model_combo, self.window_combo = QComboBox(), QComboBox()
         self.window_combo.addItems(list(WINDOW_CHOICES))
         self.point_btn, self.box_btn = QPushButton("Point"), QPushButton("Box")
+        self.scribble_btn, self.lasso_btn = QPushButton("Scribble"), QPushButton("Lasso")
         self.negative_check = QCheckBox("Negative (N)")
         self.id_spin = QSpinBox()
         self.id_spin.setRange(0, 65535)
@@ -108,9 +111,17 @@ class AnnotatorWidget(QWidget):
             ),
             "points": (self.point_btn, "Click positive points (negative with N)"),
             "box": (self.box_btn, "Drag a box around the object"),
+            "scribble": (
+                self.scribble_btn,
+                "Draw over the object (negative with N: over what is not the object)",
+            ),
+            "lasso": (
+                self.lasso_btn,
+                "Draw around the object (negative with N: around a part to leave out)",
+            ),
             "negative": (
                 self.negative_check,
-                "New points are negative (placed points keep theirs)",
+                "New points and strokes are negative (placed ones keep theirs)",
             ),
             "undo": (self.undo_btn, "Undo the last prompt, commit or delete"),
             "redo": (self.redo_btn, "Redo"),
@@ -157,7 +168,13 @@ class AnnotatorWidget(QWidget):
         form.addRow("Embeddings", store_row)
         prompts = QGroupBox("Prompts")
         row = QHBoxLayout(prompts)
-        for w in (self.point_btn, self.box_btn, self.negative_check):
+        for w in (
+            self.point_btn,
+            self.box_btn,
+            self.scribble_btn,
+            self.lasso_btn,
+            self.negative_check,
+        ):
             row.addWidget(w)
         target = QHBoxLayout()
         target.addWidget(QLabel("Label id"))
@@ -205,6 +222,8 @@ class AnnotatorWidget(QWidget):
         self.store_clear_btn.clicked.connect(lambda: self._set_store(None))
         self.point_btn.clicked.connect(lambda: self._run(m.use_tool, "points"))
         self.box_btn.clicked.connect(lambda: self._run(m.use_tool, "box"))
+        self.scribble_btn.clicked.connect(lambda: self._run(m.use_tool, "scribble"))
+        self.lasso_btn.clicked.connect(lambda: self._run(m.use_tool, "lasso"))
         self.negative_check.toggled.connect(lambda on: self._run(m.set_negative, on))
         self.id_spin.valueChanged.connect(lambda v: setattr(m, "target_id", int(v)))
         self.policy_combo.currentTextChanged.connect(
@@ -249,6 +268,8 @@ class AnnotatorWidget(QWidget):
             "propagate": m.propagate,
             "points": lambda: m.use_tool("points"),
             "box": lambda: m.use_tool("box"),
+            "scribble": lambda: m.use_tool("scribble"),
+            "lasso": lambda: m.use_tool("lasso"),
         }
         self._bindings = {
             SHORTCUTS[a]: (lambda v, fn=fn: self._run(fn)) for a, fn in actions.items()

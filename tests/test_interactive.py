@@ -299,3 +299,86 @@ def test_keep_largest_removes_islands_of_the_preview_and_of_an_object(counted: C
     assert np.array_equal(ann.labels == label, a)  # B's disk on those slices was the island
     ann.undo()
     assert np.array_equal(ann.labels == label, both)
+
+
+def test_lasso_and_scribble_prompts_mix_with_points_undo_redo_and_propagate(
+    counted: Counted,
+) -> None:
+    from hrmedsegsam.scribble import SCRIBBLE_POINTS
+
+    predictor, _ = counted
+    vol, a, b = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    # a lasso drawn loosely around A (rows 8..19, columns 6..21) on slice 8: A exactly
+    around = [[3, 4], [25, 3], [26, 23], [2, 24]]
+    assert ann.add_lasso(8, around) == [8]
+    req = ann.request(8)
+    assert isinstance(req, PredictionRequest) and list(req.kwargs) == ["box"]
+    x0, y0, x1, y1 = req.kwargs["box"]  # the box of the lasso's pixels, one pixel wider
+    assert (1 <= x0 < 6 and 2 <= y0 < 8) and (21 < x1 <= 27 and 19 < y1 <= 25)
+    ann.show(req, ann.compute(req))
+    assert np.array_equal(ann.preview3d[8].astype(bool), a[8])
+    # a negative lasso over A's left part (columns < 12) takes it out of the mask
+    ann.add_lasso(8, [[0, 0], [11.6, 0], [11.6, 39], [0, 39]], positive=False)
+    ann.predict(8)
+    expected = a[8].copy()
+    expected[:, :12] = False
+    assert np.array_equal(ann.preview3d[8].astype(bool), expected)
+    # undo brings back the lasso alone (its prediction is kept), redo the cut
+    entry, slices = ann.undo()
+    assert entry is not None and entry.description == "lasso" and slices == [8]
+    assert ann.predict(8) is not None and np.array_equal(ann.preview3d[8].astype(bool), a[8])
+    ann.redo()
+    ann.predict(8)
+    assert np.array_equal(ann.preview3d[8].astype(bool), expected)
+    ann.undo()
+    ann.predict(8)
+    # propagation follows what the lasso gave, through A's slices
+    run = ann.propagate(8)
+    list(run)
+    assert run.slices().tolist() == list(range(4, 12))
+    label = ann.commit_propagation(run)
+    assert np.array_equal(ann.labels == label, a)
+
+    # a new object: a positive scribble across B on slice 2, then a point too
+    ann.add_scribble(2, [[34, 28], [46, 28]])
+    req = ann.request(2)
+    assert isinstance(req, PredictionRequest)
+    pts = np.array(req.kwargs["points"])
+    assert 1 <= len(pts) <= SCRIBBLE_POINTS and req.kwargs["labels"] == [1] * len(pts)
+    assert (pts[:, 0] > 34).all() and (pts[:, 0] < 46).all() and (pts[:, 1] == 28).all()
+    ann.add_point(2, 40, 30)
+    ann.set_box(2, 33, 21, 47, 35)
+    req = ann.request(2)
+    assert isinstance(req, PredictionRequest)
+    assert req.kwargs["points"][0] == [40.0, 30.0] and len(req.kwargs["points"]) == len(pts) + 1
+    assert req.kwargs["box"] == [33, 21, 47, 35]
+    ann.show(req, ann.compute(req))
+    assert np.array_equal(ann.preview3d[2].astype(bool), b[2])
+    second = ann.accept()
+    assert np.array_equal(ann.labels[2] == second, b[2])
+    kinds = [s.kind for s in ann.session.info_of(second).prompts.strokes]
+    assert kinds == ["scribble"]  # kept with the object, for reopening and sessions
+
+
+def test_strokes_off_the_slice_are_clipped_or_refused_in_one_error(counted: Counted) -> None:
+    predictor, _ = counted
+    vol, a, b = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, predictor)
+    with pytest.raises(PromptError, match="entirely outside the 56x40 slice"):
+        ann.add_scribble(2, [[-30, 5], [-10, 50]])
+    with pytest.raises(PromptError, match="encloses no pixel of the 56x40 slice"):
+        ann.add_lasso(2, [[60, 0], [90, 0], [90, 30]])
+    with pytest.raises(PromptError, match="outside the volume"):
+        ann.add_scribble(16, [[3, 3], [9, 9]])
+    assert ann.state.is_empty() and not ann.session.can_undo  # nothing was recorded
+    # a scribble leaving the slice on the right: only its part on the slice gives points
+    ann.add_scribble(2, [[36, 28], [200, 28]])
+    req = ann.request(2)
+    assert isinstance(req, PredictionRequest)
+    assert all(0 <= x <= 55.5 for x, _ in req.kwargs["points"])
+    # a lasso running off the top left: its pixels on the slice frame the object
+    ann.next_object()
+    ann.add_lasso(8, [[-20, -20], [25, -20], [25, 22], [-20, 22]])
+    ann.predict(8)
+    assert np.array_equal(ann.preview3d[8].astype(bool), a[8])

@@ -78,6 +78,42 @@ def test_save_and_reopen_everything(ct, tmp_path) -> None:
     assert fresh.preview3d[2].sum() == (ann.labels[2] == 1).sum()
 
 
+def test_strokes_are_saved_and_reopened_and_files_without_them_still_open(ct, tmp_path) -> None:
+    ann = InteractiveAnnotation(ct.array, (-160, 240), labels=np.zeros(ct.shape, np.int32))
+    ann.add_lasso(2, [[2, 3], [14, 3], [14, 16], [2, 16]])
+    ann.add_scribble(2, [[4, 20], [-5, 22]], positive=False)  # runs off the slice: kept as drawn
+    ann.preview3d[2, 4:15, 3:12] = 1
+    ann.accept(name="liver")
+    folder = ann.save_session(tmp_path / "s", ct)
+    meta = json.loads((folder / "session.json").read_text())
+    assert meta["objects"][0]["prompts"]["strokes"] == [
+        {"z": 2, "kind": "lasso", "positive": True, "xy": [[2, 3], [14, 3], [14, 16], [2, 16]]},
+        {"z": 2, "kind": "scribble", "positive": False, "xy": [[4, 20], [-5, 22]]},
+    ]
+    fresh = InteractiveAnnotation(ct.array, (0, 1), labels=np.zeros(ct.shape, np.int32))
+    fresh.open_session(folder, ct)
+    fresh.reopen(1, with_prompts=True)
+    assert fresh.state.strokes == ann.session.info_of(1).prompts.strokes
+    assert [(s.kind, s.positive) for s in fresh.state.strokes] == [
+        ("lasso", True),
+        ("scribble", False),
+    ]
+    # a session written before strokes existed (no "strokes" key) opens with none
+    del meta["objects"][0]["prompts"]["strokes"]
+    (folder / "session.json").write_text(json.dumps(meta))
+    old = InteractiveAnnotation(ct.array, (0, 1), labels=np.zeros(ct.shape, np.int32))
+    old.open_session(folder, ct)
+    assert (
+        old.session.info_of(1).prompts.strokes == ()
+        and len(old.session.info_of(1).prompts.boxes) == 0
+    )
+    # a stroke of an unknown kind is a corrupt file, said once
+    meta["objects"][0]["prompts"]["strokes"] = [{"z": 2, "kind": "spline", "xy": [[1, 1]]}]
+    (folder / "session.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="corrupt.*spline"):
+        load_session(folder, ct)
+
+
 def test_resave_replaces_atomically_and_keeps_one_labels_file(ct, tmp_path, monkeypatch) -> None:
     ann = annotated(ct)
     folder = ann.save_session(tmp_path / "s", ct)

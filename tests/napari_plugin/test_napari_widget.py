@@ -42,8 +42,15 @@ def test_widget_sets_up_layers(annotator):
     m = widget.model
     assert m.image_layer is image
     names = [lay.name for lay in viewer.layers]
-    assert names == ["ct", "ct labels", "current object", "prompts: box", "prompts: points"]
-    for layer in (m.labels_layer, m.preview_layer, m.points_layer, m.box_layer):
+    assert names == [
+        "ct",
+        "ct labels",
+        "current object",
+        "prompts: box",
+        "prompts: strokes",
+        "prompts: points",
+    ]
+    for layer in (m.labels_layer, m.preview_layer, m.points_layer, m.box_layer, m.strokes_layer):
         np.testing.assert_allclose(layer.scale, image.scale)
         np.testing.assert_allclose(layer.translate, image.translate)
     assert m.labels_layer.data.shape == vol.shape and m.labels_layer.data.dtype == np.int32
@@ -326,7 +333,7 @@ def test_removed_layers_are_handled(annotator):
     assert "removed" in widget.status.text()
     m.set_image_layer(image)  # choosing the image again goes on with the same labels
     assert m.labels_layer is labels and (labels.data[1] == 1).all()
-    assert len(viewer.layers) == 5
+    assert len(viewer.layers) == 6  # image, labels, preview, box, strokes, points
     viewer.layers.remove(image)
     assert m.image_layer is None and [lay.name for lay in viewer.layers] == ["ct labels"]
 
