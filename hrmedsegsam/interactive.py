@@ -16,6 +16,9 @@ lives), :meth:`compute` (the encoder and decoder; thread-safe, touches no state)
 :meth:`show` (stores the result and writes the preview). :meth:`predict` does all three.
 :meth:`propagate` returns a :class:`Propagation`, an iterator: the caller gets each slice
 as it is done, shows progress, cancels by no longer iterating, and commits what it found.
+:meth:`fill_between` (the slices between two key slices of one object) returns one too;
+:meth:`propagate_objects` runs several accepted objects in one
+:class:`~hrmedsegsam.multi_propagation.MultiPropagation`.
 
 The window is ``(lo, hi)`` for every slice, or None for each slice's own 0.5-99.5
 percentile range (:meth:`InteractiveAnnotation.slice_window`).
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from hrmedsegsam.embedding_store import EmbeddingStore, StoreSource
     from hrmedsegsam.io import Volume
     from hrmedsegsam.io.seg import Segment
+    from hrmedsegsam.multi_propagation import MultiPropagation
     from hrmedsegsam.predictor import Embedding, Prediction, Predictor
     from hrmedsegsam.session_file import SavedSession
     from hrmedsegsam.volume import PropagationStep, PropagationStop, StopRule
@@ -125,11 +129,15 @@ class Propagation:
         return np.flatnonzero(self.mask3d.reshape(self.mask3d.shape[0], -1).any(axis=1))
 
     def describe(self) -> str:
-        """Where it went and why it stopped, e.g. ``"slices 3..9; stopped up: slice 10, ..."``."""
+        """Where it went and why it stopped, e.g. ``"slices 3..9; stopped up: slice 10, ..."``
+        (a fill between key slices has no stops).
+        """
         zs = self.slices()
         text = f"{len(zs)} slice(s) ({int(zs.min())}..{int(zs.max())})"
         if not self.finished:
             return f"{text}; cancelled"
+        if not self.stops:
+            return text
         return f"{text}; stopped " + "; ".join(stop.describe() for stop in self.stops)
 
 
@@ -588,6 +596,107 @@ class InteractiveAnnotation:
         mask3d = np.zeros(self.image.shape, bool)
         mask3d[z] = start
         return Propagation(steps, int(z), mask3d, stops)
+
+    def fill_between(self, label_id: int | None = None) -> Propagation:
+        """Segment the slices between key slices of one object (:mod:`hrmedsegsam.fill`:
+        each slice prompted from both ends).
+
+        ``label_id`` None: the object being edited; its key slices are its prompted slices
+        (their preview). An accepted object's id: the slices it has are the keys, and its
+        gaps are filled. Returns a :class:`Propagation` whose :attr:`~Propagation.mask3d`
+        starts with the key slices; commit it with :meth:`commit_propagation` (with
+        ``label_id`` for an accepted object). The key slices are never changed.
+
+        Raises:
+            PromptError: no two key slices with slices between them, or no such object.
+        """
+        from hrmedsegsam.fill import fill_steps, key_slices
+
+        if label_id is None:
+            mask3d = np.zeros(self.image.shape, bool)
+            for z in self.state.slices():
+                mask3d[z] = self.preview3d[z] > 0
+        else:
+            mask3d = _as_3d(self.session.object_mask(int(label_id))).copy()
+            if not mask3d.any():
+                raise PromptError(f"There is no object with id {label_id}.")
+        keys = {z: mask3d[z] for z in key_slices(mask3d)}
+        steps = fill_steps(
+            self._need_predictor(), self.image, keys, self.window, key=self.embedding_key
+        )
+        return Propagation(steps, min(keys), mask3d, [])
+
+    def propagate_objects(
+        self, label_ids: Sequence[int] | None = None, rule: StopRule | None = None
+    ) -> MultiPropagation:
+        """Extend accepted objects (all of them, or ``label_ids``) beyond the slices they
+        have, up and down, one after the other in one run (the rules of :meth:`propagate`).
+
+        Returns a :class:`~hrmedsegsam.multi_propagation.MultiPropagation` (an iterator of
+        per-object, per-slice steps; nothing is committed until :meth:`commit_objects`).
+
+        Raises:
+            PromptError: no accepted object, an unknown id, or a 2D image.
+        """
+        from hrmedsegsam.multi_propagation import MultiPropagation
+        from hrmedsegsam.volume import StopRule, propagate_steps
+
+        if self.image.shape[0] == 1:
+            raise PromptError("Propagation needs a 3D volume; this image is 2D.")
+        ids = (
+            [o.id for o in self.session.objects()]
+            if label_ids is None
+            else [int(i) for i in label_ids]
+        )
+        if not ids:
+            raise PromptError("There is no accepted object to propagate: accept one first.")
+        masks = {}
+        for i in ids:
+            masks[i] = _as_3d(self.session.object_mask(i))
+            if not masks[i].any():
+                raise PromptError(f"There is no object with id {i}.")
+        predictor = self._need_predictor()
+        rule = rule if rule is not None else StopRule()
+
+        def factory(
+            lid: int, z: int, start: np.ndarray, direction: str, stops: list[PropagationStop]
+        ) -> Iterator[PropagationStep]:
+            return propagate_steps(
+                predictor,
+                self.image,
+                z,
+                start,
+                self.window,
+                key=self.embedding_key,
+                direction=direction,
+                rule=rule,
+                stops=stops,
+            )
+
+        return MultiPropagation(masks, factory)
+
+    def commit_objects(self, run: MultiPropagation, overwrite: bool = False) -> list[int]:
+        """Commit what ``run`` found (finished or cancelled), one undo step per object that
+        gained slices; returns those objects' ids. Other objects' voxels are kept unless
+        ``overwrite``; the slices an object had are left as they are, and so are the
+        prompts and preview of the object being edited.
+        """
+        changed = []
+        for lid, mask in run.masks.items():
+            now = _as_3d(self.session.object_mask(lid))
+            new = [z for z in range(mask.shape[0]) if mask[z].any() and not now[z].any()]
+            if not new:
+                continue
+            self.session.commit(
+                mask,
+                label_id=lid,
+                overwrite=overwrite,
+                slices=new,
+                next_state=None,  # the object being edited, if any, stays as it is
+                description=f"propagate {self.session.name_of(lid)}",
+            )
+            changed.append(lid)
+        return changed
 
     # ------------------------------------------------------------------ files
     def segments(self) -> list[Segment]:

@@ -10,7 +10,9 @@ The Qt view (:mod:`napari_plugin._widget`) calls its methods and listens to :att
 (``value``: bool), ``progress`` (``value``: ``(done, total)``), ``committed`` (the labels
 changed by an accept, propagation, delete, island removal or undo/redo of one),
 ``attached`` (annotating a new image or labels layer). Persistence (sessions, autosave,
-exports) is :mod:`napari_plugin._sessions`, listening to these.
+exports) is :mod:`napari_plugin._sessions`, listening to these. Propagation, fill between
+key slices and propagate-all share the compute thread's one run at a time, its progress
+and Cancel.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from hrmedsegsam.errors import HRMedSegSAMError
 from hrmedsegsam.intensity import PRESETS
 from hrmedsegsam.interactive import InteractiveAnnotation, Propagation
+from hrmedsegsam.multi_propagation import MultiPropagation
 from hrmedsegsam.session import AnnotationSession, PromptState
 from napari_plugin import _prompt_layers as pl
 from napari_plugin._core_jobs import CoreJobs
@@ -416,8 +419,90 @@ class AnnotatorModel:
         z = self.current_z()
         run = self.core.propagate(z, self.propagate_rule)  # raises if slice z has no object
         self.events.propagating(value=True)
-        progress = lambda done_total: self.events.progress(value=done_total)  # noqa: E731
-        self._jobs.propagate(run, f"Propagating from slice {z}…", progress, self._on_propagated)
+        self._jobs.propagate(
+            run, f"Propagating from slice {z}…", self._progress, self._on_propagated
+        )
+
+    def _progress(self, value: tuple[int, int, Any]) -> None:
+        self.events.progress(value=value[:2])
+
+    def fill_between(self, label_id: int | None = None) -> None:
+        """Segments the slices between key slices, each prompted from both ends, in the
+        compute thread; the result is committed (one undo step) and the key slices stay.
+
+        The keys are the prompted slices of the object being edited (prompt it on two
+        slices first); without prompts, those of accepted object ``label_id`` (its gaps).
+        """
+        if self.core is None:
+            raise HRMedSegSAMError("Open an image first.")
+        if self._jobs.propagating:
+            return
+        if self._jobs.when_predicted(lambda: self.fill_between(label_id)):
+            return self._say("Fill between: waiting for the prediction to finish…")
+        current = bool(self.core.state.slices())
+        if not current and label_id is None:
+            raise HRMedSegSAMError(
+                "Fill between: prompt the object on two slices (its top and bottom), or "
+                "select an accepted object with gaps."
+            )
+        self._window_settled.flush()
+        run = self.core.fill_between(None if current else int(label_id))
+        target = (self.target_id or None) if current else int(label_id)
+        self.events.propagating(value=True)
+        self._jobs.propagate(
+            run,
+            "Filling between key slices…",
+            self._progress,
+            lambda result: self._on_filled(result, target),
+        )
+
+    def _on_filled(self, run: Propagation | BaseException, label_id: int | None) -> None:
+        self.events.propagating(value=False)
+        if self._closed or isinstance(run, BaseException):
+            return self._on_error(run) if not self._closed else None
+        try:
+            name = self._take_name() if label_id is None or label_id == self.target_id else None
+            label_id = self.core.commit_propagation(run, label_id, self.overwrite, name=name)
+        except HRMedSegSAMError as exc:
+            return self._on_error(exc)
+        self._sync()
+        self._say(
+            f"Filled {self.session.name_of(label_id)}: {run.describe()}.{self.core.kept_note()}"
+        )
+
+    def propagate_objects(self, label_ids: list[int] | None = None) -> None:
+        """Extends every accepted object (or ``label_ids``) up and down the volume in one
+        run on the compute thread, saying which object and slice it is at; each object
+        that grew is committed (one undo step each). :meth:`cancel` keeps what was found.
+        """
+        if self.core is None:
+            raise HRMedSegSAMError("Open an image first.")
+        if self._jobs.propagating:
+            return
+        if self._jobs.when_predicted(lambda: self.propagate_objects(label_ids)):
+            return self._say("Propagate all: waiting for the prediction to finish…")
+        self._window_settled.flush()
+        run = self.core.propagate_objects(label_ids, self.propagate_rule)
+        self.events.propagating(value=True)
+        self._jobs.propagate(
+            run, "Propagating the objects…", self._object_progress, self._on_objects
+        )
+
+    def _object_progress(self, value: tuple[int, int, Any]) -> None:
+        done, total, step = value
+        self.events.progress(value=(done, total))
+        name = self.session.name_of(step.label_id) if self.session is not None else ""
+        self._say(f"Propagating {name} ({step.index + 1} of {step.objects}): slice {step.step.z}")
+
+    def _on_objects(self, run: MultiPropagation | BaseException) -> None:
+        self.events.propagating(value=False)
+        if self._closed or isinstance(run, BaseException):
+            return self._on_error(run) if not self._closed else None
+        ids = self.core.commit_objects(run, self.overwrite)
+        self._sync(labels=True)
+        grown = f"{len(ids)} object(s) grew" if ids else "no object grew"
+        self._say(f"Propagate all: {grown}.\n{run.describe(self.session.name_of)}")
+        self._schedule_prefetch()
 
     def cancel(self) -> None:
         """Stops a running propagation (what it found so far is kept)."""

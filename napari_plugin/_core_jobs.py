@@ -17,6 +17,7 @@ from typing import Any
 
 from hrmedsegsam.errors import HRMedSegSAMError
 from hrmedsegsam.interactive import InteractiveAnnotation, PredictionRequest, Propagation
+from hrmedsegsam.multi_propagation import MultiPropagation
 from napari_plugin._compute import ComputeThread, Job
 
 
@@ -176,12 +177,13 @@ class CoreJobs:
     # ------------------------------------------------------------------ propagation
     def propagate(
         self,
-        run: Propagation,
+        run: Propagation | MultiPropagation,
         label: str,
-        on_progress: Callable[[tuple[int, int]], None],
-        on_done: Callable[[Propagation | BaseException], None],
+        on_progress: Callable[[tuple[int, int, Any]], None],
+        on_done: Callable[[Any], None],
     ) -> None:
-        """Iterate ``run`` on the compute thread, reporting ``(done, total)`` after each
+        """Iterate ``run`` (a propagation, a fill between key slices, or several objects'
+        propagation) on the compute thread, reporting ``(done, total, step)`` after each
         slice; :meth:`cancel` stops it after the slice in hand. ``on_done`` then gets
         ``run`` (finished or cancelled) or the exception that ended it.
         """
@@ -189,15 +191,15 @@ class CoreJobs:
         self.propagating = True
         report, cancelled = self._deliver, self._cancel.is_set
 
-        def work() -> Propagation:
-            for _ in run:
-                report(on_progress, (run.done, run.total))
+        def work() -> Propagation | MultiPropagation:
+            for step in run:
+                report(on_progress, (run.done, run.total, step))
                 if cancelled():
                     run.close()
                     break
             return run
 
-        def finish(result: Propagation | BaseException) -> None:
+        def finish(result: Any) -> None:
             self.propagating = False
             self._on_busy(self.busy)
             on_done(result)

@@ -37,6 +37,7 @@ from hrmedsegsam.errors import HRMedSegSAMError
 from napari_plugin._annotator import WINDOW_CHOICES, AnnotatorModel
 from napari_plugin._prompt_layers import role
 from napari_plugin._session_panel import SessionPanel
+from napari_plugin._volume_panel import VolumePanel
 
 OVERWRITE, KEEP = "overwrite", "keep existing"
 NO_STORE = "none: computed (choose a store…)"
@@ -99,6 +100,9 @@ class AnnotatorWidget(QWidget):
         self.undo_btn, self.redo_btn = QPushButton("Undo"), QPushButton("Redo")
         self.propagate_btn, self.cancel_btn = QPushButton("Propagate"), QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
+        self.volume = VolumePanel(
+            self.model, self._run, lambda: self._selected_id(None), _key_text
+        )  # fill between, propagate all
         self.progress = QProgressBar()
         self.progress.setFormat("Propagating: %v of %m slices")
         self.progress.setVisible(False)
@@ -198,6 +202,7 @@ class AnnotatorWidget(QWidget):
         layout.addWidget(prompts)
         layout.addLayout(target)
         layout.addLayout(grid)
+        layout.addWidget(self.volume)
         layout.addWidget(self.progress)
         layout.addWidget(obj_box)
         layout.addWidget(self.files)
@@ -274,6 +279,9 @@ class AnnotatorWidget(QWidget):
         self._bindings = {
             SHORTCUTS[a]: (lambda v, fn=fn: self._run(fn)) for a, fn in actions.items()
         }
+        self._bindings.update(
+            {k: (lambda v, fn=fn: fn()) for k, fn in self.volume.bindings().items()}
+        )
         for key, fn in self._bindings.items():
             self.viewer.bind_key(key, fn, overwrite=True)
         m.labels_keys = {SHORTCUTS[a]: self._bindings[SHORTCUTS[a]] for a in ("undo", "redo")}
@@ -401,6 +409,7 @@ class AnnotatorWidget(QWidget):
         self.cancel_btn.setEnabled(on)
         for w in (self.accept_btn, self.propagate_btn, self.undo_btn, self.redo_btn):
             w.setEnabled(not on)
+        self.volume.set_running(on)
         if not on:
             self._refresh_history()
 

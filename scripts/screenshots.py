@@ -1,8 +1,9 @@
 """Make the README screenshots of the napari widget from a real run.
 
 Opens the synthetic CT sample (or ``--image PATH``) in napari with the HRMedSegSAM widget,
-then does what a user does: a box around the liver -> preview -> Propagate; a point on a
-kidney -> Accept. Saves three screenshots of the whole window (canvas, layer list, widget).
+then does what a user does: a lasso around the liver -> preview -> Accept; a scribble on a
+kidney -> Accept; Propagate all. Saves four screenshots of the whole window (canvas, layer
+list, widget): the lasso, the scribble, Propagate all running and its result.
 
 Run under a display (``xvfb-run -a python scripts/screenshots.py``); it needs the model
 weights (``weights/hrmedsegsam.pt``) unless ``--random-weights`` is given, which is only
@@ -81,34 +82,50 @@ def main(argv: list[str] | None = None) -> int:
     model = widget.model
     args.out.mkdir(parents=True, exist_ok=True)
 
-    # 1. a box around the liver on the middle slice -> the preview
+    # 1. a lasso drawn around the liver on the middle slice and a positive scribble on a
+    #    kidney's slice: the preview of the liver
     z = reference.shape[0] // 2
     model.set_current_z(z)
-    x0, y0, x1, y1 = bbox_xyxy(reference[z] == 1)
-    corners = [[y0 - 2, x0 - 2], [y0 - 2, x1 + 2], [y1 + 2, x1 + 2], [y1 + 2, x0 - 2]]
-    model.box_layer.add_rectangles(np.array([[z] + c for c in corners], dtype=float))
+    model.use_tool("lasso")
+    liver = reference[z] == 1
+    x0, y0, x1, y1 = bbox_xyxy(liver)
+    cy, cx, ry, rx = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) / 2 + 4, (x1 - x0) / 2 + 4
+    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    ring = np.stack([np.full_like(t, z), cy + ry * np.sin(t), cx + rx * np.cos(t)], axis=1)
+    model.strokes_layer.add([ring], shape_type="polygon")
     _wait(app, model)
-    _save(viewer, app, args.out / "napari_box_prompt.png")
+    _save(viewer, app, args.out / "napari_lasso_prompt.png")
+    model.rename(model.accept(), "liver")
 
-    # 2. propagate the liver through the volume
-    model.propagate()
-    _wait(app, model)
-    _save(viewer, app, args.out / "napari_propagated.png")
-
-    # 3. a box and a positive point on the right kidney -> Accept -> two objects in the list
+    # 2. a scribble along the right kidney on its largest slice -> Accept
     zk = int(np.argmax((reference == 3).reshape(reference.shape[0], -1).sum(axis=1)))
     model.set_current_z(zk)
-    x0, y0, x1, y1 = bbox_xyxy(reference[zk] == 3)
-    corners = [[y0 - 2, x0 - 2], [y0 - 2, x1 + 2], [y1 + 2, x1 + 2], [y1 + 2, x0 - 2]]
-    model.box_layer.add_rectangles(np.array([[zk] + c for c in corners], dtype=float))
-    px, py = interior_point(reference[zk] == 3)
-    model.points_layer.add([[zk, py, px]])
+    model.use_tool("scribble")
+    kidney = reference[zk] == 3
+    px, py = interior_point(kidney)
+    rows = np.flatnonzero(kidney[:, px])
+    path = np.array([[zk, r, px] for r in np.linspace(rows.min() + 2, rows.max() - 2, 12)])
+    model.strokes_layer.add([path], shape_type="path")
     _wait(app, model)
-    model.rename(1, "liver")
-    model.accept()
-    model.rename(2, "right kidney")
+    _save(viewer, app, args.out / "napari_scribble_prompt.png")
+    model.rename(model.accept(), "right kidney")
     _wait(app, model)
-    _save(viewer, app, args.out / "napari_objects.png")
+
+    # 3. Propagate all: both objects up and down the volume; a screenshot while it runs
+    #    (progress bar, which object and slice) and one when it is done
+    model.set_current_z(z)
+    widget.volume.all_btn.click()
+    t0 = time.time()
+    shot = False
+    while model.busy and time.time() - t0 < 3600:
+        app.processEvents()
+        time.sleep(0.02)
+        bar = widget.progress
+        if not shot and bar.isVisible() and bar.value() >= bar.maximum() // 3:
+            _save(viewer, app, args.out / "napari_propagating.png")
+            shot = True
+    _wait(app, model)
+    _save(viewer, app, args.out / "napari_propagated.png")
     print(model.status)
     for o in model.objects():
         print(f"  {o.id} {o.name}: slices {o.z_min}-{o.z_max}, {o.volume_ml:.1f} mL")
