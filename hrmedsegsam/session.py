@@ -560,6 +560,39 @@ class AnnotationSession:
         self._push(entry)
         self._state = state_after
 
+    def record_edit(
+        self,
+        index_zyx: tuple[np.ndarray, ...],
+        before: np.ndarray,
+        after: np.ndarray,
+        description: str = "brush edit",
+    ) -> None:
+        """Makes an edit of the labels array made outside the session (a brush or eraser
+        stroke, a fill) one undo step. ``index_zyx``: the voxels as index arrays into the
+        ``(z, y, x)`` labels (``(y, x)`` for a 2D session), in the order they were changed;
+        ``before``/``after``: their values before and after each change (a voxel changed
+        twice keeps its first ``before`` and last ``after``). Unchanged voxels are dropped.
+        """
+        lab = self._labels3d
+        idx = tuple(np.asarray(i, dtype=np.int64).ravel() for i in index_zyx)
+        if len(idx) == 2:
+            idx = (np.zeros_like(idx[0]),) + idx
+        if len(idx) != 3 or idx[0].size == 0:
+            return
+        flat = np.ravel_multi_index(idx, lab.shape)
+        old = np.broadcast_to(np.asarray(before), flat.shape).astype(lab.dtype)
+        new = np.broadcast_to(np.asarray(after), flat.shape).astype(lab.dtype)
+        uniq, first = np.unique(flat, return_index=True)
+        _, last_rev = np.unique(flat[::-1], return_index=True)
+        old, new = old[first], new[flat.size - 1 - last_rev]
+        changed = old != new
+        if not changed.any():
+            return
+        uniq = uniq[changed]
+        slices = tuple(np.unique(uniq // (lab.shape[1] * lab.shape[2])).tolist())
+        diff = LabelsDiff(uniq.astype(self._index_dtype), old[changed], new[changed])
+        self._push(HistoryEntry(description, self._state, self._state, diff, slices=slices))
+
     def restore(self, labels: np.ndarray, infos: dict[int, ObjectInfo]) -> None:
         """Replaces the labels (written into the session's array in place) and the object
         records with saved ones; the prompts and the undo history start afresh.

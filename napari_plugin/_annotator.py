@@ -35,6 +35,7 @@ from napari_plugin._layer_set import (
     labels_array,
     spacing_zyx,
 )
+from napari_plugin._paint_history import stroke_changes
 
 AS_DISPLAYED = "as displayed"
 WINDOW_CHOICES = (AS_DISPLAYED, *PRESETS, "percentile")
@@ -168,7 +169,7 @@ class AnnotatorModel:
             self._window_settled,
             self._on_slice_changed,
             self._on_prompt_layer_changed,
-            lambda event: self.events.objects(),
+            self._on_labels_edited,
         )
         self.set_labels_layer(self.labels_layer)
         self.use_tool("points")
@@ -592,6 +593,17 @@ class AnnotatorModel:
             pl.show_state(self.points_layer, self.box_layer, state, self.ndim, self.strokes_layer)
         finally:
             self._syncing = False
+
+    def _on_labels_edited(self, event: Any) -> None:
+        """A brush, eraser or fill stroke (napari's ``paint`` event) becomes one step of the
+        annotation's undo history, so Ctrl+Z on the labels layer takes it back.
+        """
+        if getattr(event, "type", "") == "paint" and self.core is not None:
+            changes = stroke_changes(getattr(event, "value", None))
+            if changes is not None:
+                self.core.session.record_edit(*changes)
+                self.events.history()
+        self.events.objects()
 
     def _on_slice_changed(self, event: Any = None) -> None:
         if not self._jobs.propagating:
