@@ -34,6 +34,15 @@ def main() -> None:
     ap.add_argument("--random-weights", action="store_true", help="a randomly initialised model")
     args = ap.parse_args()
 
+    import os
+    import tempfile
+
+    from hrmedsegsam.recovery import ENV
+
+    # Its own recovery folder: a user's autosave of this image would open a recovery dialog.
+    recovery = tempfile.TemporaryDirectory(prefix="hrmedsegsam-latency-")
+    os.environ[ENV] = recovery.name
+
     import napari
     import torch
     from qtpy.QtCore import QEventLoop, QTimer

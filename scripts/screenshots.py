@@ -54,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, nargs=2, default=(1500, 950), help="window width height")
     args = ap.parse_args(argv)
 
+    import os
+    import tempfile
+
+    from hrmedsegsam.recovery import ENV
+
+    # A recovery folder of its own: the user's autosaves would make the widget ask whether
+    # to recover the sample (a dialog nobody answers here), and the run's must not stay.
+    recovery = tempfile.TemporaryDirectory(prefix="hrmedsegsam-screenshots-")
+    os.environ[ENV] = recovery.name
+
     from qtpy.QtWidgets import QApplication
 
     from hrmedsegsam.masks import bbox_xyxy, interior_point
