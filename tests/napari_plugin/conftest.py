@@ -63,6 +63,20 @@ def ct_file(tmp_path):
 
 
 @pytest.fixture
+def annotator(make_napari_viewer, ct_file, predictor):
+    """(viewer, widget, image layer, Volume) with the CT file open and the widget docked."""
+    from napari_plugin._widget import AnnotatorWidget
+
+    path, vol, _ = ct_file
+    viewer = make_napari_viewer()
+    image = viewer.open(str(path), plugin="hrmedsegsam")[0]
+    widget = AnnotatorWidget(viewer, predictor=predictor, prefetch_radius=0)
+    viewer.window.add_dock_widget(widget)
+    yield viewer, widget, image, vol
+    widget.model.close()
+
+
+@pytest.fixture
 def make_small_ct():
     return small_ct
 

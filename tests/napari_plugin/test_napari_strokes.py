@@ -16,20 +16,6 @@ pytest.importorskip("torch")
 from hrmedsegsam.scribble import polygon_mask  # noqa: E402
 
 
-@pytest.fixture
-def annotator(make_napari_viewer, ct_file, predictor):
-    """(viewer, widget, image layer, Volume) with the CT file open and the widget docked."""
-    from napari_plugin._widget import AnnotatorWidget
-
-    path, vol, _ = ct_file
-    viewer = make_napari_viewer()
-    image = viewer.open(str(path), plugin="hrmedsegsam")[0]
-    widget = AnnotatorWidget(viewer, predictor=predictor, prefetch_radius=0)
-    viewer.window.add_dock_widget(widget)
-    yield viewer, widget, image, vol
-    widget.model.close()
-
-
 def _drag(layer, zyx_points) -> None:
     """Draw a stroke with the mouse in the layer's current mode: press, moves, release
     (napari's own mouse callbacks, data coordinates turned into world ones).

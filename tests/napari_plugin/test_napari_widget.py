@@ -18,20 +18,6 @@ sitk = pytest.importorskip("SimpleITK")
 from hrmedsegsam.errors import HRMedSegSAMError, OutputExistsError  # noqa: E402
 
 
-@pytest.fixture
-def annotator(make_napari_viewer, ct_file, predictor):
-    """(viewer, widget, image layer, Volume) with the CT file open and the widget docked."""
-    from napari_plugin._widget import AnnotatorWidget
-
-    path, vol, _ = ct_file
-    viewer = make_napari_viewer()
-    image = viewer.open(str(path), plugin="hrmedsegsam")[0]
-    widget = AnnotatorWidget(viewer, predictor=predictor, prefetch_radius=0)
-    viewer.window.add_dock_widget(widget)
-    yield viewer, widget, image, vol
-    widget.model.close()
-
-
 def _show_slice(model, z):
     model.set_current_z(z)
     assert model.current_z() == z
