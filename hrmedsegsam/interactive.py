@@ -86,6 +86,7 @@ class Propagation:
         start_z: the slice the object was prompted on.
         mask3d: bool ``(z, y, x)``: the start mask and every slice accepted so far.
         stops: one :class:`~hrmedsegsam.volume.PropagationStop` per direction that ended.
+        keys: a fill between key slices: its sorted key slices; ``()`` for a propagation.
         done, total: slices visited / to visit, for progress.
         finished: both directions ran to their end (False: cancelled or still running).
     """
@@ -96,11 +97,13 @@ class Propagation:
         start_z: int,
         mask3d: np.ndarray,
         stops: list[PropagationStop],
+        keys: Sequence[int] = (),
     ) -> None:
         self._steps = steps
         self.start_z = start_z
         self.mask3d = mask3d
         self.stops = stops
+        self.keys = tuple(int(z) for z in keys)
         self.done = 0
         self.total = 0
         self.finished = False
@@ -127,6 +130,16 @@ class Propagation:
     def slices(self) -> np.ndarray:
         """Sorted slice indices where :attr:`mask3d` has the object."""
         return np.flatnonzero(self.mask3d.reshape(self.mask3d.shape[0], -1).any(axis=1))
+
+    def title(self, name: str = "the object") -> str:
+        """What runs, for progress: ``"Propagating liver from slice 12"``, or for a fill
+        ``"Filling liver between slices 12 and 30"`` (``"key slices 3, 12 and 30"``).
+        """
+        if not self.keys:
+            return f"Propagating {name} from slice {self.start_z}"
+        *head, last = self.keys
+        slices = "slices" if len(head) == 1 else "key slices"
+        return f"Filling {name} between {slices} {', '.join(map(str, head))} and {last}"
 
     def describe(self) -> str:
         """Where it went and why it stopped, e.g. ``"slices 3..9; stopped up: slice 10, ..."``
@@ -597,6 +610,22 @@ class InteractiveAnnotation:
         mask3d[z] = start
         return Propagation(steps, int(z), mask3d, stops)
 
+    def fill_target(self, selected: int | None = None) -> int | None:
+        """Which object Fill between works on: the object being edited once it has prompts
+        (None, for :meth:`fill_between`), else accepted object ``selected`` (its gaps).
+
+        Raises:
+            PromptError: nothing prompted and no object selected.
+        """
+        if self.state.slices():
+            return None
+        if selected is None:
+            raise PromptError(
+                "Fill between: prompt the object on two slices (its top and bottom), or "
+                "select an accepted object with gaps."
+            )
+        return int(selected)
+
     def fill_between(self, label_id: int | None = None) -> Propagation:
         """Segment the slices between key slices of one object (:mod:`hrmedsegsam.fill`:
         each slice prompted from both ends).
@@ -624,7 +653,7 @@ class InteractiveAnnotation:
         steps = fill_steps(
             self._need_predictor(), self.image, keys, self.window, key=self.embedding_key
         )
-        return Propagation(steps, min(keys), mask3d, [])
+        return Propagation(steps, min(keys), mask3d, [], keys=sorted(keys))
 
     def propagate_objects(
         self, label_ids: Sequence[int] | None = None, rule: StopRule | None = None

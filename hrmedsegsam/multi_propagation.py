@@ -38,6 +38,10 @@ class ObjectStep:
     done: int
     total: int
 
+    def title(self, name: str) -> str:
+        """What runs, for progress: ``"Propagating liver (1 of 3)"`` (``name``: the object's)."""
+        return f"Propagating {name} ({self.index + 1} of {self.objects})"
+
 
 StepsFactory = Callable[
     [int, int, np.ndarray, str, list[PropagationStop]], Iterator[PropagationStep]

@@ -66,6 +66,24 @@ def test_fill_never_changes_the_accepted_key_slices(box_threshold_model) -> None
         ann.fill_between(9)
 
 
+def test_fill_target_and_title_say_which_object_and_slices(box_threshold_model) -> None:
+    vol, a, b = two_objects()
+    ann = InteractiveAnnotation(vol, WINDOW, Predictor(box_threshold_model, torch.device("cpu")))
+    keys = np.zeros_like(a)
+    keys[[4, 8, 11]] = a[[4, 8, 11]]
+    label = ann.commit_volume(keys, name="A")
+    with pytest.raises(PromptError, match="prompt the object on two slices"):
+        ann.fill_target(None)  # nothing prompted, nothing selected
+    assert ann.fill_target(label) == label  # the selected object's gaps
+    assert ann.fill_between(label).title("A") == "Filling A between key slices 4, 8 and 11"
+    for z in (4, 11):
+        ann.set_box(z, 5, 7, 22, 20)
+        ann.predict(z)
+    assert ann.fill_target(label) is None  # the object being edited comes first
+    assert ann.fill_between().title() == "Filling the object between slices 4 and 11"
+    assert ann.propagate(4).title("A") == "Propagating A from slice 4"
+
+
 @pytest.mark.parametrize(
     ("label", "z0", "z1", "least"),
     [

@@ -34,7 +34,10 @@ def test_all_objects_are_extended_in_one_run_with_progress(ann: InteractiveAnnot
     vol, a, b = two_objects()
     ann.add_point(0, 10, 10)  # an object being edited meanwhile is left alone
     run = ann.propagate_objects()
-    seen = [(s.label_id, s.step.z, s.done, s.total) for s in run]
+    steps = list(run)
+    seen = [(s.label_id, s.step.z, s.done, s.total) for s in steps]
+    assert steps[0].title("A") == "Propagating A (1 of 2)"
+    assert steps[-1].title("B") == "Propagating B (2 of 2)"
     assert run.finished and run.done == run.total == 7 + 8 + 12 + 2
     assert [d for _, _, d, _ in seen] == sorted(d for _, _, d, _ in seen)  # progress only grows
     assert {z for lid, z, _, _ in seen if lid == 1} == set(range(4, 12)) - {8}
