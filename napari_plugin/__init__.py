@@ -7,7 +7,9 @@ the submodules that need them, when napari (npe2) calls them.
 * ``_reader`` / ``_writer``: files <-> layers, geometry in millimetres;
 * ``_sample_data``: offline synthetic CT volume and high-resolution 2D image;
 * ``_compute``: the background thread that runs the model (embeddings, prefetch, propagation);
-* ``_annotator``: :class:`AnnotatorModel`, the widget's state and actions (no Qt widgets);
+* ``_annotator``: :class:`AnnotatorModel`, the widget's state and actions (no Qt widgets),
+  with ``_preview_sync`` (prompt layers and window in, preview out) and
+  ``_propagation_runs`` (propagate, fill between, propagate all: start, progress, commit);
 * ``_widget``: the thin Qt view; ``_launch``: ``hrmedsegsam napari [PATH]``.
 """
 

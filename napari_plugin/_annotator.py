@@ -2,17 +2,20 @@
 
 The core (:class:`~hrmedsegsam.interactive.InteractiveAnnotation`) owns prompts,
 predictions, embedding keys, prefetch choices, the window, commits, history and
-propagation, and edits the labels and preview arrays in place. This class turns prompt
-layer edits (:mod:`napari_plugin._prompt_layers`) into core prompt states, runs the core's
-slow half through :class:`~napari_plugin._core_jobs.CoreJobs`, and refreshes the layers.
-The Qt view (:mod:`napari_plugin._widget`) calls its methods and listens to :attr:`events`:
-``status`` (``value``: text), ``objects``, ``history``, ``busy`` / ``propagating``
-(``value``: bool), ``progress`` (``value``: ``(done, total)``), ``committed`` (the labels
-changed by an accept, propagation, delete, island removal or undo/redo of one),
-``attached`` (annotating a new image or labels layer). Persistence (sessions, autosave,
-exports) is :mod:`napari_plugin._sessions`, listening to these. Propagation, fill between
-key slices and propagate-all share the compute thread's one run at a time, its progress
-and Cancel.
+propagation, and edits the labels and preview arrays in place. This class attaches the
+core to an image layer and its helper layers (:class:`~napari_plugin._layer_set.LayerSet`),
+turns the widget's actions into core calls and refreshes the layers after them; its slow
+half runs through :class:`~napari_plugin._core_jobs.CoreJobs`. Two parts of it have a file
+of their own: :class:`~napari_plugin._preview_sync.PreviewSync` (prompt layers and the
+displayed window in, the preview out) and
+:class:`~napari_plugin._propagation_runs.PropagationRuns` (propagate, fill between,
+propagate all). The Qt view (:mod:`napari_plugin._widget`) calls its methods and listens to
+:attr:`events`: ``status`` (``value``: text), ``objects``, ``history``, ``busy`` /
+``propagating`` (``value``: bool), ``task`` (``value``: what the run does, e.g.
+``"Propagating liver from slice 12"``), ``progress`` (``value``: ``(done, total)``),
+``committed`` (the labels changed by an accept, a run, delete, island removal or undo/redo
+of one), ``attached`` (annotating a new image or labels layer). Persistence (sessions,
+autosave, exports) is :mod:`napari_plugin._sessions`, listening to these.
 """
 
 from __future__ import annotations
@@ -21,13 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 from hrmedsegsam.errors import HRMedSegSAMError
-from hrmedsegsam.intensity import PRESETS
-from hrmedsegsam.interactive import InteractiveAnnotation, Propagation
-from hrmedsegsam.multi_propagation import MultiPropagation
-from hrmedsegsam.session import AnnotationSession, PromptState
+from hrmedsegsam.interactive import InteractiveAnnotation
+from hrmedsegsam.session import AnnotationSession
 from napari_plugin import _prompt_layers as pl
 from napari_plugin._core_jobs import CoreJobs
-from napari_plugin._geometry import META_KEY
 from napari_plugin._layer_set import (
     LayerSet,
     check_image_layer,
@@ -36,9 +36,8 @@ from napari_plugin._layer_set import (
     spacing_zyx,
 )
 from napari_plugin._paint_history import stroke_changes
-
-AS_DISPLAYED = "as displayed"
-WINDOW_CHOICES = (AS_DISPLAYED, *PRESETS, "percentile")
+from napari_plugin._preview_sync import PreviewSync
+from napari_plugin._propagation_runs import PropagationRuns
 
 
 def _layer(role: str) -> property:
@@ -76,7 +75,6 @@ class AnnotatorModel:
         window_delay_ms: int = 300,
     ) -> None:
         from napari.utils.events import EmitterGroup
-        from superqt.utils import qdebounced
 
         self.viewer = viewer
         self.events = EmitterGroup(
@@ -86,6 +84,7 @@ class AnnotatorModel:
             history=None,
             busy=None,
             propagating=None,
+            task=None,
             progress=None,
             committed=None,
             attached=None,
@@ -103,15 +102,13 @@ class AnnotatorModel:
         self.store: Any = None  # an EmbeddingStore read before the encoder runs (set_store)
         self.core: InteractiveAnnotation | None = None
 
-        self._jobs = CoreJobs(self._on_activity, self._emit_busy, self._on_error, deliver)
+        self._jobs = CoreJobs(self._on_activity, self._emit_busy, self.show_error, deliver)
+        self.previews = PreviewSync(self, self._jobs, window_delay_ms)
+        self.runs = PropagationRuns(self, self._jobs)
         self._activity = ""
         self._message = "Open an image, then click points or drag a box on it."
-        self._syncing = False
-        self.rebuilding = (
-            False  # the annotator itself adds or removes layers (sync_with_layers waits)
-        )
-        self._closed = False
-        self._window_settled = qdebounced(self._apply_display_window, timeout=window_delay_ms)
+        self.rebuilding = False  # the annotator adds or removes layers (sync_with_layers waits)
+        self.closed = False  # close() was called: late results are dropped
 
     # ================================================================ properties
     @property
@@ -123,6 +120,10 @@ class AnnotatorModel:
     def busy(self) -> bool:
         """The model is working on something the user waits for (not prefetch)."""
         return self._jobs.busy
+
+    def wait_idle(self, timeout: float = 60.0, include_prefetch: bool = False) -> bool:
+        """Blocks until the compute thread is idle (scripts; not from the UI thread in Qt)."""
+        return self._jobs.wait_idle(timeout, include_prefetch)
 
     @property
     def ndim(self) -> int:
@@ -141,10 +142,9 @@ class AnnotatorModel:
         if self.layers is not None:
             self.layers.set_current_z(z)
 
-    def window(self) -> tuple[float, float]:
+    def window(self) -> tuple[float, float] | None:
         """The window the model sees: the image layer's contrast limits, once settled."""
-        self._window_settled.flush()
-        return self.core.window
+        return self.previews.window()
 
     # ================================================================ setup
     def set_image_layer(self, layer: Any, labels_layer: Any = None) -> None:
@@ -166,18 +166,18 @@ class AnnotatorModel:
             store=self.store,
         )
         self.layers.connect(
-            self._window_settled,
+            self.previews.window_settled,
             self._on_slice_changed,
-            self._on_prompt_layer_changed,
+            self.previews.on_prompts_edited,
             self._on_labels_edited,
         )
         self.set_labels_layer(self.labels_layer)
         self.use_tool("points")
-        self._say(
+        self.say(
             f"Annotating {layer.name}: click points (N toggles negative), drag a box, "
             "scribble or lasso."
         )
-        self._schedule_prefetch()
+        self.previews.prefetch()
 
     def set_labels_layer(self, layer: Any) -> None:
         """Commits go into ``layer`` (same shape as the image); a new session, same embeddings."""
@@ -207,11 +207,11 @@ class AnnotatorModel:
         store = EmbeddingStore.open(path) if path else None
         self.store = store
         if self.core is None:
-            self._say(f"Embeddings store {path} set." if path else "No embeddings store.")
+            self.say(f"Embeddings store {path} set." if path else "No embeddings store.")
             return
         self.core.set_store(store)
-        self._say(self.core.store_summary() or "No embeddings store: embeddings are computed.")
-        self._schedule_prefetch()
+        self.say(self.core.store_summary() or "No embeddings store: embeddings are computed.")
+        self.previews.prefetch()
 
     def load_model(self, name: str) -> None:
         """Loads model ``name`` (see ``hrmedsegsam.model.build.available_models``) in the
@@ -220,29 +220,19 @@ class AnnotatorModel:
 
         def done(predictor: Any) -> None:
             self.predictor, self.model_name = predictor, name
-            self._say(f"Model {name} ready.")
+            self.say(f"Model {name} ready.")
             if self.core is not None:
                 self.core.predictor = predictor
                 self.core.forget_predictions()
-                self._predict_slices(self.core.state.slices())
+                self.previews.predict(self.core.state.slices())
 
         self._jobs.load_model(name, done)
 
     def set_window_choice(self, choice: str) -> None:
-        """A preset sets the image layer's contrast limits, which the model then sees too."""
-        if choice not in WINDOW_CHOICES:
-            raise HRMedSegSAMError(
-                f"Unknown window {choice!r}; choose one of {', '.join(WINDOW_CHOICES)}."
-            )
-        if choice != AS_DISPLAYED and self.core is not None:
-            modality = self.image_layer.metadata.get(META_KEY, {}).get("modality", "")
-            self.image_layer.contrast_limits = self.core.preset_window(choice, modality)
-            self._window_settled.flush()
-
-    def _apply_display_window(self, event: Any = None) -> None:
-        if self.core is not None and not self._closed and self.image_layer is not None:
-            self._predict_slices(self.core.set_window(self.layers.displayed_window()))
-            self._schedule_prefetch()
+        """A preset (see ``WINDOW_CHOICES``) sets the image layer's contrast limits, which
+        the model then sees too; "as displayed" keeps them.
+        """
+        self.previews.choose_window(choice)
 
     def set_negative(self, negative: bool) -> None:
         """New points and strokes are negative (``True``) or positive; placed ones keep theirs."""
@@ -263,7 +253,7 @@ class AnnotatorModel:
         if self.layers is not None and is_label_map_of(layer, self.image_layer):
             self.set_labels_layer(layer)
             self.layers.keep_helpers_on_top(layer)
-            self._say(f"Correcting {layer.name}: new objects get the next free id.")
+            self.say(f"Correcting {layer.name}: new objects get the next free id.")
 
     def sync_with_layers(self) -> None:
         """After layers were removed: if the image, the labels or a helper layer is gone,
@@ -277,66 +267,17 @@ class AnnotatorModel:
             self._let_go(remove_helpers=True)
         finally:
             self.rebuilding = False
-        self._say("A layer of the annotation was removed; choose the image to go on.")
+        self.say("A layer of the annotation was removed; choose the image to go on.")
         self.events.objects()
         self.events.history()
 
     def close(self) -> None:
         """Stops the compute thread and disconnects from the layers."""
-        self._closed = True
-        self._window_settled.cancel()
+        self.closed = True
+        self.previews.window_settled.cancel()
         self._jobs.stop()
         if self.layers is not None:
             self.layers.disconnect()
-
-    # ================================================================ prompts -> predictions
-    def _on_prompt_layer_changed(self, event: Any = None) -> None:
-        action = getattr(event, "action", "changed")
-        action = str(getattr(action, "value", action))
-        if self._syncing or self.core is None or action.endswith("ing"):
-            return
-        pl.recolor_points(self.points_layer)
-        state, dropped = pl.state_from_layers(
-            self.points_layer,
-            self.box_layer,
-            self.core.session.shape_zyx,
-            self.core.session.current_id,
-            self.strokes_layer,
-        )
-        if dropped:
-            self._say(f"{dropped} prompt(s) outside the image were ignored.")
-        if len(state.boxes) != len(
-            [s for s in self.box_layer.shape_type if s == "rectangle"]
-        ) or len(state.strokes) != len(self.strokes_layer.data):
-            self._show_state(state)  # a second box on a slice replaces the first
-        if self.core.state != state:
-            self._predict_slices(self.core.set_prompts(state))
-            self.events.history()
-
-    def _predict_slices(self, slices: list[int]) -> None:
-        """Predicts ``slices`` (nearest to the shown one first) after the prompts changed."""
-        for z in sorted(slices, key=lambda s: abs(s - self.current_z())):
-            self._jobs.predict(self.core, z, self._on_shown)
-
-    def _on_shown(self, z: int, prediction: Any) -> None:
-        if self._closed or self.core is None:
-            return
-        self.preview_layer.refresh(
-            thumbnail=False, extent=False
-        )  # one slice changed; the extent did not
-        if prediction is not None:
-            self._say(self.core.describe(z, prediction))
-        if not self.busy:
-            self._schedule_prefetch()
-
-    def _schedule_prefetch(self) -> None:
-        """While idle, embed the shown slice and its neighbours ahead of the user."""
-        if self.core is not None:
-            self._jobs.prefetch(self.core, self.current_z(), self.prefetch_radius)
-
-    def wait_idle(self, timeout: float = 60.0, include_prefetch: bool = False) -> bool:
-        """Blocks until the compute thread is idle (scripts; not from the UI thread in Qt)."""
-        return self._jobs.wait_idle(timeout, include_prefetch)
 
     # ================================================================ actions
     def accept(self) -> int | None:
@@ -349,12 +290,12 @@ class AnnotatorModel:
         if self.core is None:
             raise HRMedSegSAMError("Open an image first.")
         if self._jobs.when_predicted(self.accept):
-            return self._say("Accept: waiting for the prediction to finish…")
+            return self.say("Accept: waiting for the prediction to finish…")
         slices = self.core.state.slices()
-        label_id = self.core.accept(self.target_id or None, self.overwrite, name=self._take_name())
+        label_id = self.core.accept(self.target_id or None, self.overwrite, name=self.take_name())
         self._sync()
         name = self.core.session.name_of(label_id)
-        self._say(
+        self.say(
             f"Accepted {name} (label {label_id}) on {len(slices)} slice(s).{self.core.kept_note()}"
         )
         return label_id
@@ -363,7 +304,7 @@ class AnnotatorModel:
         """Discards the current prompts and preview; the next prompt starts a new object."""
         if self.core is not None and self.core.next_object():
             self._sync(labels=False)
-        self._say("Next object: click points or drag a box.")
+        self.say("Next object: click points or drag a box.")
 
     def reopen(self, label_id: int) -> None:
         """Refine an accepted object: its mask becomes the preview and the prompt frame."""
@@ -371,18 +312,18 @@ class AnnotatorModel:
         self._sync(self.core.reopen(label_id), labels=False)
         if not obj.z_min <= self.current_z() <= obj.z_max:
             self.set_current_z((obj.z_min + obj.z_max) // 2)
-        self._say(f"Refining {obj.name}: add points or a box, then Accept.")
+        self.say(f"Refining {obj.name}: add points or a box, then Accept.")
 
     def delete_object(self, label_id: int) -> None:
         self.session.delete_object(label_id)
         self._sync()
-        self._say(f"Deleted label {label_id} (Ctrl+Z to undo).")
+        self.say(f"Deleted label {label_id} (Ctrl+Z to undo).")
 
     def keep_largest(self, label_id: int | None = None) -> None:
         """Remove islands of accepted object ``label_id`` (one undo step) or of the preview."""
         changed = self.core.keep_largest(label_id)
         self._sync(labels=label_id is not None)
-        self._say(
+        self.say(
             f"Removed islands of {f'label {label_id} on {len(changed)} slice(s)' if label_id else 'the preview'}."
         )
 
@@ -401,166 +342,40 @@ class AnnotatorModel:
             return
         entry, slices = getattr(self.core, verb)()
         if entry is None:
-            return self._say(f"Nothing to {verb}.")
+            return self.say(f"Nothing to {verb}.")
         self._sync(slices, labels=entry.diff is not None)
-        self._say(f"{verb.capitalize()}: {entry.description}.")
+        self.say(f"{verb.capitalize()}: {entry.description}.")
 
+    # ================================================================ runs through the volume
     def propagate(self) -> None:
-        """Segments the current object through the volume from the shown slice, in the
-        compute thread, reporting progress; the result is committed (one undo step).
-        :meth:`cancel` stops it and keeps the slices done so far.
+        """Segments the object being edited through the volume from the shown slice, in the
+        compute thread; committed at the end (one undo step). :meth:`cancel` keeps what it
+        found (see :class:`~napari_plugin._propagation_runs.PropagationRuns`).
         """
-        if self.core is None:
-            raise HRMedSegSAMError("Open an image first.")
-        if self._jobs.propagating:
-            return
-        if self._jobs.when_predicted(self.propagate):
-            return self._say("Propagate: waiting for the prediction to finish…")
-        self._window_settled.flush()
-        z = self.current_z()
-        run = self.core.propagate(z, self.propagate_rule)  # raises if slice z has no object
-        self.events.propagating(value=True)
-        self._jobs.propagate(
-            run, f"Propagating from slice {z}…", self._progress, self._on_propagated
-        )
-
-    def _progress(self, value: tuple[int, int, Any]) -> None:
-        self.events.progress(value=value[:2])
+        self.runs.propagate()
 
     def fill_between(self, label_id: int | None = None) -> None:
-        """Segments the slices between key slices, each prompted from both ends, in the
-        compute thread; the result is committed (one undo step) and the key slices stay.
-
-        The keys are the prompted slices of the object being edited (prompt it on two
-        slices first); without prompts, those of accepted object ``label_id`` (its gaps).
+        """Segments the slices between the key slices of the object being edited (prompt it
+        on two slices first), or without prompts the gaps of accepted object ``label_id``.
         """
-        if self.core is None:
-            raise HRMedSegSAMError("Open an image first.")
-        if self._jobs.propagating:
-            return
-        if self._jobs.when_predicted(lambda: self.fill_between(label_id)):
-            return self._say("Fill between: waiting for the prediction to finish…")
-        current = bool(self.core.state.slices())
-        if not current and label_id is None:
-            raise HRMedSegSAMError(
-                "Fill between: prompt the object on two slices (its top and bottom), or "
-                "select an accepted object with gaps."
-            )
-        self._window_settled.flush()
-        run = self.core.fill_between(None if current else int(label_id))
-        target = (self.target_id or None) if current else int(label_id)
-        self.events.propagating(value=True)
-        self._jobs.propagate(
-            run,
-            "Filling between key slices…",
-            self._progress,
-            lambda result: self._on_filled(result, target),
-        )
-
-    def _on_filled(self, run: Propagation | BaseException, label_id: int | None) -> None:
-        self.events.propagating(value=False)
-        if self._closed or isinstance(run, BaseException):
-            return self._on_error(run) if not self._closed else None
-        try:
-            name = self._take_name() if label_id is None or label_id == self.target_id else None
-            label_id = self.core.commit_propagation(run, label_id, self.overwrite, name=name)
-        except HRMedSegSAMError as exc:
-            return self._on_error(exc)
-        self._sync()
-        self._say(
-            f"Filled {self.session.name_of(label_id)}: {run.describe()}.{self.core.kept_note()}"
-        )
+        self.runs.fill_between(label_id)
 
     def propagate_objects(self, label_ids: list[int] | None = None) -> None:
-        """Extends every accepted object (or ``label_ids``) up and down the volume in one
-        run on the compute thread, saying which object and slice it is at; each object
-        that grew is committed (one undo step each). :meth:`cancel` keeps what was found.
-        """
-        if self.core is None:
-            raise HRMedSegSAMError("Open an image first.")
-        if self._jobs.propagating:
-            return
-        if self._jobs.when_predicted(lambda: self.propagate_objects(label_ids)):
-            return self._say("Propagate all: waiting for the prediction to finish…")
-        self._window_settled.flush()
-        run = self.core.propagate_objects(label_ids, self.propagate_rule)
-        self.events.propagating(value=True)
-        self._jobs.propagate(
-            run, "Propagating the objects…", self._object_progress, self._on_objects
-        )
-
-    def _object_progress(self, value: tuple[int, int, Any]) -> None:
-        done, total, step = value
-        self.events.progress(value=(done, total))
-        name = self.session.name_of(step.label_id) if self.session is not None else ""
-        self._say(f"Propagating {name} ({step.index + 1} of {step.objects}): slice {step.step.z}")
-
-    def _on_objects(self, run: MultiPropagation | BaseException) -> None:
-        self.events.propagating(value=False)
-        if self._closed or isinstance(run, BaseException):
-            return self._on_error(run) if not self._closed else None
-        ids = self.core.commit_objects(run, self.overwrite)
-        self._sync(labels=True)
-        grown = f"{len(ids)} object(s) grew" if ids else "no object grew"
-        self._say(f"Propagate all: {grown}.\n{run.describe(self.session.name_of)}")
-        self._schedule_prefetch()
+        """Extends every accepted object (or ``label_ids``) up and down, in one run."""
+        self.runs.propagate_objects(label_ids)
 
     def cancel(self) -> None:
         """Stops a running propagation (what it found so far is kept)."""
-        if self._jobs.cancel():
-            self._say("Cancelling the propagation…")
+        self.runs.cancel()
 
-    def _on_propagated(self, run: Propagation | BaseException) -> None:
-        self.events.propagating(value=False)
-        if self._closed or isinstance(run, BaseException):
-            return self._on_error(run) if not self._closed else None
-        try:
-            label_id = self.core.commit_propagation(
-                run, self.target_id or None, self.overwrite, name=self._take_name()
-            )
-        except HRMedSegSAMError as exc:
-            return self._on_error(exc)
-        self._sync()
-        self._say(
-            f"Propagated {self.session.name_of(label_id)}: {run.describe()}.{self.core.kept_note()}"
-        )
-        self._schedule_prefetch()
-
-    def _take_name(self) -> str | None:
+    def take_name(self) -> str | None:
         """The name for the object being committed (:attr:`accept_name`, used once)."""
         name, self.accept_name = self.accept_name.strip(), ""
         return name or None
 
-    def volume(self) -> Any:
-        """The annotated image as a :class:`hrmedsegsam.io.Volume` ``(z, y, x)``: the
-        source geometry, path and DICOM series from the layer's metadata (voxels not copied).
-        """
-        from napari_plugin._geometry import volume_from_layer
-
-        if self.core is None:
-            raise HRMedSegSAMError("Open an image first.")
-        return volume_from_layer(self.image_layer, self.core.image)
-
-    def export(self, path: str, overwrite: bool = False, fmt: str | None = None) -> str:
-        """Writes the labels on the source grid with the objects' names and colours: NIfTI
-        (``.nii.gz`` added unless the name ends in .nii/.nii.gz) plus its ``.labels.tsv``
-        table, or DICOM SEG (``.dcm`` or ``fmt="seg"``; DICOM images only). Never
-        overwrites unless ``overwrite`` (the user confirmed). Returns the labels file.
-        """
-        from hrmedsegsam.io.export import export_format
-        from napari_plugin._writer import nifti_path
-
-        if self.core is None:
-            raise HRMedSegSAMError("There are no labels to export yet.")
-        if export_format(path, fmt) == "nifti":
-            path = nifti_path(path)
-        out = str(self.core.export(path, self.volume(), overwrite=overwrite, fmt=fmt))
-        self._say(f"Saved {out}.")
-        return out
-
     def reload(self) -> None:
-        """Show what the core holds after it was replaced wholesale (a session or SEG
-        opened into it): its labels, no prompts, no preview; a commit for autosave.
+        """Show what the core holds after it changed behind the layers (a run committed, a
+        session or SEG opened into it): its labels, prompts and preview; a commit for autosave.
         """
         self._sync()
 
@@ -580,19 +395,10 @@ class AnnotatorModel:
             if commit:
                 self.events.committed()
         self._jobs.forget()
-        self._show_state(self.core.state)
+        self.previews.show_state(self.core.state)
         self.preview_layer.refresh()
-        self._predict_slices(list(slices))
+        self.previews.predict(list(slices))
         self.events.history()
-
-    def _show_state(self, state: PromptState) -> None:
-        if self.points_layer is None:
-            return
-        self._syncing = True
-        try:
-            pl.show_state(self.points_layer, self.box_layer, state, self.ndim, self.strokes_layer)
-        finally:
-            self._syncing = False
 
     def _on_labels_edited(self, event: Any) -> None:
         """A brush, eraser or fill stroke (napari's ``paint`` event) becomes one step of the
@@ -607,28 +413,26 @@ class AnnotatorModel:
 
     def _on_slice_changed(self, event: Any = None) -> None:
         if not self._jobs.propagating:
-            self._schedule_prefetch()
+            self.previews.prefetch()
 
     def _on_activity(self, text: str) -> None:
-        if self._closed:
+        if self.closed:
             return
         self._activity = text
         self.events.status(value=self.status)
         self._emit_busy()
 
-    def _on_error(self, exc: BaseException) -> None:
-        if self._closed:
+    def show_error(self, exc: BaseException) -> None:
+        """Show a job's exception on the status line (dropped after :meth:`close`)."""
+        if self.closed:
             return
         if isinstance(exc, HRMedSegSAMError):
-            self._say(str(exc))
+            self.say(str(exc))
         else:  # a bug, not the user's input: keep the type in the message
-            self._say(f"Error: {type(exc).__name__}: {exc}")
+            self.say(f"Error: {type(exc).__name__}: {exc}")
 
     def say(self, message: str) -> None:
-        """Show ``message`` on the status line (for the widget's other parts)."""
-        self._say(message)
-
-    def _say(self, message: str) -> None:
+        """Show ``message`` on the status line."""
         self._message = message
         self.events.status(value=self.status)
 

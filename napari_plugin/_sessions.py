@@ -24,11 +24,14 @@ nothing is autosaved, so the work of the earlier run is never written over unsee
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hrmedsegsam.errors import HRMedSegSAMError
 from hrmedsegsam.recovery import Autosaver, find_recovery
 from napari_plugin._geometry import SEGMENTS_KEY
+
+if TYPE_CHECKING:
+    from hrmedsegsam.io import Volume
 
 
 class SessionKeeper:
@@ -68,7 +71,7 @@ class SessionKeeper:
         of this image); returns the folder.
         """
         folder = self._need_core().save_session(
-            path, self.model.volume(), image_fingerprint=self._fingerprint()
+            path, self.volume(), image_fingerprint=self._fingerprint()
         )
         self.model.say(f"Saved the session {folder}.")
         return folder
@@ -78,7 +81,7 @@ class SessionKeeper:
         only: another image's session is refused and nothing changes).
         """
         saved = self._need_core().open_session(
-            path, self.model.volume(), image_fingerprint=self._fingerprint()
+            path, self.volume(), image_fingerprint=self._fingerprint()
         )
         self.model.reload()
         self.model.say(f"Opened the session {saved.path}: {len(saved.objects)} object(s).")
@@ -87,17 +90,40 @@ class SessionKeeper:
         """Replace the labels and objects with a DICOM SEG of this image's series (a SEG of
         another series is refused and nothing changes).
         """
-        segments = self._need_core().open_seg(path, self.model.volume())
+        segments = self._need_core().open_seg(path, self.volume())
         self.model.reload()
         self.model.say(f"Opened {Path(path).name}: {len(segments)} segment(s).")
 
     def export(self, path: str, overwrite: bool = False, fmt: str | None = None) -> str:
-        """Export the labels with names and colours (NIfTI + label table, or DICOM SEG)."""
-        return self.model.export(path, overwrite=overwrite, fmt=fmt)
+        """Writes the labels on the source grid with the objects' names and colours: NIfTI
+        (``.nii.gz`` added unless the name ends in .nii/.nii.gz) plus its ``.labels.tsv``
+        table, or DICOM SEG (``.dcm`` or ``fmt="seg"``; DICOM images only). Never
+        overwrites unless ``overwrite`` (the user confirmed). Returns the labels file.
+        """
+        from hrmedsegsam.io.export import export_format
+        from napari_plugin._writer import nifti_path
+
+        if self.model.core is None:
+            raise HRMedSegSAMError("There are no labels to export yet.")
+        if export_format(path, fmt) == "nifti":
+            path = nifti_path(path)
+        out = str(self.model.core.export(path, self.volume(), overwrite=overwrite, fmt=fmt))
+        self.model.say(f"Saved {out}.")
+        return out
+
+    def volume(self) -> Volume:
+        """The annotated image as a :class:`hrmedsegsam.io.Volume` ``(z, y, x)``: the
+        source geometry, path and DICOM series from the layer's metadata (voxels not copied).
+        """
+        from napari_plugin._geometry import volume_from_layer
+
+        if self.model.core is None:
+            raise HRMedSegSAMError("Open an image first.")
+        return volume_from_layer(self.model.image_layer, self.model.core.image)
 
     def is_dicom(self) -> bool:
         """The annotated image was read from a DICOM series (DICOM SEG can be written)."""
-        return self.model.core is not None and bool(self.model.volume().series_uid)
+        return self.model.core is not None and bool(self.volume().series_uid)
 
     def show_objects(self, objects: list) -> None:
         """Colour the labels layer with the objects' colours (what exports write) and keep
@@ -177,7 +203,7 @@ class SessionKeeper:
         if self.autosaver is not None:
             self.autosaver.wait()  # one writer per recovery folder at a time
         self.autosaver = Autosaver(
-            model.volume() if fingerprint is None else self.autosaver.like,
+            self.volume() if fingerprint is None else self.autosaver.like,
             lambda: core.labels,
             core.session.infos,
             lambda: core.window,

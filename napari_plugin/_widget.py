@@ -34,7 +34,8 @@ from qtpy.QtWidgets import (
 )
 
 from hrmedsegsam.errors import HRMedSegSAMError
-from napari_plugin._annotator import WINDOW_CHOICES, AnnotatorModel
+from napari_plugin._annotator import AnnotatorModel
+from napari_plugin._preview_sync import WINDOW_CHOICES
 from napari_plugin._prompt_layers import role
 from napari_plugin._session_panel import SessionPanel
 from napari_plugin._volume_panel import VolumePanel

@@ -51,7 +51,7 @@ def main() -> None:
     from hrmedsegsam import Predictor, load_model
     from hrmedsegsam.interactive import InteractiveAnnotation
     from hrmedsegsam.model.build import build_model
-    from napari_plugin import _annotator
+    from napari_plugin import _preview_sync
     from napari_plugin._reader import image_layer_data
     from napari_plugin._sample_data import make_ct_volume
     from napari_plugin._widget import AnnotatorWidget
@@ -72,7 +72,7 @@ def main() -> None:
 
     from napari_plugin import _prompt_layers
 
-    timed(_annotator.AnnotatorModel, "_predict_slices", "  of which: request + submit")
+    timed(_preview_sync.PreviewSync, "predict", "  of which: request + submit")
     timed(_prompt_layers, "recolor_points", "  of which: recolour the points")
     timed(_prompt_layers, "state_from_layers", "  of which: read the prompts from the layers")
     torch.manual_seed(0)
@@ -95,12 +95,12 @@ def main() -> None:
     ]  # the first warms up
 
     timed(InteractiveAnnotation, "compute", "compute thread: model (decode)")
-    timed(_annotator.AnnotatorModel, "_on_shown", "main: preview refresh + status")
+    timed(_preview_sync.PreviewSync, "_on_shown", "main: preview refresh + status")
     shown: list[float] = []
     loop = QEventLoop()
     guard = QTimer(singleShot=True, interval=60_000)  # never wait forever
     guard.timeout.connect(loop.quit)
-    on_shown = _annotator.AnnotatorModel._on_shown
+    on_shown = _preview_sync.PreviewSync._on_shown
 
     def record(self, zz, pred):
         on_shown(self, zz, pred)
@@ -108,7 +108,7 @@ def main() -> None:
             shown.append(time.perf_counter())
             loop.quit()
 
-    _annotator.AnnotatorModel._on_shown = record
+    _preview_sync.PreviewSync._on_shown = record
 
     widget_ms = []
     for i, (x0, y0, x1, y1) in enumerate(boxes):

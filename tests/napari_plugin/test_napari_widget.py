@@ -121,15 +121,15 @@ def test_box_accept_second_object_undo_redo_brush_export(
 
     # export -> SimpleITK reads back the layer with the source geometry; no silent overwrite
     out = tmp_path / "annotated.nii.gz"
-    assert m.export(str(out)) == str(out)
+    assert widget.files.keeper.export(str(out)) == str(out)
     back = sitk.ReadImage(str(out))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
     np.testing.assert_allclose(back.GetSpacing(), vol.spacing)
     np.testing.assert_allclose(back.GetOrigin(), vol.origin)
     np.testing.assert_allclose(back.GetDirection(), vol.direction)
     with pytest.raises(OutputExistsError):
-        m.export(str(out))
-    m.export(str(out), overwrite=True)  # only after the user confirmed
+        widget.files.keeper.export(str(out))
+    widget.files.keeper.export(str(out), overwrite=True)  # only after the user confirmed
 
 
 def test_keyboard_undo_redo(annotator, wait_idle):
@@ -345,7 +345,7 @@ def test_labels_file_opened_onto_the_image_becomes_the_target(
     wait_idle(m)
     assert m.accept() == 4
     out = tmp_path / "corrected.nii.gz"
-    m.export(str(out))
+    widget.files.keeper.export(str(out))
     back = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert (back[1:4, 10:30, 10:30] == 3).all() and (back[5] == 4).any()
 
