@@ -105,7 +105,7 @@ class AnnotatorWidget(QWidget):
             self.model, self._run, lambda: self._selected_id(None), _key_text
         )  # fill between, propagate all
         self.progress = QProgressBar()
-        self.progress.setFormat("Propagating: %v of %m slices")
+        self.progress.setFormat("%v of %m slices")  # the model's ``task`` names the run
         self.progress.setVisible(False)
         tips = {
             "accept": (self.accept_btn, "Commit the current object into the labels"),
@@ -257,6 +257,7 @@ class AnnotatorWidget(QWidget):
         m.events.objects.connect(lambda e: self._objects_timer.start())
         m.events.history.connect(lambda e: self._refresh_history())
         m.events.propagating.connect(lambda e: self._set_propagating(e.value))
+        m.events.task.connect(lambda e: self._show_task(e.value))
         m.events.progress.connect(lambda e: self._on_progress(*e.value))
         self.viewer.layers.events.inserted.connect(
             lambda e: self._run(m.on_layer_inserted, e.value)
@@ -398,6 +399,12 @@ class AnnotatorWidget(QWidget):
         session = self.model.session
         self.undo_btn.setEnabled(bool(session and session.can_undo))
         self.redo_btn.setEnabled(bool(session and session.can_redo))
+
+    def _show_task(self, title: str) -> None:
+        """The bar says what runs, e.g. ``"Filling liver between slices 12 and 30: 3 of 17
+        slices"``; it keeps the label after the run, the status line says why it stopped.
+        """
+        self.progress.setFormat(f"{title}: %v of %m slices")
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.setMaximum(max(1, total))

@@ -32,11 +32,17 @@ def test_fill_between_the_key_slices_of_the_selected_object(annotator, qtbot, wa
     m._sync()
     before = m.labels_layer.data[[1, 4]].copy()
     _select(widget, qtbot, label)
-    seen = []
+    seen, shown = [], []
     m.events.progress.connect(lambda e: seen.append(tuple(e.value)))
+    m.events.progress.connect(lambda e: shown.append(widget.progress.text()))
     widget.volume.fill_btn.click()
+    # the bar says what runs (not "Propagating"), while it runs and after
+    assert widget.progress.isVisibleTo(widget)
+    assert widget.progress.format() == "Filling kidney between slices 1 and 4: %v of %m slices"
     qtbot.waitUntil(lambda: not widget.progress.isVisibleTo(widget), timeout=120_000)
     wait_idle(m)
+    assert shown[-1] == "Filling kidney between slices 1 and 4: 2 of 2 slices"
+    assert widget.progress.text() == shown[-1]
     labels = m.labels_layer.data
     assert (labels[2] == label).any() and (labels[3] == label).any()  # the gap is filled
     np.testing.assert_array_equal(labels[[1, 4]], before)  # the key slices are not touched
@@ -67,6 +73,7 @@ def test_propagate_all_runs_every_object_with_progress_and_keys(
     handler.press_key("Alt-O")
     handler.release_key("Alt-O")
     assert widget.progress.isVisibleTo(widget) and not widget.volume.all_btn.isEnabled()
+    assert widget.progress.format().startswith("Propagating 2 object(s): ")
     qtbot.waitUntil(lambda: not widget.progress.isVisibleTo(widget), timeout=300_000)
     wait_idle(m)
     text = widget.status.text()

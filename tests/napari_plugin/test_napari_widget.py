@@ -195,6 +195,7 @@ def test_propagate_labels_more_slices_and_cancel(annotator, qtbot, wait_idle, ma
     widget.propagate_btn.click()
     assert widget.cancel_btn.isEnabled() and not widget.accept_btn.isEnabled()
     assert widget.progress.isVisibleTo(widget)  # the progress bar in the widget
+    assert widget.progress.format() == "Propagating aorta from slice 3: %v of %m slices"
     wait_idle(m)
     labelled = np.flatnonzero((labels == 1).reshape(labels.shape[0], -1).any(axis=1))
     assert len(labelled) > 1 and 3 in labelled
