@@ -65,7 +65,7 @@ def report(name: str, rows: np.ndarray) -> None:
             )
 
 
-def embedding_fit(cache: Path, model, n: int = 40) -> None:  # type: ignore[no-untyped-def]
+def embedding_fit(cache: Path, model: torch.nn.Module, n: int = 40) -> None:
     from hrmedsegsam.training.cache import sample_paths
     from hrmedsegsam.training.data import load_sample, to_frame
 

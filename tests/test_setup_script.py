@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,10 +41,10 @@ def local_index(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "torch" / "index.html").write_text("<html></html>")
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **k):  # type: ignore[no-untyped-def]
+        def __init__(self, *a: Any, **k: Any) -> None:
             super().__init__(*a, directory=str(tmp_path), **k)
 
-        def log_message(self, *a):  # type: ignore[no-untyped-def]
+        def log_message(self, *a: Any) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)

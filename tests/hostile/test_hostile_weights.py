@@ -5,7 +5,9 @@ NaN says so instead of returning an empty mask."""
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from hrmedsegsam.model.build import (
 )
 
 
-def _edited(src: Path, dst: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+def _edited(src: Path, dst: Path, edit: Callable[[dict[str, Any]], object]) -> Path:
     """A copy of the weights file ``src`` with its payload changed by ``edit``."""
     payload = torch.load(src, weights_only=True)
     edit(payload)
@@ -29,8 +31,10 @@ def _edited(src: Path, dst: Path, edit) -> Path:  # type: ignore[no-untyped-def]
     return dst
 
 
-def _without_checksum(edit):  # type: ignore[no-untyped-def]
-    def run(payload: dict) -> None:
+def _without_checksum(
+    edit: Callable[[dict[str, Any]], object],
+) -> Callable[[dict[str, Any]], None]:
+    def run(payload: dict[str, Any]) -> None:
         payload.pop("sha256", None)
         edit(payload)
 

@@ -37,7 +37,7 @@ def test_prompts_scale_per_axis_into_the_resized_part() -> None:
     )
 
 
-def test_predictor_preprocess_is_the_frame(box_threshold_model) -> None:  # type: ignore[no-untyped-def]
+def test_predictor_preprocess_is_the_frame(box_threshold_model: torch.nn.Module) -> None:
     from hrmedsegsam.predictor import Predictor
 
     predictor = Predictor(box_threshold_model)

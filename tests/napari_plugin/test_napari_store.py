@@ -3,6 +3,8 @@ store written by the library) shows its first mask from the store, without the e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,9 @@ pytest.importorskip("zarr")
 torch = pytest.importorskip("torch")
 
 
-def _write_store(path, image: np.ndarray, window, model) -> None:  # type: ignore[no-untyped-def]
+def _write_store(
+    path: Path, image: np.ndarray, window: tuple[float, float], model: torch.nn.Module
+) -> None:
     """Embeddings of every slice of ``image`` (Z, Y, X) under ``window`` by ``model``."""
     from hrmedsegsam.embedding_store import EmbeddingStore, ModelIdentity, volume_id
     from hrmedsegsam.predictor import Predictor

@@ -32,7 +32,7 @@ def _disk_sample(rng: np.random.Generator, size: int = 48) -> Sample:
     return Sample(img, disk[None], "synthetic")
 
 
-def teacher_mse(model, cache: Path) -> float:  # type: ignore[no-untyped-def]
+def teacher_mse(model: torch.nn.Module, cache: Path) -> float:
     """Summed MSE between the model's embeddings of the 4 cached samples and their teacher targets."""
     tot = 0.0
     for i in range(4):
@@ -284,7 +284,7 @@ def test_end_to_end_steps_train_the_encoder(small_cache, tmp_path: Path) -> None
 
     cache, model = small_cache
 
-    def enc_state(m):  # type: ignore[no-untyped-def]
+    def enc_state(m: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in m.image_encoder.state_dict().items()}
 
     common = dict(
