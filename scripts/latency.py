@@ -2,11 +2,15 @@
 
 Opens a synthetic CT (``--size`` pixels square, ``--slices`` slices) in napari with the
 HRMedSegSAM widget, embeds one slice, then draws ``--n`` box prompts on it the way a user
-does (a rectangle added to the box layer) and times each from the shapes event to the
-preview being written and refreshed. The same boxes go through ``Predictor.predict`` for
-the library's time. Prints medians and where the widget's time goes (main-thread prompt
-handling, the model in the compute thread, the hand-offs between threads, drawing the
-preview).
+does (a mouse drag in the box layer's rectangle mode through napari's own mouse callbacks,
+the canvas redrawn between moves) and times each from the mouse release, which emits the
+shapes event, to the preview being written and refreshed. ``--add-rectangles`` adds each
+box with ``Shapes.add_rectangles`` instead (no drag: napari then also draws the new shape
+for the first time inside the timed interval). The same boxes go through
+``Predictor.predict`` for the library's time. Prints medians and where the widget's time
+goes: main-thread prompt handling, the model in the compute thread (its CPU time, and on
+Linux the time it was runnable but waited for a CPU), the hand-offs between threads,
+drawing the preview.
 
 Run under a display: ``xvfb-run -a python scripts/latency.py [--random-weights]``.
 """
@@ -32,6 +36,11 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=6)
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--random-weights", action="store_true", help="a randomly initialised model")
+    ap.add_argument(
+        "--add-rectangles",
+        action="store_true",
+        help="add each box with Shapes.add_rectangles instead of a simulated mouse drag",
+    )
     args = ap.parse_args()
 
     import os
@@ -95,6 +104,18 @@ def main() -> None:
     ]  # the first warms up
 
     timed(InteractiveAnnotation, "compute", "compute thread: model (decode)")
+    decode = InteractiveAnnotation.compute
+
+    def compute_accounted(self, request):
+        cpu, waited = time.thread_time(), _runqueue_wait_s()
+        try:
+            return decode(self, request)
+        finally:
+            spent["  of which: the compute thread on a CPU"].append(time.thread_time() - cpu)
+            if waited is not None:
+                spent["  of which: runnable, waiting for a CPU"].append(_runqueue_wait_s() - waited)
+
+    InteractiveAnnotation.compute = compute_accounted
     timed(_preview_sync.PreviewSync, "_on_shown", "main: preview refresh + status")
     shown: list[float] = []
     loop = QEventLoop()
@@ -115,13 +136,16 @@ def main() -> None:
         m.next_object()
         for _ in range(5):
             app.processEvents()
-        rect = np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float)
-        t0 = time.perf_counter()
-        m.box_layer.add_rectangles(rect)  # emits the shapes event; the prompt is handled in it
+        if args.add_rectangles:
+            rect = np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float)
+            t0 = time.perf_counter()
+            m.box_layer.add_rectangles(rect)  # emits the shapes event; the prompt is handled in it
+        else:
+            t0 = _drag_box(m.box_layer, viewer, app, z, (x0, y0, x1, y1))
         queued = time.perf_counter()
         guard.start()
         loop.exec()  # the UI thread idles in its event loop, as in napari
-        spent["main: add_rectangles (napari + our handler)"].append(queued - t0)
+        spent["main: the shapes event (napari + our handler)"].append(queued - t0)
         widget_ms.append((shown[-1] - t0) * 1000)
         if i == 0:
             spent.clear()  # the first one warms up the decoder cache
@@ -139,21 +163,72 @@ def main() -> None:
     print(f"widget: shapes event -> preview shown, median {med(widget_ms):.1f} ms")
     print(f"library: Predictor.predict(box), median {med(lib_ms):.1f} ms")
     order = [
-        "main: add_rectangles (napari + our handler)",
+        "main: the shapes event (napari + our handler)",
         "  of which: read the prompts from the layers",
         "  of which: recolour the points",
         "  of which: request + submit",
         "compute thread: model (decode)",
+        "  of which: the compute thread on a CPU",
+        "  of which: runnable, waiting for a CPU",
         "main: preview refresh + status",
     ]
     accounted = 0.0
     for label in order:
+        if not spent[label]:
+            continue
         ms = med(spent[label]) * 1000
         accounted += 0.0 if label.startswith("  ") else ms
         print(f"  {label}: median {ms:.1f} ms")
     print(f"  thread hand-offs and event loop (the rest): {med(widget_ms) - accounted:.1f} ms")
     m.close()
     viewer.close()
+
+
+def _drag_box(layer, viewer, app, z: int, box: tuple[float, float, float, float]) -> float:
+    """Drags box ``(x0, y0, x1, y1)`` (pixels of slice ``z``) in ``layer``'s rectangle mode
+    with napari's mouse callbacks, letting the canvas redraw between moves as it does for a
+    user; returns ``time.perf_counter()`` just before the release (the shapes event).
+    """
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import (
+        mouse_move_callbacks,
+        mouse_press_callbacks,
+        mouse_release_callbacks,
+    )
+
+    viewer.layers.selection.active = layer
+    layer.mode = "add_rectangle"
+    x0, y0, x1, y1 = box
+
+    def event(kind: str, i: int, f: float):
+        zyx = np.array([z, y0 + (y1 - y0) * f, x0 + (x1 - x0) * f], float)
+        return read_only_mouse_event(
+            type=kind,
+            is_dragging=kind != "mouse_press",
+            position=layer.data_to_world(zyx),
+            pos=np.array([20.0 * i, 0.0]),  # screen pixels
+            view_direction=None,
+            dims_displayed=[1, 2],
+            modifiers=(),
+        )
+
+    mouse_press_callbacks(layer, event("mouse_press", 0, 0.0))
+    for i in range(1, 6):
+        mouse_move_callbacks(layer, event("mouse_move", i, i / 5))
+        for _ in range(3):
+            app.processEvents()
+    t0 = time.perf_counter()
+    mouse_release_callbacks(layer, event("mouse_release", 6, 1.0))
+    return t0
+
+
+def _runqueue_wait_s() -> float | None:
+    """Seconds the calling thread has spent runnable but not running (Linux schedstat)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 if __name__ == "__main__":
