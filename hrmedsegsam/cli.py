@@ -50,6 +50,18 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------- segment
 SEGMENT_CACHE_BYTES = 64 << 20
+PROMPTS_HELP = """\
+prompts JSON, a list of objects (positions are pixels of the slice: x = column, y = row):
+  [{"label": 1, "slice": 12, "box": [x0, y0, x1, y1], "name": "liver"},
+   {"label": 2, "slice": 12, "points": [[x, y, 1], [x, y, 0]]},
+   {"label": 3, "slice": 20, "strokes": [{"scribble": [[x, y], [x, y], ...]},
+                                         {"lasso": [[x, y], [x, y], [x, y], ...]},
+                                         {"lasso": [[x, y], ...], "negative": true}]}]
+slice indexes axis 0 of the (z, y, x) volume. A point's third value is 1 (positive,
+default) or 0 (negative). A scribble is a polyline over the object (or, negative, over
+what is not); a lasso is a polygon around the object (the mask stays inside it) or,
+negative, around a part to leave out. Each object needs a positive prompt; box, points
+and strokes mix."""
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -248,9 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         "segment",
         help="segment objects from prompts; write labels (NIfTI or DICOM SEG) "
         "and/or keep them in a session",
+        epilog=PROMPTS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("path", help="the image volume")
-    p.add_argument("--prompts", help="prompts JSON: [{label, slice, box, points, name}, ...]")
+    p.add_argument(
+        "--prompts", help="prompts JSON: [{label, slice, box, points, strokes, name}, ...] (below)"
+    )
     p.add_argument(
         "--session",
         metavar="DIR",

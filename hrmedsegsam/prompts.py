@@ -10,14 +10,25 @@ Prompt files for ``hrmedsegsam segment``:
 A prompts file is a JSON list of objects::
 
     [{"label": 1, "slice": 12, "box": [x0, y0, x1, y1], "points": [[x, y, 1], [x, y, 0]],
+      "strokes": [{"scribble": [[x, y], [x, y], ...]},
+                  {"lasso": [[x, y], [x, y], [x, y], ...], "negative": true}],
       "name": "liver"}]
 
 ``slice`` indexes axis 0 of the ``(z, y, x)`` array of :func:`hrmedsegsam.read_volume`;
-``x`` is the pixel column and ``y`` the pixel row of that slice. ``box`` and ``points`` are
-each optional but at least one is needed; a point's third value is 1 (positive, the
-default when omitted) or 0 (negative). ``name`` (optional) names the object in sessions
-and exports. A file holds at most :data:`MAX_OBJECTS` objects, an object at most
-:data:`MAX_POINTS` points, and the file at most :data:`MAX_FILE_BYTES`.
+``x`` is the pixel column and ``y`` the pixel row of that slice. ``box``, ``points`` and
+``strokes`` are each optional, but the object needs a positive prompt: a box, a positive
+point, or a positive scribble or lasso. A point's third value is 1 (positive, the default
+when omitted) or 0 (negative). A stroke is a *scribble* (an open polyline of ``[x, y]``
+vertices drawn over the object, or over what is not the object when ``"negative": true``)
+or a *lasso* (a closed polygon of at least 3 vertices around the object, or around a part
+to leave out when negative); ``negative`` is false when omitted. Strokes go through the
+same translation as the widget's (:mod:`hrmedsegsam.scribble`): a stroke may run off the
+slice (its part on the slice counts) but must have a part on it. ``name`` (optional) names
+the object in sessions and exports. A file holds at most :data:`MAX_OBJECTS` objects, an
+object at most :data:`MAX_POINTS` points (each scribble counts as the
+:data:`~hrmedsegsam.scribble.SCRIBBLE_POINTS` points it may become) and
+:data:`MAX_STROKES` strokes, a stroke at most :data:`~hrmedsegsam.scribble.MAX_VERTICES`
+vertices, and the file at most :data:`MAX_FILE_BYTES`.
 """
 
 from __future__ import annotations
@@ -27,16 +38,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hrmedsegsam.errors import InputError, PromptError
 
+if TYPE_CHECKING:
+    from hrmedsegsam.session import Stroke
+
 MAX_POINTS = 256
 """Most points one prediction takes: the decoder's attention over prompt tokens grows with
 the square of their number (10,000 points asked for 25.6 GB)."""
 MAX_OBJECTS = 1024
+MAX_STROKES = 64
+"""Most scribbles and lassos one object of a prompts file may have."""
 MAX_FILE_BYTES = 16 << 20
 
 
@@ -87,7 +103,11 @@ def check_box(
 
 @dataclass(frozen=True)
 class ObjectPrompt:
-    """One object's prompt on one slice (pixel coordinates, x = column, y = row)."""
+    """One object's prompt on one slice (pixel coordinates, x = column, y = row).
+
+    ``strokes``: its scribbles and lassos, each a :class:`~hrmedsegsam.session.Stroke` on
+    slice ``slice`` with ``(x, y)`` vertices, in the file's order.
+    """
 
     label: int
     slice: int
@@ -95,6 +115,7 @@ class ObjectPrompt:
     points: tuple[tuple[float, float], ...] = ()
     point_labels: tuple[int, ...] = ()
     name: str | None = None
+    strokes: tuple[Stroke, ...] = ()
 
     def check_against(self, shape_zyx: Sequence[int]) -> None:
         """Raise PromptError if the slice index or any coordinate lies outside the volume."""
@@ -109,6 +130,14 @@ class ObjectPrompt:
             check_box(self.box, (H, W), f"{where}: box")
         for x, y in self.points:
             check_point(x, y, (H, W), f"{where}: point")
+        if self.strokes:
+            from hrmedsegsam.scribble import check_stroke
+
+            for i, stroke in enumerate(self.strokes):
+                try:
+                    check_stroke(stroke.vertices, (H, W), stroke.closed)
+                except PromptError as exc:
+                    raise PromptError(f"{where}: stroke #{i}: {exc}") from None
 
 
 def _number(value: Any, what: str) -> float:
@@ -134,6 +163,8 @@ def _short(value: Any) -> str:
 
 def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
     """Validate decoded JSON ``data`` (see module docstring) into ObjectPrompts."""
+    from hrmedsegsam.scribble import SCRIBBLE_POINTS
+
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data:
@@ -147,7 +178,7 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
         where = f"{source}: object #{i}"
         if not isinstance(item, dict):
             raise PromptError(f"{where} is not a JSON object")
-        unknown = set(item) - {"label", "slice", "box", "points", "name"}
+        unknown = set(item) - {"label", "slice", "box", "points", "strokes", "name"}
         if unknown:
             raise PromptError(f"{where} has unknown fields {sorted(unknown)}")
         for field in ("label", "slice"):
@@ -189,17 +220,80 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
                     f"{where}: a point's label must be 1 (positive) or 0 (negative), got {lab}"
                 )
             plabels.append(lab)
-        if box is None and not pts:
-            raise PromptError(f"{where} needs a 'box' or 'points'")
-        if box is None and 1 not in plabels:
-            raise PromptError(f"{where} has only negative points; add a positive point or a box")
+        strokes = _strokes(item.get("strokes"), z, where)
+        scribbles = sum(not s.closed for s in strokes)
+        if len(pts) + SCRIBBLE_POINTS * scribbles > MAX_POINTS:
+            raise PromptError(
+                f"{where}: its {len(pts)} points and {scribbles} scribbles give up to "
+                f"{len(pts) + SCRIBBLE_POINTS * scribbles} points; at most {MAX_POINTS} are "
+                "allowed per object"
+            )
+        if box is None and not pts and not strokes:
+            raise PromptError(f"{where} needs a 'box', 'points' or 'strokes'")
+        if box is None and 1 not in plabels and not any(s.positive for s in strokes):
+            raise PromptError(
+                f"{where} has only negative prompts; add a box, a positive point or a "
+                "positive stroke"
+            )
         name = item.get("name")
         if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 256):
             raise PromptError(
                 f"{where} 'name' must be a non-empty string of at most 256 characters"
             )
-        out.append(ObjectPrompt(label, z, box, tuple(pts), tuple(plabels), name))
+        out.append(ObjectPrompt(label, z, box, tuple(pts), tuple(plabels), name, strokes))
     return out
+
+
+def _strokes(data: Any, z: int, where: str) -> tuple[Stroke, ...]:
+    """An object's ``"strokes"`` (see the module docstring) as Strokes on slice ``z``;
+    their positions are checked against the slice later (:meth:`ObjectPrompt.check_against`).
+    """
+    from hrmedsegsam.scribble import MAX_VERTICES
+    from hrmedsegsam.session import Stroke
+
+    if data is None:
+        return ()
+    shape = '{"scribble": [[x, y], ...]} or {"lasso": [[x, y], ...]}'
+    if not isinstance(data, list):
+        raise PromptError(f"{where} 'strokes' must be a list of {shape}, got {_short(data)}")
+    if len(data) > MAX_STROKES:
+        raise PromptError(
+            f"{where} has {len(data)} strokes; at most {MAX_STROKES} are allowed per object"
+        )
+    out: list[Stroke] = []
+    for i, item in enumerate(data):
+        what = f"{where} stroke #{i}"
+        if not isinstance(item, dict):
+            raise PromptError(f"{what} must be {shape}, got {_short(item)}")
+        kinds = [k for k in ("scribble", "lasso") if k in item]
+        unknown = set(item) - {"scribble", "lasso", "negative"}
+        if unknown:
+            raise PromptError(f"{what} has unknown fields {sorted(unknown)}")
+        if len(kinds) != 1:
+            raise PromptError(f"{what} needs exactly one of 'scribble' or 'lasso'")
+        kind = kinds[0]
+        negative = item.get("negative", False)
+        if not isinstance(negative, bool):
+            raise PromptError(f"{what} 'negative' must be true or false, got {_short(negative)}")
+        vertices = item[kind]
+        if not isinstance(vertices, list) or not vertices:
+            raise PromptError(
+                f"{what} '{kind}' must be a non-empty list of [x, y], got {_short(vertices)}"
+            )
+        if len(vertices) > MAX_VERTICES:
+            raise PromptError(
+                f"{what} has {len(vertices)} vertices; at most {MAX_VERTICES} are allowed"
+            )
+        xy: list[tuple[float, float]] = []
+        for v in vertices:
+            if not isinstance(v, list) or len(v) != 2:
+                raise PromptError(f"{what}: each vertex must be [x, y], got {_short(v)}")
+            xy.append((_number(v[0], f"{what} vertex x"), _number(v[1], f"{what} vertex y")))
+        closed = kind == "lasso"
+        if closed and len(xy) < 3:
+            raise PromptError(f"{what}: a lasso needs at least 3 vertices, got {len(xy)}")
+        out.append(Stroke(z, tuple(xy), not negative, closed))
+    return tuple(out)
 
 
 def load_prompts(path: str | Path) -> list[ObjectPrompt]:

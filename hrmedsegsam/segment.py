@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hrmedsegsam.errors import PromptError
 from hrmedsegsam.prompts import ObjectPrompt
 
 if TYPE_CHECKING:
@@ -83,8 +84,15 @@ def segment_into(
             ann.set_box(p.slice, *p.box)
         for (x, y), positive in zip(p.points, p.point_labels, strict=True):
             ann.add_point(p.slice, x, y, bool(positive))
+        for stroke in p.strokes:
+            add = ann.add_lasso if stroke.closed else ann.add_scribble
+            add(p.slice, stroke.vertices, stroke.positive)
         pred = ann.predict(p.slice)
-        assert pred is not None  # every ObjectPrompt has a box or a point
+        if pred is None:  # e.g. its negative lassos enclose all of its positive ones
+            raise PromptError(
+                f"label {p.label}: the prompts on slice {p.slice} leave the model nothing to "
+                "segment (do negative lassos enclose the positive ones?)"
+            )
         mask3d = np.zeros(vol.shape, dtype=bool)
         if pred.mask.any():
             mask3d[p.slice] = pred.mask

@@ -119,6 +119,45 @@ def test_segment_writes_labels_in_source_geometry(ct: Path, weights: Path, tmp_p
     )
 
 
+def test_segment_takes_scribbles_and_lassos(ct: Path, weights: Path, tmp_path: Path) -> None:
+    """Strokes in the prompts file go through the widget's translation: a lasso's object stays
+    inside it, a negative lasso cuts its pixels out, a scribble alone is a prompt."""
+    from hrmedsegsam.scribble import polygon_mask
+
+    lasso = [[10, 6], [42, 5], [44, 31], [11, 32]]
+    cut = [[24, 4], [46, 4], [46, 34], [24, 34]]  # the right part of the lasso
+    prompts = write_prompts(
+        tmp_path / "p.json",
+        [
+            {"label": 4, "slice": 5, "strokes": [{"lasso": lasso}]},
+            {
+                "label": 5,
+                "slice": 6,
+                "strokes": [{"lasso": lasso}, {"lasso": cut, "negative": True}],
+            },
+            {
+                "label": 6,
+                "slice": 4,
+                "strokes": [
+                    {"scribble": [[18, 14], [26, 18], [34, 22]]},
+                    {"scribble": [[2, 2], [8, 2]], "negative": False},
+                ],
+            },
+        ],
+    )
+    out = tmp_path / "labels.nii.gz"
+    proc = run(["segment", ct, "--prompts", prompts, "-o", out, "--model", weights])
+    assert proc.returncode == 0, proc.stderr
+    assert "label 4:" in proc.stdout and "label 6:" in proc.stdout
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    inside = polygon_mask(np.array(lasso, float), arr.shape[1:])
+    removed = polygon_mask(np.array(cut, float), arr.shape[1:])
+    assert set(np.unique(arr)) <= {0, 4, 5, 6}
+    assert not ((arr[5] == 4) & ~inside).any()  # never outside the lasso
+    assert not ((arr[6] == 5) & (~inside | removed)).any()  # nor in the negative one
+    assert not np.delete(arr, [4, 5, 6], axis=0).any()
+
+
 def test_segment_without_weights_fails_clearly(ct: Path, tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path / "p.json", [{"label": 1, "slice": 5, "box": [12, 8, 38, 28]}])
     proc = run(
@@ -134,11 +173,46 @@ def test_segment_without_weights_fails_clearly(ct: Path, tmp_path: Path) -> None
         ("{not json", ["not valid json"]),
         ([{"slice": 5, "box": [1, 1, 9, 9]}], ["missing", "label"]),
         ([{"label": 1, "box": [1, 1, 9, 9]}], ["missing", "slice"]),
-        ([{"label": 1, "slice": 5}], ["box", "points"]),
         ([{"label": 1, "slice": 40, "box": [1, 1, 9, 9]}], ["slice 40", "out of range"]),
         ([{"label": 1, "slice": 5, "box": [1, 1, 90, 9]}], ["outside"]),
         ([{"label": 1, "slice": 5, "points": [[100, 5, 1]]}], ["outside"]),
         ([{"label": 1, "slice": 5, "box": [10, 10, 10, 20]}], ["empty"]),
+        ([{"label": 1, "slice": 5}], ["box", "points", "strokes"]),
+        (
+            [{"label": 1, "slice": 5, "strokes": [{"scribble": [[100, 50], [120, 60]]}]}],
+            ["stroke #0", "entirely outside"],
+        ),
+        (
+            [{"label": 1, "slice": 5, "strokes": [{"lasso": [[60, 1], [90, 1], [90, 30]]}]}],
+            ["stroke #0", "encloses no pixel"],
+        ),
+        (
+            [{"label": 1, "slice": 5, "strokes": [{"lasso": [[1, 1], [9, 9]]}]}],
+            ["at least 3 vertices"],
+        ),
+        (
+            [
+                {
+                    "label": 1,
+                    "slice": 5,
+                    "strokes": [{"lasso": [[5, 5], [30, 5], [30, 30]], "negative": True}],
+                }
+            ],
+            ["only negative"],
+        ),
+        (
+            [
+                {
+                    "label": 1,
+                    "slice": 5,
+                    "strokes": [
+                        {"lasso": [[5, 5], [30, 5], [30, 30]]},
+                        {"lasso": [[0, 0], [55, 0], [55, 39], [0, 39]], "negative": True},
+                    ],
+                }
+            ],
+            ["label 1", "nothing to segment"],
+        ),
     ],
 )
 def test_bad_prompts(ct: Path, weights: Path, tmp_path: Path, prompts, fragments) -> None:

@@ -40,6 +40,56 @@ HOSTILE_FILES = {
         json.dumps([{"label": 1, "slice": 2, "box": [1, 1, 5, 5]}] * 2000),
         "at most 1024",
     ),
+    "nan_vertex": ('[{"label": 1, "slice": 2, "strokes": [{"scribble": [[NaN, 5]]}]}]', "finite"),
+    "infinity_vertex": (
+        '[{"label": 1, "slice": 2, "strokes": [{"lasso": [[1, 1], [9, 1], [5, Infinity]]}]}]',
+        "finite number",
+    ),
+    "bool_vertex": ('[{"label": 1, "slice": 2, "strokes": [{"scribble": [[true, 5]]}]}]', "finite"),
+    "string_vertex": (
+        '[{"label": 1, "slice": 2, "strokes": [{"scribble": [["5", 5]]}]}]',
+        "finite",
+    ),
+    "three_value_vertex": (
+        '[{"label": 1, "slice": 2, "strokes": [{"scribble": [[5, 5, 1]]}]}]',
+        "each vertex must be [x, y]",
+    ),
+    "object_strokes": ('[{"label": 1, "slice": 2, "strokes": {"scribble": []}}]', "must be a list"),
+    "number_stroke": ('[{"label": 1, "slice": 2, "strokes": [3]}]', "stroke #0 must be"),
+    "empty_scribble": ('[{"label": 1, "slice": 2, "strokes": [{"scribble": []}]}]', "non-empty"),
+    "scribble_and_lasso": (
+        '[{"label": 1, "slice": 2, "strokes": [{"scribble": [[5, 5]], "lasso": [[5, 5]]}]}]',
+        "exactly one of",
+    ),
+    "unknown_stroke_field": (
+        '[{"label": 1, "slice": 2, "strokes": [{"scribble": [[5, 5]], "width": 3}]}]',
+        "unknown fields",
+    ),
+    "string_negative": (
+        '[{"label": 1, "slice": 2, "strokes": [{"scribble": [[5, 5]], "negative": "yes"}]}]',
+        "true or false",
+    ),
+    "too_many_vertices": (
+        json.dumps([{"label": 1, "slice": 2, "strokes": [{"scribble": [[5, 5]] * 10_001}]}]),
+        "at most 10000",
+    ),
+    "too_many_strokes": (
+        json.dumps([{"label": 1, "slice": 2, "strokes": [{"scribble": [[5, 5]]}] * 65}]),
+        "at most 64",
+    ),
+    "too_many_scribble_points": (
+        json.dumps(
+            [
+                {
+                    "label": 1,
+                    "slice": 2,
+                    "points": [[5, 5]] * 250,
+                    "strokes": [{"scribble": [[5, 5], [9, 9]]}] * 3,
+                }
+            ]
+        ),
+        "at most 256",
+    ),
     "point_label_2": ('[{"label": 1, "slice": 2, "points": [[5, 5, 2]]}]', "1 (positive) or 0"),
     "top_level_number": ("3", "non-empty json list"),
     "empty_list": ("[]", "non-empty json list"),
