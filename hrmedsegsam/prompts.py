@@ -246,7 +246,8 @@ def parse_prompts(data: Any, source: str = "prompts") -> list[ObjectPrompt]:
 
 def _strokes(data: Any, z: int, where: str) -> tuple[Stroke, ...]:
     """An object's ``"strokes"`` (see the module docstring) as Strokes on slice ``z``;
-    their positions are checked against the slice later (:meth:`ObjectPrompt.check_against`).
+    their geometry (a lasso's 3 vertices, a part on the slice) is checked against the slice
+    later, by :func:`hrmedsegsam.scribble.check_stroke` (:meth:`ObjectPrompt.check_against`).
     """
     from hrmedsegsam.scribble import MAX_VERTICES
     from hrmedsegsam.session import Stroke
@@ -289,10 +290,7 @@ def _strokes(data: Any, z: int, where: str) -> tuple[Stroke, ...]:
             if not isinstance(v, list) or len(v) != 2:
                 raise PromptError(f"{what}: each vertex must be [x, y], got {_short(v)}")
             xy.append((_number(v[0], f"{what} vertex x"), _number(v[1], f"{what} vertex y")))
-        closed = kind == "lasso"
-        if closed and len(xy) < 3:
-            raise PromptError(f"{what}: a lasso needs at least 3 vertices, got {len(xy)}")
-        out.append(Stroke(z, tuple(xy), not negative, closed))
+        out.append(Stroke(z, tuple(xy), not negative, kind == "lasso"))
     return tuple(out)
 
 
