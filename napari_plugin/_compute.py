@@ -1,12 +1,15 @@
-"""One background thread for all model work, so the UI thread never waits on the model.
+"""One background thread for all model work, so the UI thread never waits long on the model.
 
-Jobs run one at a time, in this order:
+Jobs run one at a time (never two at once, on any thread), in this order:
 
 1. *urgent* jobs (a prediction the user is waiting for, a propagation, loading a model), in
    submission order, except that a newer urgent job with the same ``coalesce`` key replaces
    a queued one (a burst of prompt edits computes only the latest);
 2. *prefetch* jobs (embeddings of neighbouring slices), only while nothing urgent waits;
    a new prefetch list replaces the old one.
+
+A short job may instead run on the caller's thread (:meth:`ComputeThread.run_here`), only
+while nothing runs and no urgent job waits; queued prefetch waits for it.
 
 Results and errors are handed to ``deliver(callback, value)``, which the caller points at
 its UI thread (the annotator uses superqt's ``ensure_main_thread``). This module itself has
@@ -79,6 +82,36 @@ class ComputeThread:
             self._urgent.clear()
             self._prefetch.clear()
 
+    def run_here(self, job: Job, when: Callable[[], bool] | None = None) -> bool:
+        """Runs ``job`` on the calling thread, now, if nothing runs, no urgent job waits and
+        ``when()`` (asked once no job can start) is true; queued prefetch does not start
+        meanwhile. Returns False, running nothing, otherwise.
+
+        ``job.on_done`` or ``job.on_error`` is then called directly (not through
+        ``deliver``), after the thread is free again; no status is reported.
+        """
+        with self._cond:
+            if self._stopped or self._running is not None or self._urgent:
+                return False
+            self._running, self._running_prefetch = job, False
+        error: Exception | None = None
+        try:
+            if when is not None and not when():
+                return False
+            result = job.fn()
+        except Exception as exc:  # noqa: BLE001 - the same path as the thread's errors
+            error = exc
+        finally:
+            with self._cond:
+                self._running = None
+                self._cond.notify_all()
+        if error is not None:
+            if job.on_error is not None:
+                job.on_error(error)
+        elif job.on_done is not None:
+            job.on_done(result)
+        return True
+
     @property
     def busy(self) -> bool:
         """A job runs or an urgent job waits (prefetch does not count)."""
@@ -116,13 +149,12 @@ class ComputeThread:
     # ------------------------------------------------------------------ the thread
     def _next(self) -> Job | None:
         with self._cond:
-            while not self._stopped and not self._urgent and not self._prefetch:
-                self._running = None
-                self._cond.notify_all()
+            # _running is set here only while run_here holds the thread
+            while not self._stopped and (
+                self._running is not None or (not self._urgent and not self._prefetch)
+            ):
                 self._cond.wait()
             if self._stopped:
-                self._running = None
-                self._cond.notify_all()
                 return None
             if self._urgent:
                 job = self._urgent.popleft()

@@ -46,3 +46,30 @@ def test_errors_are_delivered_and_prefetch_is_replaced():
     finally:
         ct.stop()
     assert not ct._thread.is_alive()
+
+
+def test_run_here_only_when_free_and_holds_prefetch_back():
+    gate = threading.Event()
+    ran, done, errors = [], [], []
+    ct = ComputeThread()
+    try:
+        ct.submit(Job(lambda: gate.wait(10)))  # the thread is busy: nothing runs here
+        assert not ct.run_here(Job(lambda: ran.append("here")))
+        gate.set()
+        assert ct.wait_idle(10)
+        assert not ct.run_here(Job(lambda: ran.append("here")), when=lambda: False)
+
+        def here() -> int:
+            # queued meanwhile, the prefetch waits for this job to end
+            ct.set_prefetch([Job(lambda: ran.append("prefetch"))])
+            assert not ct.wait_idle(0.2) and ran == []
+            ran.append("here")
+            return 7
+
+        assert ct.run_here(Job(here, on_done=done.append))
+        assert done == [7] and threading.current_thread() is threading.main_thread()
+        assert ct.wait_idle(10) and ran == ["here", "prefetch"]
+        assert ct.run_here(Job(lambda: 1 / 0, on_error=errors.append))
+        assert isinstance(errors[0], ZeroDivisionError) and ct.idle
+    finally:
+        ct.stop()
