@@ -31,6 +31,18 @@ def _main_thread_deliver() -> Callable[[Callable, Any], None]:
     return deliver
 
 
+def _one_torch_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with torch's intra-op parallelism set to one thread meanwhile."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)
+
+
 class CoreJobs:
     """Runs predictions, prefetch and propagation for an annotation core.
 
@@ -75,11 +87,18 @@ class CoreJobs:
 
     # ------------------------------------------------------------------ predictions
     def predict(
-        self, core: InteractiveAnnotation, z: int, on_shown: Callable[[int, Any], None]
+        self,
+        core: InteractiveAnnotation,
+        z: int,
+        on_shown: Callable[[int, Any], None],
+        shown: bool = False,
     ) -> None:
         """Predict slice ``z``; ``on_shown(z, prediction)`` once it is in the preview (at
         once for a kept prediction, or with None for a slice without prompts; never for a
         superseded request).
+
+        ``shown``: the user looks at slice ``z``. If its embedding is cached and the compute
+        thread is idle, the decode then runs here, on the UI thread, before this returns.
         """
         request = core.request(z)
         if not isinstance(request, PredictionRequest):
@@ -100,15 +119,26 @@ class CoreJobs:
                 on_shown(z, pred)
             self._finished(request)
 
-        self.compute.submit(
-            Job(
-                lambda: core.compute(request),
-                label,
-                done,
-                lambda exc: self._finished(request, exc),
-                coalesce=("predict", z),
-            )
+        job = Job(
+            lambda: core.compute(request),
+            label,
+            done,
+            lambda exc: self._finished(request, exc),
+            coalesce=("predict", z),
         )
+        # The decode alone takes ~50-90 ms; in the compute thread it took ~200 ms, fighting
+        # napari's redraw on the UI thread for the GIL at each of its ~900 torch calls. So the
+        # shown slice's decode runs here when nothing else computes (the predictor's caches
+        # are not thread-safe); encodes, prefetch and propagation stay in the thread. Here it
+        # uses one torch thread: with a busy CPU, OpenMP's barriers in ~900 small ops made
+        # it 8x slower on the UI thread (a 2-core machine with a training job running).
+        if shown:
+            here = Job(
+                lambda: _one_torch_thread(core.compute, request), label, job.on_done, job.on_error
+            )
+            if self.compute.run_here(here, when=lambda: core.is_embedded(z)):
+                return
+        self.compute.submit(job)
         self._on_busy(self.busy)
 
     def _finished(self, request: PredictionRequest, exc: BaseException | None = None) -> None:

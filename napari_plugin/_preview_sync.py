@@ -89,7 +89,7 @@ class PreviewSync:
         """Predicts ``slices`` (nearest to the shown one first) after the prompts changed."""
         z0 = self.model.current_z()
         for z in sorted(slices, key=lambda s: abs(s - z0)):
-            self.jobs.predict(self.model.core, z, self._on_shown)
+            self.jobs.predict(self.model.core, z, self._on_shown, shown=z == z0)
 
     def _on_shown(self, z: int, prediction: Prediction | None) -> None:
         m = self.model

@@ -491,3 +491,35 @@ def test_a_preset_sets_the_contrast_and_a_contrast_drag_is_one_window_change(
     wait_idle(m)
     widget.window_combo.setCurrentText("bone")
     assert tuple(image.contrast_limits) == (-500.0, 1300.0) == m.core.window
+
+
+def test_a_box_on_an_embedded_slice_is_decoded_at_once_without_the_compute_thread(
+    annotator, wait_idle, make_rect
+):
+    viewer, widget, image, vol = annotator
+    m = widget.model
+    wait_idle(m)
+    jobs = []
+    submit = m._jobs.compute.submit
+    m._jobs.compute.submit = lambda job: jobs.append(job.label) or submit(job)
+    _show_slice(m, 2)
+    m.core.embed(2)
+    m.box_layer.add_rectangles(make_rect(2, 12, 10, 44, 40))
+    assert m.preview_layer.data[2].any() and not m.busy  # shown in the shapes event
+    assert jobs == [] and "Slice 2" in widget.status.text()
+
+    # a slice without an embedding still goes to the compute thread
+    _show_slice(m, 4)
+    m.box_layer.add_rectangles(make_rect(4, 12, 10, 44, 40))
+    assert jobs == ["Computing the embedding of slice 4…"] and m.busy
+    wait_idle(m)
+    assert m.preview_layer.data[4].any()
+
+    # an error takes the compute thread's path: one line on the status bar, nothing raised
+    def fail(request):
+        raise RuntimeError("decoder exploded")
+
+    m.core.compute = fail
+    m.box_layer.data = [m.box_layer.data[0], make_rect(4, 5, 5, 30, 30)]
+    assert jobs == ["Computing the embedding of slice 4…"] and not m.busy
+    assert widget.status.text() == "Error: RuntimeError: decoder exploded"
