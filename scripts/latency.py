@@ -8,8 +8,9 @@ shapes event, to the preview being written and refreshed. ``--add-rectangles`` a
 box with ``Shapes.add_rectangles`` instead (no drag: napari then also draws the new shape
 for the first time inside the timed interval). The same boxes go through
 ``Predictor.predict`` for the library's time. Prints medians and where the widget's time
-goes: main-thread prompt handling, the model in the compute thread (its CPU time, and on
-Linux the time it was runnable but waited for a CPU), the hand-offs between threads,
+goes: main-thread prompt handling, the model (its CPU time, and on Linux the time it was
+runnable but waited for a CPU; run inside the shapes event on the UI thread when the
+compute thread was idle, else in the compute thread), the hand-offs between threads,
 drawing the preview.
 
 Run under a display: ``xvfb-run -a python scripts/latency.py [--random-weights]``.
@@ -45,6 +46,7 @@ def main() -> None:
 
     import os
     import tempfile
+    import threading
 
     from hrmedsegsam.recovery import ENV
 
@@ -81,7 +83,11 @@ def main() -> None:
 
     from napari_plugin import _prompt_layers
 
-    timed(_preview_sync.PreviewSync, "predict", "  of which: request + submit")
+    timed(
+        _preview_sync.PreviewSync,
+        "predict",
+        "  of which: request + submit (+ decode and refresh if inline)",
+    )
     timed(_prompt_layers, "recolor_points", "  of which: recolour the points")
     timed(_prompt_layers, "state_from_layers", "  of which: read the prompts from the layers")
     torch.manual_seed(0)
@@ -103,18 +109,20 @@ def main() -> None:
         [c - 120 + i, c - 90, c + 60 + i, c + 80] for i in range(args.n + 1)
     ]  # the first warms up
 
-    timed(InteractiveAnnotation, "compute", "compute thread: model (decode)")
+    timed(InteractiveAnnotation, "compute", "model (decode)")
     decode = InteractiveAnnotation.compute
 
     def compute_accounted(self, request):
         cpu, waited = time.thread_time(), _runqueue_wait_s()
+        on_ui_thread.append(threading.current_thread() is threading.main_thread())
         try:
             return decode(self, request)
         finally:
-            spent["  of which: the compute thread on a CPU"].append(time.thread_time() - cpu)
+            spent["  of which: on a CPU"].append(time.thread_time() - cpu)
             if waited is not None:
                 spent["  of which: runnable, waiting for a CPU"].append(_runqueue_wait_s() - waited)
 
+    on_ui_thread: list[bool] = []
     InteractiveAnnotation.compute = compute_accounted
     timed(_preview_sync.PreviewSync, "_on_shown", "main: preview refresh + status")
     shown: list[float] = []
@@ -143,13 +151,15 @@ def main() -> None:
         else:
             t0 = _drag_box(m.box_layer, viewer, app, z, (x0, y0, x1, y1))
         queued = time.perf_counter()
-        guard.start()
-        loop.exec()  # the UI thread idles in its event loop, as in napari
+        if len(shown) == i:  # not shown inside the shapes event: wait for the compute thread
+            guard.start()
+            loop.exec()  # the UI thread idles in its event loop, as in napari
         spent["main: the shapes event (napari + our handler)"].append(queued - t0)
         widget_ms.append((shown[-1] - t0) * 1000)
         if i == 0:
             spent.clear()  # the first one warms up the decoder cache
             widget_ms.clear()
+            on_ui_thread.clear()
 
     predictor.set_image(vol.array[z], m.core.window, key=m.core.embedding_key(z))
     lib_ms = []
@@ -162,23 +172,27 @@ def main() -> None:
     print(f"slice {args.size}x{args.size}, {len(widget_ms)} box prompts on an embedded slice")
     print(f"widget: shapes event -> preview shown, median {med(widget_ms):.1f} ms")
     print(f"library: Predictor.predict(box), median {med(lib_ms):.1f} ms")
+    inline = sum(on_ui_thread) > len(on_ui_thread) / 2
+    print(f"the decode ran on the UI thread for {sum(on_ui_thread)} of {len(on_ui_thread)} boxes")
+    # inline, the decode and the refresh are part of the shapes event: indented under it
+    sub = "  " if inline else ""
     order = [
-        "main: the shapes event (napari + our handler)",
-        "  of which: read the prompts from the layers",
-        "  of which: recolour the points",
-        "  of which: request + submit",
-        "compute thread: model (decode)",
-        "  of which: the compute thread on a CPU",
-        "  of which: runnable, waiting for a CPU",
-        "main: preview refresh + status",
+        ("", "main: the shapes event (napari + our handler)"),
+        ("", "  of which: read the prompts from the layers"),
+        ("", "  of which: recolour the points"),
+        ("", "  of which: request + submit (+ decode and refresh if inline)"),
+        (sub, "model (decode)"),
+        (sub, "  of which: on a CPU"),
+        (sub, "  of which: runnable, waiting for a CPU"),
+        (sub, "main: preview refresh + status"),
     ]
     accounted = 0.0
-    for label in order:
+    for indent, label in order:
         if not spent[label]:
             continue
         ms = med(spent[label]) * 1000
-        accounted += 0.0 if label.startswith("  ") else ms
-        print(f"  {label}: median {ms:.1f} ms")
+        accounted += 0.0 if (indent + label).startswith("  ") else ms
+        print(f"  {indent}{label}: median {ms:.1f} ms")
     print(f"  thread hand-offs and event loop (the rest): {med(widget_ms) - accounted:.1f} ms")
     m.close()
     viewer.close()
