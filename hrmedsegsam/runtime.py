@@ -18,6 +18,10 @@ import ctypes.util
 import os
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 ENV = "HRMEDSEGSAM_MALLOC_TUNING"
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
@@ -57,4 +61,20 @@ def _apply() -> bool:
     )
 
 
-__all__ = ["ENV", "keep_freed_memory"]
+def one_torch_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with torch's intra-op parallelism at one thread meanwhile (process-wide:
+    call it only while no other thread runs torch). A prompt's decode is ~900 small
+    operations; with a second thread and a busy second core, each waits at an OpenMP barrier
+    and the decode took 8-30x longer on the 2-core machines we measured.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+__all__ = ["ENV", "keep_freed_memory", "one_torch_thread"]

@@ -18,6 +18,7 @@ from typing import Any
 from hrmedsegsam.errors import HRMedSegSAMError
 from hrmedsegsam.interactive import InteractiveAnnotation, PredictionRequest, Propagation
 from hrmedsegsam.multi_propagation import MultiPropagation
+from hrmedsegsam.runtime import one_torch_thread
 from napari_plugin._compute import ComputeThread, Job
 
 
@@ -29,18 +30,6 @@ def _main_thread_deliver() -> Callable[[Callable, Any], None]:
         callback(value)
 
     return deliver
-
-
-def _one_torch_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` with torch's intra-op parallelism set to one thread meanwhile."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn(*args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 class CoreJobs:
@@ -134,7 +123,7 @@ class CoreJobs:
         # it 8x slower on the UI thread (a 2-core machine with a training job running).
         if shown:
             here = Job(
-                lambda: _one_torch_thread(core.compute, request), label, job.on_done, job.on_error
+                lambda: one_torch_thread(core.compute, request), label, job.on_done, job.on_error
             )
             if self.compute.run_here(here, when=lambda: core.is_embedded(z)):
                 return

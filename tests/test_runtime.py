@@ -30,3 +30,19 @@ def test_applied_once_on_glibc() -> None:
 
 def test_switched_off_by_environment() -> None:
     assert _run("0") == "False False"
+
+
+def test_one_torch_thread_runs_with_one_thread_and_restores_the_setting() -> None:
+    torch = pytest.importorskip("torch")
+    from hrmedsegsam.runtime import one_torch_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert one_torch_thread(torch.get_num_threads) == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ZeroDivisionError):
+            one_torch_thread(lambda: 1 / 0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
