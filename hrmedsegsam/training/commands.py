@@ -208,6 +208,12 @@ def register_train(subparsers: Any) -> None:
         action="store_true",
         help="only the encoder fidelity (R^2), e.g. for a distillation checkpoint without its decoder",
     )
+    s.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="training cache: fidelity also against the mean of its teacher embeddings",
+    )
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_validate)
 
@@ -451,6 +457,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         fidelity=not args.no_fidelity,
         segmentation=not args.fidelity_only,
+        cache=args.cache,
     )
     print(format_validation(result))
     names = list(result["models"])

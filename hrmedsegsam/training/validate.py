@@ -18,7 +18,13 @@ The selection rule (:func:`selection_rule`) reads the object-weighted means of b
 student's embedding explains, ``R^2 = 1 - mean((s - t)^2) / mean((t - mean_frames(t))^2)``
 over all positions and channels of the ``(256, 64, 64)`` embeddings, on the validation
 frames and, reported only (it chooses nothing), on the held-out frames (every axial slice
-of the held-out cases, window -160..240).
+of the held-out cases, window -160..240). The mean over the scored frames themselves is a
+strict baseline when they are few and alike (12 adjacent slab slices; 24 held-out slices
+of three patients): it already knows what those frames share. With a training cache
+(``--cache``), R^2 is also reported against the per-position mean of the teacher's
+embeddings over the training frames (:func:`teacher_mean`): the best guess that looks at no
+image, so this R^2 is the share of the teacher's deviation from its average embedding that
+the student reproduces.
 """
 
 from __future__ import annotations
@@ -132,13 +138,33 @@ def embeddings(model: PromptableModel, frames: list[np.ndarray]) -> np.ndarray:
     return np.stack(out)
 
 
-def r_squared(student: np.ndarray, teacher: np.ndarray) -> float:
-    """Share of the teacher's variance across frames (per position and channel) explained by
-    the student: ``1 - mean((s - t)^2) / mean((t - t.mean(0))^2)`` for ``(N, C, H, W)`` arrays.
+def r_squared(student: np.ndarray, teacher: np.ndarray, mean: np.ndarray | None = None) -> float:
+    """Share of the teacher's variance (per position and channel) explained by the student:
+    ``1 - mean((s - t)^2) / mean((t - m)^2)`` for ``(N, C, H, W)`` arrays, where the
+    baseline ``m`` is ``mean`` ``(C, H, W)`` when given, else ``t``'s own mean over frames.
     """
     resid = float(np.mean((student - teacher) ** 2))
-    var = float(np.mean((teacher - teacher.mean(0, keepdims=True)) ** 2))
+    base = teacher.mean(0, keepdims=True) if mean is None else mean[None]
+    var = float(np.mean((teacher - base) ** 2))
     return 1.0 - resid / var if var > 0 else float("nan")
+
+
+def teacher_mean(cache: Path, limit: int = 300, seed: int = 0) -> np.ndarray:
+    """Per-position mean ``(256, 64, 64)`` float32 of the teacher embeddings in
+    ``cache/teacher`` (a random ``limit`` of them, fixed by ``seed``).
+
+    Raises:
+        InputError: the cache holds no teacher embeddings.
+    """
+    files = sorted((Path(cache) / "teacher").glob("*.npy"))
+    if not files:
+        raise InputError(f"no teacher embeddings in {Path(cache) / 'teacher'} (run `train cache`)")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(files), min(limit, len(files)), replace=False)
+    total = np.load(files[int(pick[0])]).astype(np.float32)
+    for i in pick[1:]:
+        total += np.load(files[int(i)]).astype(np.float32)
+    return total / len(pick)
 
 
 def validate(
@@ -147,10 +173,12 @@ def validate(
     progress: bool = True,
     fidelity: bool = True,
     segmentation: bool = True,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     """Box/point Dice on both validation parts for each model in ``models`` (names or weights
     files) and, for HRMedSegSAM models, the encoder's fidelity; a JSON-able dict.
     ``segmentation`` False: fidelity only (an encoder whose decoder is not trained yet).
+    ``cache``: a training cache; fidelity is then also reported against its teacher mean.
     """
     from hrmedsegsam.model.build import load_model
     from hrmedsegsam.training.data import VALIDATION_2D, VALIDATION_SLICES, VALIDATION_VOLUME
@@ -186,8 +214,9 @@ def validate(
         "models": {},
     }
     val_frames = slab_frames + [c[1] for c in cases]
-    teacher_val = teacher_held = held = None
+    teacher_val = teacher_held = held = pop = None
     if fidelity and any(m != "litemedsam" for m in models):
+        pop = teacher_mean(cache) if cache is not None else None
         teacher = load_model("litemedsam", device="cpu")
         held = heldout_frames(Path(data))
         teacher_val, teacher_held = embeddings(teacher, val_frames), embeddings(teacher, held)
@@ -198,10 +227,17 @@ def validate(
         if segmentation:
             r.update(_segmentation_scores(model, cases, slab["models"][name]))
         if teacher_val is not None and name != "litemedsam":
-            r["r2_validation"] = round(r_squared(embeddings(model, val_frames), teacher_val), 4)
+            s_val = embeddings(model, val_frames)
+            s_held = embeddings(model, held) if held else None
+            r["r2_validation"] = round(r_squared(s_val, teacher_val), 4)
             r["r2_heldout"] = (
-                round(r_squared(embeddings(model, held), teacher_held), 4) if held else None
+                round(r_squared(s_held, teacher_held), 4) if s_held is not None else None
             )
+            if pop is not None:
+                r["r2_validation_pop"] = round(r_squared(s_val, teacher_val, pop), 4)
+                r["r2_heldout_pop"] = (
+                    round(r_squared(s_held, teacher_held, pop), 4) if s_held is not None else None
+                )
         result["models"][name] = r
         del model
     return result
@@ -249,7 +285,7 @@ def format_validation(result: dict[str, Any]) -> str:
         f"{result['slab_objects']} slab objects ({result['slab']}), {result['png_objects']} objects on the "
         "clinical 2D slices",
         f"{'model':<28} {'box':>7} {'point':>7} {'slabbox':>7} {'small':>7} {'large':>7} {'2Dbox':>7} "
-        f"{'2Dpoint':>7} {'R2 val':>7} {'R2 held':>7}",
+        f"{'2Dpoint':>7} {'R2 val':>7} {'R2 held':>7} {'R2v pop':>7} {'R2h pop':>7}",
     ]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     keys = (
@@ -262,6 +298,8 @@ def format_validation(result: dict[str, Any]) -> str:
         "png_point",
         "r2_validation",
         "r2_heldout",
+        "r2_validation_pop",
+        "r2_heldout_pop",
     )
     for name, r in result["models"].items():
         lines.append(f"{name:<28} " + " ".join(f"{fmt(r.get(k)):>7}" for k in keys))
@@ -283,6 +321,7 @@ __all__ = [
     "format_validation",
     "selection_rule",
     "r_squared",
+    "teacher_mean",
     "clinical_copy",
     "png_cases",
     "heldout_frames",

@@ -71,6 +71,27 @@ def test_r_squared() -> None:
     assert r_squared(np.broadcast_to(t.mean(0), t.shape), t) == pytest.approx(0.0)
     noisy = t + rng.normal(scale=0.5, size=t.shape)
     assert 0.6 < r_squared(noisy, t) < 0.9
+    # Against a baseline farther from the frames than their own mean, the same error
+    # explains a larger share.
+    far = t.mean(0) + 1.0
+    assert r_squared(noisy, t, far) > r_squared(noisy, t)
+    assert r_squared(np.broadcast_to(far, t.shape), t, far) == pytest.approx(0.0)
+
+
+def test_teacher_mean_of_a_cache(tmp_path: Path) -> None:
+    from hrmedsegsam.errors import InputError
+    from hrmedsegsam.training.validate import teacher_mean
+
+    with pytest.raises(InputError, match="no teacher embeddings"):
+        teacher_mean(tmp_path)
+    (tmp_path / "teacher").mkdir()
+    embs = [np.full((2, 3, 3), v, np.float16) for v in (1.0, 2.0, 6.0)]
+    for i, e in enumerate(embs):
+        np.save(tmp_path / "teacher" / f"{i:05d}.npy", e)
+    m = teacher_mean(tmp_path)
+    assert m.shape == (2, 3, 3) and m.dtype == np.float32
+    assert np.allclose(m, 3.0)
+    assert teacher_mean(tmp_path, limit=2).shape == (2, 3, 3)
 
 
 def test_clinical_copy_keeps_the_physical_extent(tmp_path: Path) -> None:
