@@ -30,10 +30,15 @@ from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.model.base import PromptableModel
 from hrmedsegsam.model.frame import boxes_to_frame, points_to_frame, to_frame
 from hrmedsegsam.prompts import MAX_POINTS, check_box, check_point
-from hrmedsegsam.runtime import keep_freed_memory
+from hrmedsegsam.runtime import keep_freed_memory, torch_threads
 
 Window = tuple[float, float]
 CACHE_BYTES = 256 << 20
+#: Torch threads for a prompt's decode on a CPU (the encoder keeps torch's setting). A
+#: decode is ~900 small operations: with two threads each waits at an OpenMP barrier, and
+#: while another process kept one of the two cores busy a box decode took 0.3-1.4 s
+#: instead of 60-110 ms with one thread (README, Speed).
+DECODE_THREADS = 1
 #: ``(cache key, window) -> encoder output (1, 256, G, G) or None``: precomputed embeddings.
 FeaturesSource = Callable[[Hashable, Window], "np.ndarray | None"]
 
@@ -116,6 +121,7 @@ class Predictor:
         cache_bytes: int = CACHE_BYTES,
         backend: str | None = None,
         features_source: FeaturesSource | None = None,
+        decode_threads: int | None = DECODE_THREADS,
     ) -> None:
         """``cache_bytes``: bound of the embedding cache; the newest entry is kept even if
         it alone is larger. ``backend``: where the image encoder runs, ``"auto"`` (None),
@@ -123,7 +129,8 @@ class Predictor:
         first embedding. ``features_source(key, window)``: asked on a cache miss before the
         encoder runs, returns stored encoder output ``(1, 256, G, G)`` for that key or None
         (e.g. an :class:`~hrmedsegsam.embedding_store.StoreSource`); settable later as an
-        attribute.
+        attribute. ``decode_threads``: torch threads for :meth:`predict` on a CPU (None:
+        torch's setting, as for the encoder; see :data:`DECODE_THREADS`).
         """
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
@@ -137,6 +144,7 @@ class Predictor:
         self.features_source = features_source
         self._encoder: tuple[str, EncodeFn] | None = None
         self._encoder_lock = threading.Lock()
+        self.decode_threads = decode_threads if self.device.type == "cpu" else None
         if self.device.type == "cpu":
             keep_freed_memory()
 
@@ -354,7 +362,7 @@ class Predictor:
             if not np.isfinite(m).all():
                 raise PromptError("mask_input holds NaN or infinite values")
             mask_t = torch.from_numpy(m.reshape(1, 1, L, L)).to(dev)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._autocast(), torch_threads(self.decode_threads):
             out = self.model.decode(
                 emb.features,
                 emb.image,

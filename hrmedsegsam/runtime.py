@@ -1,4 +1,4 @@
-"""Process-wide CPU settings for fast repeated inference.
+"""CPU settings for fast repeated inference: malloc (process-wide) and torch threads.
 
 Encoding a slice and decoding a prompt allocate and free buffers of 1-60 MB. With glibc's
 default malloc settings such buffers are returned to the operating system when freed and
@@ -18,7 +18,8 @@ import ctypes.util
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -61,20 +62,40 @@ def _apply() -> bool:
     )
 
 
-def one_torch_thread(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` with torch's intra-op parallelism at one thread meanwhile (process-wide:
-    call it only while no other thread runs torch). A prompt's decode is ~900 small
-    operations; with a second thread and a busy second core, each waits at an OpenMP barrier
-    and the decode took 8-30x longer on the 2-core machines we measured.
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the body with torch's intra-op parallelism at ``n`` threads, then restore the
+    calling thread's setting (``n`` None: leave it alone).
+
+    With PyTorch's OpenMP backend (its CPU builds) the setting belongs to the calling
+    thread once that thread has run torch: other such threads (e.g. one running the
+    encoder) keep theirs. A thread that starts using torch while the body runs copies
+    ``n`` and keeps it.
     """
     import torch
 
+    if n is None:
+        yield
+        return
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if threads == n:
+        yield
+        return
+    torch.set_num_threads(n)
     try:
-        return fn(*args)
+        yield
     finally:
         torch.set_num_threads(threads)
 
 
-__all__ = ["ENV", "keep_freed_memory", "one_torch_thread"]
+def one_torch_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with torch's intra-op parallelism at one thread meanwhile (see
+    :func:`torch_threads`). A prompt's decode is ~900 small operations; with a second
+    thread and a busy second core, each waits at an OpenMP barrier and the decode took
+    8-30x longer on the 2-core machines we measured.
+    """
+    with torch_threads(1):
+        return fn(*args)
+
+
+__all__ = ["ENV", "keep_freed_memory", "one_torch_thread", "torch_threads"]

@@ -18,7 +18,6 @@ from typing import Any
 from hrmedsegsam.errors import HRMedSegSAMError
 from hrmedsegsam.interactive import InteractiveAnnotation, PredictionRequest, Propagation
 from hrmedsegsam.multi_propagation import MultiPropagation
-from hrmedsegsam.runtime import one_torch_thread
 from napari_plugin._compute import ComputeThread, Job
 
 
@@ -118,13 +117,10 @@ class CoreJobs:
         # The decode alone takes ~50-90 ms; in the compute thread it took ~200 ms, fighting
         # napari's redraw on the UI thread for the GIL at each of its ~900 torch calls. So the
         # shown slice's decode runs here when nothing else computes (the predictor's caches
-        # are not thread-safe); encodes, prefetch and propagation stay in the thread. Here it
-        # uses one torch thread: with a busy CPU, OpenMP's barriers in ~900 small ops made
-        # it 8x slower on the UI thread (a 2-core machine with a training job running).
+        # are not thread-safe); encodes, prefetch and propagation stay in the thread. The
+        # predictor decodes with one torch thread (Predictor.decode_threads).
         if shown:
-            here = Job(
-                lambda: one_torch_thread(core.compute, request), label, job.on_done, job.on_error
-            )
+            here = Job(lambda: core.compute(request), label, job.on_done, job.on_error)
             if self.compute.run_here(here, when=lambda: core.is_embedded(z)):
                 return
         self.compute.submit(job)

@@ -161,3 +161,34 @@ def test_only_the_current_image_keeps_its_decoder_cache() -> None:
     again = pred.predict(box=[10, 10, 50, 40])
     assert np.array_equal(first.mask, again.mask)
     assert np.allclose(first.logits, again.logits, atol=1e-4)
+
+
+def test_decode_runs_with_decode_threads_and_restores_torch_setting(monkeypatch) -> None:
+    """On a CPU a prompt decodes with ``decode_threads`` torch threads (default 1) and
+    leaves torch's setting, which the encoder uses, as it was; the masks do not change."""
+    torch.manual_seed(0)
+    model = build_model("hrmedsegsam")
+    seen: list[int] = []
+    decode = model.decode
+
+    def recording_decode(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(model, "decode", recording_decode)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        img = np.random.default_rng(0).normal(0, 100, (64, 80))
+        outs = []
+        for threads in (None, 1):
+            pred = Predictor(model, torch.device("cpu"), decode_threads=threads)
+            pred.set_image(img, window=(-200, 200))
+            outs.append(pred.predict(box=[10, 10, 50, 40]))
+            assert torch.get_num_threads() == 2
+        assert seen == [2, 1]
+        assert Predictor(model, torch.device("cpu")).decode_threads == 1
+        assert np.array_equal(outs[0].mask, outs[1].mask)
+        assert np.allclose(outs[0].logits, outs[1].logits, atol=1e-5)
+    finally:
+        torch.set_num_threads(before)
