@@ -318,8 +318,10 @@ class ScrambledFeatures:
     Built from ``u`` ``(S*S/16, 4*c1)``, the first transposed convolution's output per token
     (column ``ab*c1 + co``), and the decoder's ``output_upscaling`` modules.
 
-    data: ``(S*S/4, C*4)``: pixel ``(Y, X)``, channel ``c`` is ``data[i // 4, c*4 + i % 4]``
-    with ``i = _pixel_order(S // 4)[Y * S + X]``.
+    data: ``(S*S, C)``: pixel ``(Y, X)``, channel ``c`` is ``data[i, c]`` with
+    ``i = _pixel_order(S // 4)[Y * S + X]`` (the second transposed convolution's columns
+    are ordered sub-pixel major, so each pixel's channels are one contiguous row and the
+    mask product is one ``(S*S, C) @ (C, M)`` matrix product).
     """
 
     def __init__(self, u: torch.Tensor, upscaling: nn.Sequential, size: int) -> None:
@@ -332,34 +334,24 @@ class ScrambledFeatures:
     def _order(self) -> torch.Tensor:
         return _pixel_order(self.size // 4, self.u.device).view(self.size, self.size)
 
-    def _compute(self, blocks: torch.Tensor | None) -> torch.Tensor | None:
-        """Fill ``data``; with ``blocks`` (see :meth:`dot`) also return ``data @ blocks``."""
-        _, ln, act1, up2, act2 = self.upscaling
-        c1, c2 = up2.in_channels, up2.out_channels
-        h = _gelu_(F.layer_norm(self.u.reshape(-1, c1), (c1,), ln.weight, ln.bias, ln.eps), act1)
-        # Second ConvTranspose2d: row token*4 + ab, column c*4 + a'*2 + b'.
-        data = _gelu_(
-            torch.addmm(up2.bias.repeat_interleave(4), h, up2.weight.reshape(c1, c2 * 4)), act2
-        )
-        self.data = data
-        return None if blocks is None else data @ blocks
-
     def computed(self) -> torch.Tensor:
         """``data``, computed first if it is not yet."""
         if self.data is None:
-            self._compute(None)
-        assert self.data is not None
+            _, ln, act1, up2, act2 = self.upscaling
+            c1, c2 = up2.in_channels, up2.out_channels
+            h = _gelu_(
+                F.layer_norm(self.u.reshape(-1, c1), (c1,), ln.weight, ln.bias, ln.eps), act1
+            )
+            # Second ConvTranspose2d: row token*4 + ab, column a'b'*c2 + c.
+            w = up2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+            data = _gelu_(torch.addmm(up2.bias.repeat(4), h, w), act2)
+            self.data = data.view(-1, c2)
         return self.data
 
     def dot(self, hyper: torch.Tensor) -> torch.Tensor:
         """Mask logits ``(1, M, S, S)`` for hypernetwork vectors ``hyper (1, M, C)``."""
         m = hyper.shape[1]
-        eye = torch.eye(4, dtype=hyper.dtype, device=hyper.device)
-        # (C*4, M*4): row c*4 + q, column m*4 + q holds hyper[m, c]; zero where the q differ.
-        blocks = torch.einsum("mc,qr->cqmr", hyper[0], eye).reshape(self.channels * 4, m * 4)
-        prod = self._compute(blocks) if self.data is None else self.data @ blocks
-        assert prod is not None
-        flat = prod.view(-1, m, 4).transpose(0, 1).reshape(m, -1)
+        flat = (self.computed() @ hyper[0].t()).t()  # (M, S*S) in data's row order
         return flat.index_select(1, self._order().reshape(-1)).reshape(1, m, self.size, self.size)
 
     def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
@@ -379,11 +371,10 @@ class ScrambledFeatures:
         y0, y1, wy = axis(ys)
         x0, x1, wx = axis(xs)
         order = self._order()
-        vals = data.view(data.shape[0], self.channels, 4)
 
         def at(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
             idx = order[yi[:, None], xi[None, :]].reshape(-1)
-            return vals[idx // 4, :, idx % 4].t().reshape(self.channels, len(yi), len(xi))
+            return data.index_select(0, idx).t().reshape(self.channels, len(yi), len(xi))
 
         wy, wx = wy[:, None], wx[None, :]
         out = (
