@@ -34,10 +34,10 @@ from hrmedsegsam.runtime import keep_freed_memory, torch_threads
 
 Window = tuple[float, float]
 CACHE_BYTES = 256 << 20
-#: Torch threads for a prompt's decode on a CPU (the encoder keeps torch's setting). A
-#: decode is ~900 small operations: with two threads each waits at an OpenMP barrier, and
-#: while another process kept one of the two cores busy a box decode took 0.3-1.4 s
-#: instead of 60-110 ms with one thread (README, Speed).
+#: Torch threads for a prompt's decode and the checks of its output on a CPU (the encoder
+#: keeps torch's setting). A decode is ~900 small operations: with two threads each waits
+#: at an OpenMP barrier, and while other processes kept the 2-core development machine
+#: busy, a box on a 512 x 512 slice took 0.24-1.4 s instead of 60-110 ms with one thread.
 DECODE_THREADS = 1
 #: ``(cache key, window) -> encoder output (1, 256, G, G) or None``: precomputed embeddings.
 FeaturesSource = Callable[[Hashable, Window], "np.ndarray | None"]
@@ -362,6 +362,8 @@ class Predictor:
             if not np.isfinite(m).all():
                 raise PromptError("mask_input holds NaN or infinite values")
             mask_t = torch.from_numpy(m.reshape(1, 1, L, L)).to(dev)
+        # The checks and conversions of the (H, W) logits run under the same thread setting:
+        # at two threads on a busy CPU they cost as much as the decode.
         with torch.inference_mode(), self._autocast(), torch_threads(self.decode_threads):
             out = self.model.decode(
                 emb.features,
@@ -375,12 +377,12 @@ class Predictor:
                 box_native=box_native,
                 cache=emb.decoder_cache,
             )
-        _require_finite(out.logits, "mask logits")
-        _require_finite(out.iou, "predicted IoU")
-        scores = out.iou[0].float().cpu().numpy()
-        order = np.argsort(-scores, kind="stable")
-        masks = (out.logits[0].float() > 0).cpu().numpy()[order]
-        lowres = out.lowres[0].float().cpu().numpy()[order]
+            _require_finite(out.logits, "mask logits")
+            _require_finite(out.iou, "predicted IoU")
+            scores = out.iou[0].float().cpu().numpy()
+            order = np.argsort(-scores, kind="stable")
+            masks = (out.logits[0].float() > 0).cpu().numpy()[order]
+            lowres = out.lowres[0].float().cpu().numpy()[order]
         return Prediction(
             mask=masks[0],
             score=float(scores[order[0]]),
