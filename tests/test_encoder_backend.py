@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,8 +18,14 @@ from hrmedsegsam.encoder_backend import (  # noqa: E402
     CACHE_ENV,
     OnnxEncoder,
     OpenVinoEncoder,
+    calibrate,
+    calibration_path,
+    choose_backend,
     export_path,
+    installed_runtimes,
     make_encoder,
+    parallel_encoders,
+    read_calibration,
     resolve_backend,
 )
 from hrmedsegsam.model.hrmedsegsam import NEW_ENCODER, HRMedSegSAM  # noqa: E402
@@ -141,11 +149,12 @@ def test_failed_export_falls_back_and_leaves_no_file(monkeypatch, tmp_path) -> N
 
 def test_backend_choice(monkeypatch) -> None:
     monkeypatch.delenv(BACKEND_ENV, raising=False)
-    # OpenVINO first (the fastest here), then ONNX Runtime, then PyTorch
-    assert resolve_backend(None, torch.device("cpu")) == "openvino"
+    # "auto" on a CPU with a runtime installed is left to the calibration; without any
+    # runtime it is PyTorch
+    assert resolve_backend(None, torch.device("cpu")) == "auto"
     with monkeypatch.context() as m:
         m.setitem(sys.modules, "openvino", None)
-        assert resolve_backend(None, torch.device("cpu")) == "onnx"
+        assert resolve_backend(None, torch.device("cpu")) == "auto"
         m.setitem(sys.modules, "onnxruntime", None)
         assert resolve_backend(None, torch.device("cpu")) == "torch"
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
@@ -172,3 +181,128 @@ def test_a_pending_first_use_export_is_announced_then_done(monkeypatch, tmp_path
     assert name == runtime and list((tmp_path / "onnx").glob("*.onnx"))
     assert not pred.encoder_pending()
     assert not Predictor(model, backend=runtime).encoder_pending()  # the cached export
+
+
+def test_choose_backend_takes_the_fewest_seconds_pytorch_on_a_tie() -> None:
+    assert choose_backend({"torch": 0.17, "onnx": 0.50, "openvino": 0.27}) == "torch"
+    assert choose_backend({"torch": 2.5, "onnx": 0.54, "openvino": 0.32}) == "openvino"
+    assert choose_backend({"openvino": 0.3, "torch": 0.3}) == "torch"
+
+
+def test_calibrate_times_real_encoders_and_drops_hopeless_ones(exported) -> None:
+    _, model, encoder = exported
+    slow_calls = []
+
+    def slow(frame: torch.Tensor) -> torch.Tensor:  # a real forward pass, made slower
+        slow_calls.append(1)
+        out = model.encode(frame)
+        time.sleep(0.3)
+        return out
+
+    seconds = calibrate(
+        {"torch": model.encode, "onnx": encoder, "openvino": slow}, model.image_size, rounds=3
+    )
+    assert set(seconds) == {"torch", "onnx", "openvino"} and all(v > 0 for v in seconds.values())
+    assert seconds["openvino"] >= 0.3 and choose_backend(seconds) != "openvino"
+    assert len(slow_calls) == 2  # the warm-up and the first round only
+
+
+def test_auto_calibrates_once_then_follows_the_record(monkeypatch, tmp_path) -> None:
+    """ "auto" times PyTorch and the installed runtimes on the real (small) model, keeps the
+    choice next to the export, reuses it without timing again, and follows a record that
+    names another backend; the environment variable still overrides it."""
+    import hrmedsegsam.encoder_backend as eb
+
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    model = _model("conv", seed=3)
+    cpu = torch.device("cpu")
+    path = calibration_path(model, tmp_path)
+    assert path.parent == export_path(model, tmp_path).parent and not path.exists()
+    name, fn = make_encoder(model, cpu, "auto", tmp_path)
+    record = read_calibration(path)
+    assert record is not None and record["choice"] == name
+    assert set(record["seconds_per_frame"]) == {"torch", *installed_runtimes()}
+    frame = torch.rand(1, 3, model.image_size, model.image_size)
+    with torch.inference_mode():
+        assert float((fn(frame) - model.encode(frame)).abs().max()) < 1e-3
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibrated again although a record exists")
+
+    monkeypatch.setattr(eb, "calibrate", no_calibration)
+    assert make_encoder(model, cpu, None, tmp_path)[0] == name
+    for choice in ("torch", *installed_runtimes()):
+        path.write_text(json.dumps({**record, "choice": choice}))
+        got, fn = make_encoder(model, cpu, "auto", tmp_path)
+        assert got == choice
+        with torch.inference_mode():
+            assert float((fn(frame) - model.encode(frame)).abs().max()) < 1e-3
+    monkeypatch.setenv(BACKEND_ENV, "torch")
+    assert make_encoder(model, cpu, None, tmp_path) == ("torch", model.encode)
+    # a damaged record is ignored (calibrated again)
+    monkeypatch.delenv(BACKEND_ENV)
+    path.write_text("{not json")
+    assert read_calibration(path) is None
+    with pytest.raises(AssertionError, match="calibrated again"):
+        make_encoder(model, cpu, "auto", tmp_path)
+
+
+def test_calibration_is_per_model_and_thread_count(tmp_path) -> None:
+    a, b = _model("patch", seed=1), _model("patch", seed=2)
+    assert calibration_path(a, tmp_path) != calibration_path(b, tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        before = calibration_path(a, tmp_path)
+        torch.set_num_threads(threads + 1)
+        assert calibration_path(a, tmp_path) != before
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_auto_without_any_runtime_is_pytorch_and_writes_nothing(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    for module in ("onnxruntime", "openvino"):
+        monkeypatch.setitem(sys.modules, module, None)
+    model = _model("patch")
+    assert make_encoder(model, torch.device("cpu"), "auto", tmp_path) == ("torch", model.encode)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_pending_auto_calibration_is_announced_then_done(monkeypatch, tmp_path) -> None:
+    from hrmedsegsam.predictor import Predictor
+
+    monkeypatch.setenv("HRMEDSEGSAM_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    model = _model("patch", seed=6)
+    pred = Predictor(model)
+    assert pred.encoder_pending()
+    name, _ = pred.encoder()
+    assert not Predictor(model).encoder_pending()
+    assert Predictor(model).encoder()[0] == name
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx", "openvino"])
+def test_parallel_encoders_from_two_threads_equal_pytorch(exported, onnx_dir, runtime) -> None:
+    """The encoders Predictor.embed_all runs at once (one frame per thread) give the
+    PyTorch module's output for every frame, called concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    _, model, _ = exported
+    encoders = parallel_encoders(runtime, model, 2, onnx_dir)
+    assert len(encoders) == 2
+    torch.manual_seed(2)
+    frames = [torch.rand(1, 3, model.image_size, model.image_size) for _ in range(6)]
+    with torch.inference_mode():
+        ref = [model.encode(f) for f in frames]
+
+    def run(k: int) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return [encoders[k](f) for f in frames[k::2]]
+
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(run, range(2)))
+    for k in range(2):
+        for got, want in zip(outs[k], ref[k::2], strict=True):
+            assert float((got - want).abs().max()) < 1e-3
