@@ -101,11 +101,9 @@ def embed_slices(
     vol = _read(facts.path)
     if volume_id(vol.array) != facts.vid:
         raise RuntimeError(f"{facts.path} changed while its embeddings were computed")
+    keys = [("embed", facts.vid, z) for z in range(z0, z1)]
     feats = np.concatenate(
-        [
-            pred.embed(vol.array[z], window, key=("embed", facts.vid, z)).features.cpu().numpy()
-            for z in range(z0, z1)
-        ]
+        [emb.features.cpu().numpy() for _, emb in pred.embed_all(vol.array[z0:z1], window, keys)]
     )
     EmbeddingStore(store_path).write(facts.vid, window, z0, feats)
     return ModelIdentity.of(pred.model).weights

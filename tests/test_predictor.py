@@ -192,3 +192,39 @@ def test_decode_runs_with_decode_threads_and_restores_torch_setting(monkeypatch)
         assert np.allclose(outs[0].logits, outs[1].logits, atol=1e-5)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_embed_all_equals_embed_in_order_and_fills_the_cache(workers) -> None:
+    """embed_all (several slices at once, each encoder call on one thread) gives each
+    slice the embedding embed gives it, in order, keyed as asked."""
+    torch.manual_seed(0)
+    model = build_model("hrmedsegsam", {"image_size": 256})
+    rng = np.random.default_rng(1)
+    vol = rng.normal(0, 150, (5, 40, 56)).astype(np.float32)
+    ref = Predictor(model, torch.device("cpu"), backend="torch")
+    expected = [ref.embed(s, (-160, 240)).features for s in vol]
+    pred = Predictor(model, torch.device("cpu"), backend="torch")
+    keys = [("vol", z) for z in range(5)]
+    got = list(pred.embed_all(vol, (-160, 240), keys=keys, workers=workers))
+    assert [i for i, _ in got] == list(range(5))
+    for (_, emb), want in zip(got, expected, strict=True):
+        assert emb.native_hw == (40, 56)
+        assert float((emb.features - want).abs().max()) < 1e-5
+    assert all(pred.is_cached(k, (-160, 240)) for k in keys)
+    again = list(pred.embed_all(vol, (-160, 240), keys=keys, workers=workers))
+    assert all(a is b for (_, a), (_, b) in zip(again, got, strict=True))  # cache hits
+    with pytest.raises(InputError, match="keys"):
+        list(pred.embed_all(vol, (-160, 240), keys=keys[:2]))
+
+
+def test_embed_all_closed_early_leaves_no_work_running() -> None:
+    torch.manual_seed(0)
+    model = build_model("hrmedsegsam", {"image_size": 256})
+    vol = np.random.default_rng(2).normal(0, 150, (8, 32, 32)).astype(np.float32)
+    pred = Predictor(model, torch.device("cpu"), backend="torch")
+    before = threading.active_count()
+    it = pred.embed_all(vol, (-160, 240), workers=2)
+    assert next(it)[0] == 0
+    it.close()
+    assert threading.active_count() == before
