@@ -121,7 +121,12 @@ def measure_model(
     """Parameters, encoder s per 1024 frame per backend, prompt latencies, peak memory."""
     import torch
 
-    from hrmedsegsam.encoder_backend import make_encoder
+    from hrmedsegsam.encoder_backend import (
+        EncodeFn,
+        auto_encoder,
+        make_encoder,
+        resolve_backend,
+    )
     from hrmedsegsam.model.build import (
         build_model,
         default_weights_path,
@@ -149,6 +154,7 @@ def measure_model(
             torch.cuda.synchronize()
 
     encoder_s: dict[str, float | None] = {}
+    built: dict[str, EncodeFn] = {}
     setup_s: dict[str, float] = {}
     notes: list[str] = []
     for backend in backends:
@@ -159,6 +165,7 @@ def measure_model(
             encoder_s[backend] = None
             notes.append(f"encoder backend {backend} unavailable, not measured")
             continue
+        built[backend] = fn
 
         def encode(fn: Callable[[torch.Tensor], torch.Tensor] = fn) -> None:
             with torch.inference_mode():
@@ -166,8 +173,11 @@ def measure_model(
             sync()
 
         encoder_s[backend] = _median_seconds(encode, repeats)
-    # What "auto" runs here (its calibration at first use is not part of any timing).
-    auto_backend = make_encoder(model, dev, "auto")[0]
+    # What "auto" runs here (its calibration at first use, from the encoders made above, is
+    # not part of any timing).
+    auto_backend = resolve_backend("auto", dev)
+    if auto_backend == "auto":
+        auto_backend = auto_encoder(model, built=built)[0]
     pred = Predictor(model, dev, backend="torch")
     img = _synthetic_slice(512)
     pred.set_image(img, WINDOW)

@@ -421,14 +421,21 @@ def choose_backend(seconds: dict[str, float]) -> str:
     return min(seconds, key=lambda name: (seconds[name], order.index(name)))
 
 
-def auto_encoder(model: PromptableModel, folder: Path | None = None) -> tuple[str, EncodeFn]:
+def auto_encoder(
+    model: PromptableModel,
+    folder: Path | None = None,
+    built: dict[str, EncodeFn] | None = None,
+) -> tuple[str, EncodeFn]:
     """``"auto"`` on a CPU: the backend its calibration record names, else calibrate now.
 
     Calibrating exports the encoder if needed, times PyTorch and every installed runtime
     with :func:`calibrate`, and writes the record (the choice, the seconds, the machine
     and its load average) to :func:`calibration_path`; delete it to calibrate again. A
-    runtime that fails to load is left out with one warning.
+    runtime that fails to load is left out with one warning. ``built``: encoders by
+    backend name that the caller already made for ``model`` (used instead of making
+    them again, e.g. by the benchmark, whose peak memory they would otherwise raise).
     """
+    built = built or {}
     try:
         path = calibration_path(model, folder)
     except ImportError as exc:  # no exporter, so no runtime can run the encoder
@@ -439,6 +446,8 @@ def auto_encoder(model: PromptableModel, folder: Path | None = None) -> tuple[st
         name = record["choice"]
         if name == "torch":
             return "torch", model.encode
+        if name in built:
+            return name, built[name]
         try:
             return name, _runtime_encoder(name, model, folder)
         except Exception as exc:  # noqa: BLE001 - the recorded runtime broke: use PyTorch
@@ -446,6 +455,9 @@ def auto_encoder(model: PromptableModel, folder: Path | None = None) -> tuple[st
             return "torch", model.encode
     encoders: dict[str, EncodeFn] = {"torch": model.encode}
     for name in installed_runtimes():
+        if name in built:
+            encoders[name] = built[name]
+            continue
         try:
             encoders[name] = _runtime_encoder(name, model, folder)
         except Exception as exc:  # noqa: BLE001 - calibrate among the ones that work

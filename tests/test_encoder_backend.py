@@ -306,3 +306,26 @@ def test_parallel_encoders_from_two_threads_equal_pytorch(exported, onnx_dir, ru
     for k in range(2):
         for got, want in zip(outs[k], ref[k::2], strict=True):
             assert float((got - want).abs().max()) < 1e-3
+
+
+def test_auto_uses_encoders_the_caller_already_built(exported, onnx_dir, monkeypatch) -> None:
+    """The benchmark hands its encoders to auto_encoder: the calibration times those (no
+    second copy of a runtime is made) and the chosen one is returned as is."""
+    import hrmedsegsam.encoder_backend as eb
+
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    _, model, encoder = exported
+    built = {name: eb._runtime_encoder(name, model, onnx_dir) for name in installed_runtimes()}
+    built["onnx"] = encoder
+
+    def no_new_encoder(*args, **kwargs):
+        raise AssertionError("made a runtime encoder although the caller built one")
+
+    monkeypatch.setattr(eb, "_runtime_encoder", no_new_encoder)
+    name, fn = eb.auto_encoder(model, onnx_dir, built=built)
+    assert fn is (model.encode if name == "torch" else built[name])
+    record = read_calibration(calibration_path(model, onnx_dir))
+    assert record is not None and set(record["seconds_per_frame"]) == {"torch", *built}
+    for choice in built:
+        calibration_path(model, onnx_dir).write_text(json.dumps({**record, "choice": choice}))
+        assert eb.auto_encoder(model, onnx_dir, built=built) == (choice, built[choice])
