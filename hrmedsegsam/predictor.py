@@ -44,7 +44,9 @@ CACHE_BYTES = 256 << 20
 #: Torch threads for a prompt's decode and the checks of its output on a CPU (the encoder
 #: keeps torch's setting). A decode is ~900 small operations: with two threads each waits
 #: at an OpenMP barrier, and while other processes kept the 2-core development machine
-#: busy, a box on a 512 x 512 slice took 0.24-1.4 s instead of 60-110 ms with one thread.
+#: busy, a box on a 512 x 512 slice took 0.24-1.6 s instead of 58-110 ms with one thread.
+#: On the idle machine two threads were faster (49-54 ms against 62-69 ms): None suits a
+#: machine known to be idle.
 DECODE_THREADS = 1
 #: ``(cache key, window) -> encoder output (1, 256, G, G) or None``: precomputed embeddings.
 FeaturesSource = Callable[[Hashable, Window], "np.ndarray | None"]
