@@ -146,6 +146,14 @@ def register_train(subparsers: Any) -> None:
         help="single-point steps use objects covering at most this fraction of the slice (<= 0: any)",
     )
     s.add_argument(
+        "--large-box-prob",
+        type=float,
+        default=0.0,
+        help="share of box steps on the frame's large objects (those covering at least "
+        "--large-box-frac of the slice)",
+    )
+    s.add_argument("--large-box-frac", type=float, default=0.02)
+    s.add_argument(
         "--point-whole-prob",
         type=float,
         default=0.5,
@@ -369,6 +377,8 @@ def cmd_decoder(args: argparse.Namespace) -> int:
     for name in (
         "teacher_prob",
         "teacher_min_frac",
+        "large_box_prob",
+        "large_box_frac",
         "point_whole_prob",
         "region_prob",
         "full_prob",
@@ -421,6 +431,8 @@ def cmd_decoder(args: argparse.Namespace) -> int:
         prompt_weights=tuple(args.prompt_weights),
         point_max_frac=args.point_max_frac if args.point_max_frac > 0 else None,
         point_whole_prob=args.point_whole_prob,
+        large_box_prob=args.large_box_prob,
+        large_box_frac=args.large_box_frac,
         teacher_prob=args.teacher_prob,
         teacher_min_frac=args.teacher_min_frac,
         encoder_lr=args.encoder_lr,

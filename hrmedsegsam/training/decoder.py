@@ -105,6 +105,12 @@ class DecoderConfig:
     # labels already teach small structures better than the teacher's answers do (a 0.3
     # share on all sizes cost 0.03 small-object box Dice), large organs are what they lack.
     teacher_min_frac: float = 0.0
+    # Share of box steps whose objects are the frame's large ones (covering at least
+    # large_box_frac of the slice): drawn uniformly, objects are mostly small, and a tight box
+    # around a large organ often holds other organs, which the model then takes along
+    # (scripts/box_errors.py: half the liver's area on magnified ct_body_3mm slices).
+    large_box_prob: float = 0.0
+    large_box_frac: float = 0.02
     # End-to-end: > 0 trains the image encoder too, at this learning rate, on embeddings
     # computed on the fly (on the token window of a cropped step: the encoder is isotropic
     # with a relative position code, as in distillation). Its BatchNorm statistics stay
@@ -211,6 +217,14 @@ def point_candidates(objs: list[np.ndarray], max_frac: float | None) -> list[np.
         return objs
     small = [m for m in objs if m.sum() <= max_frac * m.size]
     return small or objs
+
+
+def box_candidates(objs: list[np.ndarray], min_frac: float) -> list[np.ndarray]:
+    """Objects for a large-object box step: those covering at least ``min_frac`` of the
+    slice (the largest one when none does).
+    """
+    large = [m for m in objs if m.sum() >= min_frac * m.size]
+    return large or [max(objs, key=lambda m: int(m.sum()))]
 
 
 def train_step(
@@ -576,6 +590,8 @@ class DecoderRun:
         kind = choose_kind(rng, cfg.prompt_weights)
         if kind == 1:
             objs = point_candidates(objs, cfg.point_max_frac)
+        elif kind == 0 and cfg.large_box_prob and rng.random() < cfg.large_box_prob:
+            objs = box_candidates(objs, cfg.large_box_frac)
         pick = rng.permutation(len(objs))[: cfg.batch]
         chosen = [objs[j] for j in pick]
         emb = self.embedding(i)

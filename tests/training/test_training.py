@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,62 @@ def test_decoder_training_lowers_loss(small_cache, tmp_path: Path) -> None:
     out = train_decoder(cfg, model=model)
     assert out["step"] == 20
     assert box_loss() < before
+
+
+def test_box_and_point_candidates_by_size() -> None:
+    """Large-object box steps take the objects covering at least the fraction (the largest
+    one when none does); single-point steps the small ones (all when none is small)."""
+    from hrmedsegsam.training.decoder import box_candidates, point_candidates
+
+    def disc(r: int) -> np.ndarray:
+        yy, xx = np.mgrid[:100, :100]
+        return (yy - 50) ** 2 + (xx - 50) ** 2 <= r * r
+
+    big, mid, small = disc(30), disc(12), disc(3)  # 28 %, 4.5 %, 0.3 % of the slice
+    assert [m.sum() for m in box_candidates([small, big, mid], 0.02)] == [big.sum(), mid.sum()]
+    assert [m.sum() for m in box_candidates([small, mid], 0.1)] == [mid.sum()]
+    assert [m.sum() for m in point_candidates([small, big, mid], 0.1)] == [
+        small.sum(),
+        mid.sum(),
+    ]
+    assert len(point_candidates([big], 0.1)) == 1
+    assert len(point_candidates([small, big], None)) == 2
+
+
+def test_large_box_steps(small_cache, tmp_path: Path) -> None:
+    """`train decoder --large-box-prob P --large-box-frac F` is parsed and range-checked,
+    and box steps on the large objects train."""
+    from hrmedsegsam.errors import InputError
+    from hrmedsegsam.training.commands import cmd_decoder, register_train
+    from hrmedsegsam.training.decoder import DecoderConfig, train_decoder
+
+    cache, model = small_cache
+    parser = argparse.ArgumentParser()
+    register_train(parser.add_subparsers(dest="command"))
+    argv = ["train", "decoder", "--cache", str(cache), "--run", str(tmp_path / "cli")]
+    args = parser.parse_args([*argv, "--large-box-prob", "0.5", "--large-box-frac", "0.01"])
+    assert (args.large_box_prob, args.large_box_frac) == (0.5, 0.01)
+    with pytest.raises(InputError, match="--large-box-prob must be between 0 and 1"):
+        cmd_decoder(parser.parse_args([*argv, "--large-box-prob", "2"]))
+    cfg = DecoderConfig(
+        cache=cache,
+        run_dir=tmp_path / "dec",
+        embeddings=cache / "student",
+        steps=4,
+        batch=1,
+        threads=1,
+        rounds=1,
+        warmup=0,
+        min_size=20,
+        progress=False,
+        prompt_weights=(1.0, 0.0, 0.0),
+        region_prob=0.0,
+        large_box_prob=1.0,
+        large_box_frac=0.01,
+    )
+    out = train_decoder(cfg, model=model)
+    assert out["step"] == 4 and np.isfinite(out["loss"])
+    assert out["steps_by_kind"]["box"] == 4
 
 
 def test_teacher_box_steps(small_cache, tmp_path: Path) -> None:
