@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ pytest.importorskip("scipy")
 from hrmedsegsam.training.data import Sample, augment, load_sample, save_sample, to_frame  # noqa: E402
 
 SMALL = {"image_size": 256}
+
+if TYPE_CHECKING:
+    from hrmedsegsam.training.decoder import DecoderConfig
 
 
 @pytest.fixture(autouse=True)
@@ -67,6 +71,26 @@ def small_cache(tmp_path: Path):
         )
     embed_cache(cache, model, "student", progress=False)
     return cache, model
+
+
+def small_decoder_config(cache: Path, run_dir: Path, **overrides: Any) -> DecoderConfig:
+    """A quick decoder run on ``small_cache``'s student embeddings: one thread, one round,
+    no warm-up, no label-free region steps; ``overrides`` replace any field."""
+    from hrmedsegsam.training.decoder import DecoderConfig
+
+    fields: dict[str, Any] = dict(
+        cache=cache,
+        run_dir=run_dir,
+        embeddings=cache / "student",
+        batch=1,
+        threads=1,
+        rounds=1,
+        warmup=0,
+        min_size=20,
+        progress=False,
+        region_prob=0.0,
+    )
+    return DecoderConfig(**{**fields, **overrides})
 
 
 def test_to_frame_matches_predictor_preprocess() -> None:
@@ -150,7 +174,6 @@ def test_distill_lowers_loss_and_resumes(small_cache, tmp_path: Path) -> None:
 
 def test_decoder_training_lowers_loss(small_cache, tmp_path: Path) -> None:
     from hrmedsegsam.training.decoder import (
-        DecoderConfig,
         DecoderData,
         decode_prompts,
         mask_losses,
@@ -183,20 +206,8 @@ def test_decoder_training_lowers_loss(small_cache, tmp_path: Path) -> None:
         return tot
 
     before = box_loss()
-    cfg = DecoderConfig(
-        cache=cache,
-        run_dir=tmp_path / "dec",
-        embeddings=cache / "student",
-        steps=20,
-        batch=1,
-        threads=1,
-        rounds=1,
-        lr=1e-3,
-        warmup=0,
-        min_size=20,
-        progress=False,
-        prompt_weights=(1.0, 0.5, 0.5),
-        region_prob=0.0,
+    cfg = small_decoder_config(
+        cache, tmp_path / "dec", steps=20, lr=1e-3, prompt_weights=(1.0, 0.5, 0.5)
     )
     out = train_decoder(cfg, model=model)
     assert out["step"] == 20
@@ -228,7 +239,7 @@ def test_large_box_steps(small_cache, tmp_path: Path) -> None:
     and box steps on the large objects train."""
     from hrmedsegsam.errors import InputError
     from hrmedsegsam.training.commands import cmd_decoder, register_train
-    from hrmedsegsam.training.decoder import DecoderConfig, train_decoder
+    from hrmedsegsam.training.decoder import train_decoder
 
     cache, model = small_cache
     parser = argparse.ArgumentParser()
@@ -238,19 +249,11 @@ def test_large_box_steps(small_cache, tmp_path: Path) -> None:
     assert (args.large_box_prob, args.large_box_frac) == (0.5, 0.01)
     with pytest.raises(InputError, match="--large-box-prob must be between 0 and 1"):
         cmd_decoder(parser.parse_args([*argv, "--large-box-prob", "2"]))
-    cfg = DecoderConfig(
-        cache=cache,
-        run_dir=tmp_path / "dec",
-        embeddings=cache / "student",
+    cfg = small_decoder_config(
+        cache,
+        tmp_path / "dec",
         steps=4,
-        batch=1,
-        threads=1,
-        rounds=1,
-        warmup=0,
-        min_size=20,
-        progress=False,
         prompt_weights=(1.0, 0.0, 0.0),
-        region_prob=0.0,
         large_box_prob=1.0,
         large_box_frac=0.01,
     )
@@ -265,7 +268,6 @@ def test_teacher_box_steps(small_cache, tmp_path: Path) -> None:
     from hrmedsegsam.masks import dice
     from hrmedsegsam.model import litemedsam as teacher
     from hrmedsegsam.training.decoder import (
-        DecoderConfig,
         DecoderData,
         teacher_masks,
         train_decoder,
@@ -290,18 +292,11 @@ def test_teacher_box_steps(small_cache, tmp_path: Path) -> None:
     boxes = [(x0 - 1, y0 - 1, x1 + 1, y1 + 1), (x0, y0, x1, y1)]
     prompts, masks = teacher_masks(lite, temb, s, boxes, min_iou=0.0)
     assert len(masks) == 2 and all(dice(m, objs[0]) > 0.85 for m in masks)
-    cfg = DecoderConfig(
-        cache=cache,
-        run_dir=tmp_path / "dec",
-        embeddings=cache / "student",
+    cfg = small_decoder_config(
+        cache,
+        tmp_path / "dec",
         steps=6,
         batch=2,
-        threads=1,
-        rounds=1,
-        warmup=0,
-        min_size=20,
-        progress=False,
-        region_prob=0.0,
         teacher_prob=1.0,
         teacher_embeddings=tdir,
         teacher_min_iou=0.0,
