@@ -332,33 +332,22 @@ def test_end_to_end_steps_train_the_encoder(small_cache, tmp_path: Path) -> None
     teacher's embedding by the distillation term, and the run reports that MSE."""
     import copy
 
-    from hrmedsegsam.training.decoder import DecoderConfig, train_decoder
+    from hrmedsegsam.training.decoder import train_decoder
 
     cache, model = small_cache
 
     def enc_state(m: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in m.image_encoder.state_dict().items()}
 
-    common = dict(
-        cache=cache,
-        embeddings=cache / "student",
-        batch=1,
-        threads=1,
-        rounds=1,
-        warmup=0,
-        min_size=20,
-        progress=False,
-        region_prob=0.0,
-    )
     frozen = copy.deepcopy(model)
     before = enc_state(frozen)
-    train_decoder(DecoderConfig(run_dir=tmp_path / "frozen", steps=4, **common), model=frozen)
+    train_decoder(small_decoder_config(cache, tmp_path / "frozen", steps=4), model=frozen)
     assert all(torch.equal(before[k], v) for k, v in frozen.image_encoder.state_dict().items())
 
     mse0 = teacher_mse(model, cache)
     out = train_decoder(
-        DecoderConfig(
-            run_dir=tmp_path / "e2e", steps=25, encoder_lr=2e-3, distill_weight=100.0, **common
+        small_decoder_config(
+            cache, tmp_path / "e2e", steps=25, encoder_lr=2e-3, distill_weight=100.0
         ),
         model=model,
     )
@@ -369,7 +358,7 @@ def test_end_to_end_steps_train_the_encoder(small_cache, tmp_path: Path) -> None
     from hrmedsegsam.errors import InputError
 
     with pytest.raises(InputError, match="encoder-lr"):
-        train_decoder(DecoderConfig(run_dir=tmp_path / "e2e", steps=30, **common), model=model)
+        train_decoder(small_decoder_config(cache, tmp_path / "e2e", steps=30), model=model)
 
 
 def test_click_protocol_on_a_synthetic_case() -> None:
