@@ -189,6 +189,8 @@ def validate(
     for f in (image, labels, Path(data) / VALIDATION_2D / "images"):
         if not f.exists():
             raise InputError(f"validation data not found: {f}")
+    # Before the minutes of segmentation: a wrong --cache fails at once.
+    pop = teacher_mean(cache) if fidelity and cache is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         img_c, lab_c = clinical_copy(image, labels, Path(tmp))
         slab = evaluate(
@@ -214,9 +216,8 @@ def validate(
         "models": {},
     }
     val_frames = slab_frames + [c[1] for c in cases]
-    teacher_val = teacher_held = held = pop = None
+    teacher_val = teacher_held = held = None
     if fidelity and any(m != "litemedsam" for m in models):
-        pop = teacher_mean(cache) if cache is not None else None
         teacher = load_model("litemedsam", device="cpu")
         held = heldout_frames(Path(data))
         teacher_val, teacher_held = embeddings(teacher, val_frames), embeddings(teacher, held)
