@@ -17,9 +17,14 @@ of ``(N, 256)`` by ``(256, d)`` ones. The first transposed convolution of the up
 such a linear map too (kernel 2, stride 2: one 256 -> 4 x 64 matrix per token), so it joins
 the final attention's key/value projections.
 
-Head splits of ``(N, ...)`` tensors are strided views fed to batched matmuls, never copies,
-and the upscaled features are not reordered into image layout (on a small CPU those copies
-cost more than the arithmetic).
+Per prompt, head splits of ``(N, ...)`` tensors are strided views fed to batched matmuls,
+never copies, and the upscaled features are not reordered into image layout (on a small CPU
+those copies cost more than the arithmetic). The per-image products that only meet the
+prompt keys/queries in per-head dot products are cached head-major instead, ``(H, d, N)``,
+since a batched product over a transposed strided view was ~2.5x slower than over a
+contiguous one. Weight-only factors (e.g. the output projection times a later projection,
+so a prompt's ``(H*T, C) @ (C, d)`` product becomes ``(T, d/H) @ (d/H, d)`` per head) are
+kept in the same per-image cache.
 
 The result equals the plain forward up to float rounding (tested against
 ``segment_anything``'s own ``MaskDecoder``). It assumes no mask prompt (with a mask input the
@@ -57,9 +62,13 @@ def _heads_t(x: torch.Tensor, h: int) -> torch.Tensor:
 class Projected:
     """``X_level @ W + offset`` ``(N, d)`` kept as ``rho * base + left.T @ right + const``.
 
-    base ``(N, d)``: the cached per-image product (at level 0 it is the whole value and the
-    other parts are None); rho ``(N, 1)``; left ``(K, N)``; right ``(K, d)``; const ``(d,)``
-    or ``(N, d)``. Attention reads it without forming the ``(N, d)`` sum.
+    base: the cached per-image product, ``(N, d)``; or, for a projection read only by
+    :meth:`scores` (``heads`` set), head-major ``(H, d/H, N)``, and at levels above 0
+    ``(H, d/H, 2N)`` with the per-image ``const`` in its second half (one contiguous batched
+    product instead of two strided ones). At level 0 base is the whole value and the other
+    parts are None. rho ``(N, 1)``; left ``(K, N)``; right ``(K, d)``; const ``(d,)``,
+    ``(N, d)``, or None where it lives in a head-major base. Attention reads it without
+    forming the ``(N, d)`` sum.
     """
 
     base: torch.Tensor
@@ -67,8 +76,10 @@ class Projected:
     left: torch.Tensor | None = None
     right: torch.Tensor | None = None
     const: torch.Tensor | None = None
+    heads: int | None = None
 
     def dense(self) -> torch.Tensor:
+        assert self.heads is None
         if self.rho is None:
             return self.base
         assert self.left is not None and self.right is not None and self.const is not None
@@ -76,24 +87,31 @@ class Projected:
 
     def scores(self, q: torch.Tensor) -> torch.Tensor:
         """Per-head dot products ``(H, T, N)`` of ``q (H, T, d_h)`` with this ``(N, H*d_h)``."""
-        h = q.shape[0]
-        out = torch.bmm(q, _heads_t(self.base, h))
+        h, t, _ = q.shape
+        base = self.base if self.heads is not None else _heads_t(self.base, h)
+        out = torch.bmm(q, base)
         if self.rho is None:
             return out
-        assert self.left is not None and self.right is not None and self.const is not None
-        out.mul_(self.rho.t())
-        t = q.shape[1]
-        out += (torch.bmm(q, _heads_t(self.right, h)).reshape(h * t, -1) @ self.left).view(h, t, -1)
-        if self.const.dim() == 2:
-            out += torch.bmm(q, _heads_t(self.const, h))
+        assert self.left is not None and self.right is not None
+        n = self.left.shape[1]
+        if out.shape[-1] == 2 * n:  # base, then the per-image constant
+            out = torch.addcmul(out[..., n:], out[..., :n], self.rho.t())
         else:
-            out += torch.bmm(q, self.const.view(h, -1, 1))
+            out.mul_(self.rho.t())
+        qr = torch.bmm(q, _heads_t(self.right, h)).view(h * t, -1)
+        out.view(h * t, n).addmm_(qr, self.left)
+        if self.const is not None:
+            if self.const.dim() == 2:
+                out += torch.bmm(q, _heads_t(self.const, h))
+            else:
+                out += torch.bmm(q, self.const.view(h, -1, 1))
         return out
 
     def weighted(self, probs: torch.Tensor) -> torch.Tensor:
         """Per-head ``probs_h @ value_h`` ``(H, T, d_h)`` for attention weights ``probs
         (H, T, N)`` whose rows sum to one.
         """
+        assert self.heads is None
         h, t, n = probs.shape
         if self.rho is None:
             return torch.bmm(probs, _heads_t(self.base, h).transpose(1, 2))
@@ -141,7 +159,8 @@ class _ImageStream:
         self.cache = cache
         self.norms = norms  # norms[i] turns level i into level i+1
         self.L: list[torch.Tensor] = []  # (H*T + 2, N): rows A^T, ones, -mu
-        self.M: list[torch.Tensor] = []  # (H*T, C)
+        self.V: list[torch.Tensor] = []  # (H, T, d): the update's per-head token values
+        self.Wo: list[torch.Tensor] = []  # (H, d, C): its per-head output projection
         self.b: list[torch.Tensor] = []  # (C,) bias of the update
         self.r: list[torch.Tensor] = []  # (N, 1) inverse std of the pre-norm sum
         self._lefts: dict[int, torch.Tensor] = {}
@@ -168,18 +187,28 @@ class _ImageStream:
             hit = self._lefts[level] = torch.cat(rows)
         return hit
 
-    def project(self, level: int, W: torch.Tensor, key: str, offset: Offset = None) -> Projected:
+    def project(
+        self,
+        level: int,
+        W: torch.Tensor,
+        key: str,
+        offset: Offset = None,
+        heads: int | None = None,
+    ) -> Projected:
         """``X_level @ W + offset`` ``(N, d)`` for ``W (C, d)``, as :class:`Projected`.
 
         Unrolled to level 0 (``W_k = g_{k+1} * W_{k+1}``, ``W_level = W``):
         ``X_level W = rho_1 * X_0 W_0 + sum_k rho_k * (L_{k-1}^T R_{k-1}(W_{k-1}))
         + sum_k rho_{k+1} * beta_k W_k``, ``rho_k = r_k ... r_level``: one matrix product
         with a ``(N, ~58*level)`` left factor plus a row-scaled copy of the cached
-        ``X_0 W_0``.
+        ``X_0 W_0``. In ``R_{k-1}`` the prompt-dependent rows ``M_{k-1} W_{k-1}`` are
+        ``V_h (Wo_h W_{k-1})`` per head, with ``Wo_h W_{k-1}`` cached.
 
         ``offset``: None, a ``(d,)`` vector, or a callable giving an ``(N, d)`` per-image
-        tensor (called only when not cached yet). Per-image tensors are cached under
-        ``key`` and names derived from it.
+        tensor (called only when not cached yet). ``heads``: keep the per-image tensors
+        head-major for :meth:`Projected.scores` (the only reader of such a projection).
+        Everything that does not depend on the prompts (products with the image, and the
+        weight-only factors) is cached under ``key`` and names derived from it.
         """
         if level == 0:
             hit = self.cache.get(key)
@@ -190,42 +219,74 @@ class _ImageStream:
                     if off is None
                     else torch.addmm(off.expand(self.x0.shape[0], -1), self.x0, W)
                 )
+                if heads is not None:
+                    hit = _heads_t(hit, heads).contiguous()
                 self.cache[key] = hit
-            return Projected(hit)
-        Ws = [W]
-        for k in range(level, 0, -1):
-            Ws.insert(0, self.norms[k - 1].weight[:, None] * Ws[0])
+            return Projected(hit, heads=heads)
+        if key + "#base" not in self.cache:
+            self._fill(level, W, key, offset, heads)
         rights = []
         for k in range(1, level + 1):
-            G = Ws[k - 1]
-            rights += [self.M[k - 1] @ G, (self.b[k - 1] @ G)[None], G.sum(0, keepdim=True)]
-            if k < level:
-                rights.append((self.norms[k - 1].bias @ Ws[k])[None])
-        base = self.norms[level - 1].bias @ W
-        if callable(offset):
-            const = self.cache.get(key + "#offset")
-            if const is None:
-                const = self.cache[key + "#offset"] = offset() + base
-        else:
-            const = base if offset is None else offset + base
+            rights.append(torch.bmm(self.V[k - 1], self.cache[f"{key}#WG{k}"]).flatten(0, 1))
+            rights.append(self.cache[f"{key}#C{k}"])
         return Projected(
-            self.project(0, Ws[0], key + "/g" * level).base,
+            self.cache[key + "#base"],
             self._rho(1, level),
             self._left(level),
             torch.cat(rights),
-            const,
+            self.cache.get(key + "#const"),
+            heads,
         )
 
-    def advance(self, A_t: torch.Tensor, M: torch.Tensor, b: torch.Tensor) -> None:
+    def _fill(
+        self, level: int, W: torch.Tensor, key: str, offset: Offset, heads: int | None
+    ) -> None:
+        """Cache the prompt-independent parts of :meth:`project` at ``level`` (1 or more):
+        per block ``k``, ``WG{k}`` ``Wo_{k-1} @ W_{k-1}`` ``(H, d, d_out)`` and ``C{k}``, the
+        constant rows of ``R_{k-1}`` (``b @ W``, ``sum(W)``, and for ``k < level`` the
+        norm bias term); ``base`` ``X_0 W_0``; ``const``, the offset plus the last norm's
+        bias term, ``(d,)`` or ``(N, d)`` (folded into a head-major ``base``, see
+        :class:`Projected`).
+        """
+        Ws = [W]
+        for k in range(level, 0, -1):
+            Ws.insert(0, self.norms[k - 1].weight[:, None] * Ws[0])
+        for k in range(1, level + 1):
+            G = Ws[k - 1]
+            self.cache[f"{key}#WG{k}"] = torch.matmul(self.Wo[k - 1], G)
+            rows = [(self.b[k - 1] @ G)[None], G.sum(0, keepdim=True)]
+            if k < level:
+                rows.append((self.norms[k - 1].bias @ Ws[k])[None])
+            self.cache[f"{key}#C{k}"] = torch.cat(rows)
+        beta = self.norms[level - 1].bias @ W
+        if callable(offset):
+            const = offset() + beta
+        else:
+            const = beta if offset is None else offset + beta
+        base = self.x0 @ Ws[0]
+        if heads is not None and const.dim() == 2:
+            base = torch.cat([_heads_t(base, heads), _heads_t(const, heads)], dim=2)
+        else:
+            self.cache[key + "#const"] = const
+            if heads is not None:
+                base = _heads_t(base, heads).contiguous()
+        self.cache[key + "#base"] = base
+
+    def advance(
+        self, A_t: torch.Tensor, V: torch.Tensor, Wo: torch.Tensor, b: torch.Tensor
+    ) -> None:
         """Record block ``len(self.L)``'s update ``A @ M + b`` (``A_t`` = ``A`` transposed,
-        ``(H*T, N)``) and the statistics of its layer norm; materialise the next level.
+        ``(H*T, N)``; ``M = V_h @ Wo_h`` per head, ``V (H, T, d)``, ``Wo (H, d, C)``) and the
+        statistics of its layer norm; materialise the next level.
         """
         norm = self.norms[len(self.L)]
+        M = torch.bmm(V, Wo).flatten(0, 1)  # (H*T, C)
         ones = A_t.new_ones(1, A_t.shape[1])
         y = torch.addmm(self.x, torch.cat([A_t, ones]).t(), torch.cat([M, b[None]]))
         x, mu, r = torch.native_layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps)
         self.L.append(torch.cat([A_t, ones, -mu.t()]))
-        self.M.append(M)
+        self.V.append(V)
+        self.Wo.append(Wo)
         self.b.append(b)
         self.r.append(r)
         self.x = x
@@ -235,8 +296,9 @@ def _image_to_tokens(
     mod: nn.Module, q_img: Projected, queries: torch.Tensor, tokens: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors of SAM ``Attention(q=image, k=queries + tokens, v=queries)``: returns
-    ``A_t (H*T, N)`` (the softmax weights, transposed; row ``h*T + t``) and ``M (H*T, C)``
-    with ``A_t.T @ M + out_proj.bias`` equal to the attention's output ``(N, C)``.
+    ``A_t (H*T, N)`` (the softmax weights, transposed; row ``h*T + t``) and the values per
+    head ``V (H, T, d)``: with ``Wo (H, d, C)`` the output projection per head,
+    ``A_t.T @ (V @ Wo).flatten(0, 1) + out_proj.bias`` is the attention's output ``(N, C)``.
     q_img: the projected image queries ``(N, C_int)``; queries, tokens ``(1, T, C)``.
     """
     h = mod.num_heads
@@ -246,8 +308,16 @@ def _image_to_tokens(
     d = ci // h
     scores = q_img.scores(kp.view(t, h, d).transpose(0, 1))  # (H, T, N)
     A_t = torch.softmax(scores * (1.0 / math.sqrt(d)), dim=1).reshape(h * t, -1)
-    M = torch.bmm(vp.view(t, h, d).transpose(0, 1), _t(mod.out_proj).reshape(h, d, -1))  # (H, T, C)
-    return A_t, M.reshape(h * t, -1)
+    return A_t, vp.view(t, h, d).transpose(0, 1).contiguous()
+
+
+def _cached(
+    cache: dict[str, torch.Tensor], key: str, make: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = make()
+    return hit
 
 
 def factored_coarse(
@@ -282,28 +352,42 @@ def factored_coarse(
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
         t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
-        kp = stream.project(i, _t(t2i.k_proj), f"x0@L{i}.k", pe_offset(t2i.k_proj))
+        kp = stream.project(i, _t(t2i.k_proj), f"x0@L{i}.k", pe_offset(t2i.k_proj), t2i.num_heads)
         vp = stream.project(i, _t(t2i.v_proj), f"x0@L{i}.v", t2i.v_proj.bias)
-        qp = stream.project(i, _t(i2t.q_proj), f"x0@L{i}.q", pe_offset(i2t.q_proj))
+        qp = stream.project(i, _t(i2t.q_proj), f"x0@L{i}.q", pe_offset(i2t.q_proj), i2t.num_heads)
         queries = layer.norm2(queries + _tokens_to_image(t2i, queries + tokens, kp, vp))
         queries = layer.norm3(queries + layer.mlp(queries))
-        A_t, M = _image_to_tokens(i2t, qp, queries, tokens)
-        stream.advance(A_t, M, i2t.out_proj.bias)
+        A_t, V = _image_to_tokens(i2t, qp, queries, tokens)
+        Wo = cache.get(f"L{i}.Wo")
+        if Wo is None:
+            Wo = cache[f"L{i}.Wo"] = _t(i2t.out_proj).reshape(V.shape[0], V.shape[2], -1)
+        stream.advance(A_t, V, Wo, i2t.out_proj.bias)
 
     final = transformer.final_attn_token_to_image
     depth = len(layers)
-    kp = stream.project(depth, _t(final.k_proj), "x0@final.k", pe_offset(final.k_proj))
+    kp = stream.project(
+        depth, _t(final.k_proj), "x0@final.k", pe_offset(final.k_proj), final.num_heads
+    )
     vp = stream.project(depth, _t(final.v_proj), "x0@final.v", final.v_proj.bias)
     queries = transformer.norm_final_attn(
         queries + _tokens_to_image(final, queries + tokens, kp, vp)
     )
 
-    up1 = upscaling[0]
-    # ConvTranspose2d(k=2, s=2) as one matrix: column (a*2 + b)*c1 + co is output channel co
-    # at sub-pixel (a, b) of each token.
-    W_up = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, 4 * up1.out_channels)
-    u = stream.project(depth, W_up, "x0@final.up", up1.bias.repeat(4)).dense()
-    return queries, ScrambledFeatures(u, upscaling, 4 * int(round(math.sqrt(keys.shape[0]))))
+    up1, up2 = upscaling[0], upscaling[3]
+    wb1 = _cached(cache, "up1", lambda: _transposed_conv_matrix(up1))
+    u = stream.project(depth, wb1[:-1], "x0@final.up", wb1[-1]).dense()
+    wb2 = _cached(cache, "up2", lambda: _transposed_conv_matrix(up2))
+    return queries, ScrambledFeatures(u, upscaling, 4 * int(round(math.sqrt(keys.shape[0]))), wb2)
+
+
+def _transposed_conv_matrix(conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """A ``ConvTranspose2d(k=2, s=2)`` as one matrix with its bias as an extra last row,
+    ``(in + 1, 4 * out)``: column ``(a*2 + b)*out + co`` is output channel ``co`` at sub-pixel
+    ``(a, b)`` of each input pixel.
+    """
+    assert conv.bias is not None
+    w = conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, 4 * conv.out_channels)
+    return torch.cat([w, conv.bias.repeat(4)[None]])
 
 
 def _gelu_(x: torch.Tensor, act: nn.Module) -> torch.Tensor:
@@ -324,9 +408,18 @@ class ScrambledFeatures:
     mask product is one ``(S*S, C) @ (C, M)`` matrix product).
     """
 
-    def __init__(self, u: torch.Tensor, upscaling: nn.Sequential, size: int) -> None:
+    def __init__(
+        self,
+        u: torch.Tensor,
+        upscaling: nn.Sequential,
+        size: int,
+        second: torch.Tensor | None = None,
+    ) -> None:
         self.u = u
         self.upscaling = upscaling
+        # The second transposed convolution as a matrix plus bias row (see
+        # _transposed_conv_matrix); the caller may pass it from its per-image cache.
+        self.second = second if second is not None else _transposed_conv_matrix(upscaling[3])
         self.size = size
         self.channels = upscaling[3].out_channels
         self.data: torch.Tensor | None = None
@@ -343,8 +436,7 @@ class ScrambledFeatures:
                 F.layer_norm(self.u.reshape(-1, c1), (c1,), ln.weight, ln.bias, ln.eps), act1
             )
             # Second ConvTranspose2d: row token*4 + ab, column a'b'*c2 + c.
-            w = up2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-            data = _gelu_(torch.addmm(up2.bias.repeat(4), h, w), act2)
+            data = _gelu_(torch.addmm(self.second[-1], h, self.second[:-1]), act2)
             self.data = data.view(-1, c2)
         return self.data
 

@@ -219,3 +219,29 @@ def test_scrambled_features_sample_like_grid_sample(perturbed_model) -> None:
             whole = sample_frame(plain_up, valid, native, roi, out_hw)
             direct = sample_frame(up, valid, native, roi, out_hw)
             assert torch.allclose(whole, direct, atol=1e-4)
+
+
+def test_factored_cache_filled_by_one_prompt_kind_serves_others(perturbed_model) -> None:
+    """The per-image cache holds nothing that depends on the number of prompt tokens: filled
+    by points and a box, it gives segment_anything's output for a box alone, points alone and
+    multimask outputs."""
+    model = perturbed_model
+    coarse = model.mask_decoder.coarse
+    torch.manual_seed(5)
+    emb = torch.randn(1, 256, 64, 64)
+    box = torch.tensor([[250.0, 150.0, 420.0, 330.0]])
+    pts = (
+        torch.tensor([[[300.0, 200.0], [120.0, 610.0], [700.0, 40.0]]]),
+        torch.tensor([[1, 0, 1]]),
+    )
+    cache: dict = {}
+    with torch.inference_mode():
+        pe = model.prompt_encoder.get_dense_pe()
+        for points, boxes in [(pts, box), (None, box), (pts, None), (pts[0][:, :1], None)]:
+            if isinstance(points, torch.Tensor):
+                points = (points, torch.ones(1, 1, dtype=torch.int64))
+            sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
+            ref_masks, ref_iou = coarse.predict_masks(emb, pe, sparse, dense)
+            masks, iou, _, _ = coarse.predict_all(emb, pe, sparse, dense, cache)
+            assert torch.allclose(masks, ref_masks, atol=1e-4)
+            assert torch.allclose(iou, ref_iou, atol=1e-5)
