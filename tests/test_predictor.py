@@ -228,3 +228,22 @@ def test_embed_all_closed_early_leaves_no_work_running() -> None:
     assert next(it)[0] == 0
     it.close()
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_require_finite_finds_one_bad_value_anywhere(bad) -> None:
+    """The one-pass finiteness check of the decoder's outputs finds a single NaN or
+    infinity at any position, in the sizes a prediction has (vectorised and tail parts)."""
+    from hrmedsegsam.errors import WeightsError
+    from hrmedsegsam.predictor import _require_finite
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (1, 3), (1, 1, 37, 23), (1, 1, 512, 512), (1, 3, 300, 700)]:
+        t = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+        _require_finite(t, "test")
+        n = t.numel()
+        for pos in {0, 1, n // 2, n - 17, n - 2, n - 1} & set(range(n)):
+            u = t.clone()
+            u.view(-1)[pos] = bad
+            with pytest.raises(WeightsError, match="NaN or infinite"):
+                _require_finite(u, "test")
