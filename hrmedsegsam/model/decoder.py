@@ -256,6 +256,10 @@ def sample_frame(
             _sample_rows(r0, r1, oh, H, vh, dev, dt), _sample_rows(c0, c1, ow, W, vw, dev, dt)
         )
     S_h, S_w = lowres.shape[-2:]
+    if (vh, vw) == (S_h, S_w) and roi == (0, 0, H, W) and (oh, ow) == (H, W):
+        # The whole map onto the whole slice: the same samples (border clamping included)
+        # as the grid below, without building a grid (half the time for 256 -> 512).
+        return F.interpolate(lowres, size=(H, W), mode="bilinear", align_corners=False)
     dev, dt = lowres.device, lowres.dtype
     # Native pixel centre -> map pixel coordinate -> normalised [-1, 1] over the map,
     # align_corners=False convention.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hrmedsegsam.model.build import build_model
 from hrmedsegsam.model.decoder import sample_frame
@@ -245,3 +246,26 @@ def test_factored_cache_filled_by_one_prompt_kind_serves_others(perturbed_model)
             masks, iou, _, _ = coarse.predict_all(emb, pe, sparse, dense, cache)
             assert torch.allclose(masks, ref_masks, atol=1e-4)
             assert torch.allclose(iou, ref_iou, atol=1e-5)
+
+
+@pytest.mark.parametrize("native_hw", [(512, 512), (700, 700), (37, 37), (256, 256)])
+def test_sample_frame_whole_square_map_equals_grid_sample(native_hw) -> None:
+    """Sampling the whole low-res map of a square slice onto the whole slice (the
+    interpolate shortcut) gives grid_sample's values with border clamping."""
+    torch.manual_seed(6)
+    lowres = torch.randn(1, 3, 256, 256) * 10
+    H, W = native_hw
+    out = sample_frame(lowres, (256, 256), native_hw, (0, 0, H, W))
+
+    def coords(n: int) -> torch.Tensor:
+        p = (torch.arange(n, dtype=torch.float32) + 0.5) * (256 / n) - 0.5
+        return (2 * p + 1) / 256 - 1
+
+    grid = torch.stack(torch.meshgrid(coords(H), coords(W), indexing="ij")[::-1], dim=-1)
+    ref = F.grid_sample(
+        lowres, grid[None], mode="bilinear", padding_mode="border", align_corners=False
+    )
+    assert out.shape == ref.shape
+    # Both compute the sample positions in float32, differently (grid_sample through
+    # normalised coordinates): ~1e-5 of a pixel apart, on logits of magnitude ~30 here.
+    assert torch.allclose(out, ref, rtol=1e-5, atol=5e-4)
