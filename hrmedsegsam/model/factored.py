@@ -136,9 +136,8 @@ def _tokens_to_image(
     qp = mod.q_proj(queries[0])
     t, c = qp.shape
     d = c // h
-    probs = torch.softmax(
-        kp.scores(qp.view(t, h, d).transpose(0, 1)) * (1.0 / math.sqrt(d)), dim=-1
-    )
+    # The softmax scale goes on the (H, T, d) queries, not on the (H, T, N) scores.
+    probs = torch.softmax(kp.scores(qp.view(t, h, d).transpose(0, 1) * (1.0 / math.sqrt(d))), -1)
     out = vp.weighted(probs)  # (H, T, d)
     return mod.out_proj(out.transpose(0, 1).reshape(t, c))[None]
 
@@ -282,7 +281,10 @@ class _ImageStream:
         norm = self.norms[len(self.L)]
         M = torch.bmm(V, Wo).flatten(0, 1)  # (H*T, C)
         ones = A_t.new_ones(1, A_t.shape[1])
-        y = torch.addmm(self.x, torch.cat([A_t, ones]).t(), torch.cat([M, b[None]]))
+        lhs, rhs = torch.cat([A_t, ones]).t(), torch.cat([M, b[None]])
+        # Level 0 is the cached image embedding; a later level is this prompt's own tensor
+        # and is not needed again, so the update goes into it instead of a 4 MB copy.
+        y = torch.addmm(self.x, lhs, rhs) if not self.L else self.x.addmm_(lhs, rhs)
         x, mu, r = torch.native_layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps)
         self.L.append(torch.cat([A_t, ones, -mu.t()]))
         self.V.append(V)
@@ -306,8 +308,8 @@ def _image_to_tokens(
     vp = mod.v_proj(queries[0])
     t, ci = kp.shape
     d = ci // h
-    scores = q_img.scores(kp.view(t, h, d).transpose(0, 1))  # (H, T, N)
-    A_t = torch.softmax(scores * (1.0 / math.sqrt(d)), dim=1).reshape(h * t, -1)
+    scores = q_img.scores(kp.view(t, h, d).transpose(0, 1) * (1.0 / math.sqrt(d)))  # (H, T, N)
+    A_t = torch.softmax(scores, dim=1).reshape(h * t, -1)
     return A_t, vp.view(t, h, d).transpose(0, 1).contiguous()
 
 
