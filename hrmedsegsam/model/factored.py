@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -142,9 +141,6 @@ def _tokens_to_image(
     return mod.out_proj(out.transpose(0, 1).reshape(t, c))[None]
 
 
-Offset: TypeAlias = "torch.Tensor | Callable[[], torch.Tensor] | None"
-
-
 class _ImageStream:
     """The image tokens after each block, kept in factored form (see the module docstring).
 
@@ -152,9 +148,14 @@ class _ImageStream:
     """
 
     def __init__(
-        self, x0: torch.Tensor, cache: dict[str, torch.Tensor], norms: list[nn.LayerNorm]
+        self,
+        x0: torch.Tensor,
+        pe: torch.Tensor,
+        cache: dict[str, torch.Tensor],
+        norms: list[nn.LayerNorm],
     ) -> None:
         self.x0 = x0
+        self.pe = pe  # (N, C) positional encoding of the image tokens
         self.cache = cache
         self.norms = norms  # norms[i] turns level i into level i+1
         self.L: list[torch.Tensor] = []  # (H*T + 2, N): rows A^T, ones, -mu
@@ -191,10 +192,13 @@ class _ImageStream:
         level: int,
         W: torch.Tensor,
         key: str,
-        offset: Offset = None,
+        bias: torch.Tensor | None = None,
+        with_pe: bool = False,
         heads: int | None = None,
     ) -> Projected:
-        """``X_level @ W + offset`` ``(N, d)`` for ``W (C, d)``, as :class:`Projected`.
+        """``(X_level [+ pe]) @ W + bias`` ``(N, d)`` for ``W (C, d)``, ``bias (d,)``, as
+        :class:`Projected` (``with_pe``: the positional encoding is added to the tokens
+        first, as for SAM's attention keys and queries).
 
         Unrolled to level 0 (``W_k = g_{k+1} * W_{k+1}``, ``W_level = W``):
         ``X_level W = rho_1 * X_0 W_0 + sum_k rho_k * (L_{k-1}^T R_{k-1}(W_{k-1}))
@@ -203,27 +207,22 @@ class _ImageStream:
         ``X_0 W_0``. In ``R_{k-1}`` the prompt-dependent rows ``M_{k-1} W_{k-1}`` are
         ``V_h (Wo_h W_{k-1})`` per head, with ``Wo_h W_{k-1}`` cached.
 
-        ``offset``: None, a ``(d,)`` vector, or a callable giving an ``(N, d)`` per-image
-        tensor (called only when not cached yet). ``heads``: keep the per-image tensors
-        head-major for :meth:`Projected.scores` (the only reader of such a projection).
-        Everything that does not depend on the prompts (products with the image, and the
-        weight-only factors) is cached under ``key`` and names derived from it.
+        ``heads``: keep the per-image tensors head-major for :meth:`Projected.scores` (the
+        only reader of such a projection). Everything that does not depend on the prompts
+        (products with the image, and the weight-only factors) is cached under ``key`` and
+        names derived from it.
         """
         if level == 0:
             hit = self.cache.get(key)
             if hit is None:
-                off = offset() if callable(offset) else offset
-                hit = (
-                    self.x0 @ W
-                    if off is None
-                    else torch.addmm(off.expand(self.x0.shape[0], -1), self.x0, W)
-                )
-                if heads is not None:
-                    hit = _heads_t(hit, heads).contiguous()
+                x = self.x0
+                if with_pe:
+                    x = _cached(self.cache, "keys+pe", lambda: self.x0 + self.pe)
+                hit = self._image_product(x, W, bias, heads)
                 self.cache[key] = hit
             return Projected(hit, heads=heads)
         if key + "#base" not in self.cache:
-            self._fill(level, W, key, offset, heads)
+            self._fill(level, W, key, bias, with_pe, heads)
         rights = []
         for k in range(1, level + 1):
             rights.append(torch.bmm(self.V[k - 1], self.cache[f"{key}#WG{k}"]).flatten(0, 1))
@@ -237,15 +236,45 @@ class _ImageStream:
             heads,
         )
 
+    @staticmethod
+    def _image_product(
+        x: torch.Tensor,
+        W: torch.Tensor,
+        bias: torch.Tensor | None,
+        heads: int | None,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x @ W + bias`` ``(N, d)``, or with ``heads`` its head-major ``(H, d/H, N)``,
+        computed transposed by the matrix product itself (written into ``out`` ``(d, N)``
+        if given): a transposing copy of the result cost more than the product.
+        """
+        if heads is None:
+            if bias is None:
+                return x @ W
+            return torch.addmm(bias.expand(x.shape[0], -1), x, W)
+        if out is None:
+            out = x.new_empty(W.shape[1], x.shape[0])
+        if bias is None:
+            torch.mm(W.t(), x.t(), out=out)
+        else:
+            torch.addmm(bias[:, None], W.t(), x.t(), out=out)
+        return out.view(heads, -1, x.shape[0])
+
     def _fill(
-        self, level: int, W: torch.Tensor, key: str, offset: Offset, heads: int | None
+        self,
+        level: int,
+        W: torch.Tensor,
+        key: str,
+        bias: torch.Tensor | None,
+        with_pe: bool,
+        heads: int | None,
     ) -> None:
         """Cache the prompt-independent parts of :meth:`project` at ``level`` (1 or more):
         per block ``k``, ``WG{k}`` ``Wo_{k-1} @ W_{k-1}`` ``(H, d, d_out)`` and ``C{k}``, the
         constant rows of ``R_{k-1}`` (``b @ W``, ``sum(W)``, and for ``k < level`` the
-        norm bias term); ``base`` ``X_0 W_0``; ``const``, the offset plus the last norm's
-        bias term, ``(d,)`` or ``(N, d)`` (folded into a head-major ``base``, see
-        :class:`Projected`).
+        norm bias term); ``base`` ``X_0 W_0``; ``const``: the bias plus the last norm's
+        bias term, ``(d,)``, plus ``pe @ W`` ``(N, d)`` with ``with_pe`` (then folded into a
+        head-major ``base``, see :class:`Projected`).
         """
         Ws = [W]
         for k in range(level, 0, -1):
@@ -257,18 +286,21 @@ class _ImageStream:
             if k < level:
                 rows.append((self.norms[k - 1].bias @ Ws[k])[None])
             self.cache[f"{key}#C{k}"] = torch.cat(rows)
-        beta = self.norms[level - 1].bias @ W
-        if callable(offset):
-            const = offset() + beta
-        else:
-            const = beta if offset is None else offset + beta
-        base = self.x0 @ Ws[0]
-        if heads is not None and const.dim() == 2:
-            base = torch.cat([_heads_t(base, heads), _heads_t(const, heads)], dim=2)
-        else:
+        const = self.norms[level - 1].bias @ W
+        if bias is not None:
+            const = const + bias
+        n = self.x0.shape[0]
+        if not with_pe:
             self.cache[key + "#const"] = const
-            if heads is not None:
-                base = _heads_t(base, heads).contiguous()
+            base = self._image_product(self.x0, Ws[0], None, heads)
+        elif heads is None:
+            self.cache[key + "#const"] = self._image_product(self.pe, W, const, None)
+            base = self._image_product(self.x0, Ws[0], None, None)
+        else:
+            both = self.x0.new_empty(W.shape[1], 2 * n)
+            self._image_product(self.x0, Ws[0], None, heads, both[:, :n])
+            self._image_product(self.pe, W, const, heads, both[:, n:])
+            base = both.view(heads, -1, 2 * n)
         self.cache[key + "#base"] = base
 
     def advance(
@@ -339,11 +371,7 @@ def factored_coarse(
     image features ``(1, C/8, 4*64, 4*64)`` as :class:`ScrambledFeatures`.
     """
     layers = list(transformer.layers)
-    stream = _ImageStream(keys, cache, [layer.norm4 for layer in layers])
-
-    def pe_offset(lin: nn.Linear) -> Callable[[], torch.Tensor]:
-        # Positional term plus bias of a key/query projection of the image tokens.
-        return lambda: torch.addmm(lin.bias, key_pe, _t(lin))
+    stream = _ImageStream(keys, key_pe, cache, [layer.norm4 for layer in layers])
 
     queries = tokens
     for i, layer in enumerate(layers):
@@ -354,9 +382,9 @@ def factored_coarse(
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
         t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
-        kp = stream.project(i, _t(t2i.k_proj), f"x0@L{i}.k", pe_offset(t2i.k_proj), t2i.num_heads)
+        kp = stream.project(i, _t(t2i.k_proj), f"x0@L{i}.k", t2i.k_proj.bias, True, t2i.num_heads)
         vp = stream.project(i, _t(t2i.v_proj), f"x0@L{i}.v", t2i.v_proj.bias)
-        qp = stream.project(i, _t(i2t.q_proj), f"x0@L{i}.q", pe_offset(i2t.q_proj), i2t.num_heads)
+        qp = stream.project(i, _t(i2t.q_proj), f"x0@L{i}.q", i2t.q_proj.bias, True, i2t.num_heads)
         queries = layer.norm2(queries + _tokens_to_image(t2i, queries + tokens, kp, vp))
         queries = layer.norm3(queries + layer.mlp(queries))
         A_t, V = _image_to_tokens(i2t, qp, queries, tokens)
@@ -368,7 +396,7 @@ def factored_coarse(
     final = transformer.final_attn_token_to_image
     depth = len(layers)
     kp = stream.project(
-        depth, _t(final.k_proj), "x0@final.k", pe_offset(final.k_proj), final.num_heads
+        depth, _t(final.k_proj), "x0@final.k", final.k_proj.bias, True, final.num_heads
     )
     vp = stream.project(depth, _t(final.v_proj), "x0@final.v", final.v_proj.bias)
     queries = transformer.norm_final_attn(
