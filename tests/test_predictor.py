@@ -247,3 +247,35 @@ def test_require_finite_finds_one_bad_value_anywhere(bad) -> None:
             u.view(-1)[pos] = bad
             with pytest.raises(WeightsError, match="NaN or infinite"):
                 _require_finite(u, "test")
+
+
+def test_cached_prompt_path_equals_plain_decode_with_shipped_weights(shared_data) -> None:
+    """With the shipped weights on a real CT slice, Predictor.predict (per-image cache,
+    factored decoder, shortcuts) gives the plain decoder's output: low-res logits within
+    float rounding, the same mask except where a logit is within 1e-3 of zero."""
+    from hrmedsegsam.io import read_volume
+    from hrmedsegsam.model.build import load_model
+    from hrmedsegsam.model.frame import boxes_to_frame
+
+    path = shared_data / "ct_abdomen_amos" / "amos_0013" / "image.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    slice2d = read_volume(path).array[5]
+    pred = Predictor(load_model("hrmedsegsam"), backend="torch")
+    pred.set_image(slice2d, (-160, 240))
+    emb = pred._current
+    assert emb is not None
+    for box in ([301, 172, 374, 231], [117, 178, 166, 312], [40, 60, 480, 450]):
+        for _ in range(2):  # the call that fills the cache, then one that reads it
+            out = pred.predict(box=box)
+        frame_box = torch.from_numpy(boxes_to_frame([box], emb.native_hw, emb.input_hw))
+        with torch.inference_mode():
+            plain = pred.model.decode(
+                emb.features, emb.image, emb.input_hw, boxes=frame_box, box_native=box
+            )
+        lowres = plain.lowres[0, 0].numpy()
+        assert np.abs(out.logits - lowres).max() <= 1e-4 * np.abs(lowres).max()
+        logits = plain.logits[0, 0].numpy()
+        differ = out.mask != (logits > 0)
+        assert (np.abs(logits[differ]) < 1e-3).all()
+        assert abs(out.score - float(plain.iou[0, 0])) < 1e-5
