@@ -156,6 +156,7 @@ class _ImageStream:
     ) -> None:
         self.x0 = x0
         self.pe = pe  # (N, C) positional encoding of the image tokens
+        self._x0_pe: torch.Tensor | None = None
         self.cache = cache
         self.norms = norms  # norms[i] turns level i into level i+1
         self.L: list[torch.Tensor] = []  # (H*T + 2, N): rows A^T, ones, -mu
@@ -217,7 +218,11 @@ class _ImageStream:
             if hit is None:
                 x = self.x0
                 if with_pe:
-                    x = _cached(self.cache, "keys+pe", lambda: self.x0 + self.pe)
+                    # Kept for this call only: the per-image cache holds products, not a
+                    # second 4 MB copy of the tokens.
+                    if self._x0_pe is None:
+                        self._x0_pe = self.x0 + self.pe
+                    x = self._x0_pe
                 hit = self._image_product(x, W, bias, heads)
                 self.cache[key] = hit
             return Projected(hit, heads=heads)
