@@ -154,6 +154,14 @@ def _coarse_decoder_class() -> type:
     return CoarseMaskDecoder
 
 
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, C, H, W)`` in channels-last memory order (same values): the refiner's
+    3x3 convolutions over few channels ran ~1.4x faster on the CPU that way (oneDNN's
+    native layout; the plain order is reordered inside each convolution).
+    """
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(1, cout), nn.GELU()
@@ -202,7 +210,7 @@ class CrossScaleRefiner(nn.Module):
         # Residuals are accumulated coarse-to-fine and added to the coarse logits once, so a
         # refiner with zero heads returns the coarse logits unchanged.
         coarse4 = F.interpolate(coarse, size=d4.shape[-2:], mode="bilinear", align_corners=False)
-        f4 = self.fuse4(torch.cat([d4, upscaled_roi, coarse4.mean(1, keepdim=True)], dim=1))
+        f4 = self.fuse4(_nhwc(torch.cat([d4, upscaled_roi, coarse4.mean(1, keepdim=True)], 1)))
         delta = self._hyper_dot(self.hyper4(hyper), f4)
 
         delta = F.interpolate(delta, size=d2.shape[-2:], mode="bilinear", align_corners=False)
@@ -210,12 +218,12 @@ class CrossScaleRefiner(nn.Module):
             F.interpolate(coarse, size=d2.shape[-2:], mode="bilinear", align_corners=False) + delta
         )
         f4_up = F.interpolate(f4, size=d2.shape[-2:], mode="bilinear", align_corners=False)
-        f2 = self.fuse2(torch.cat([d2, f4_up, prior2.mean(1, keepdim=True)], dim=1))
+        f2 = self.fuse2(_nhwc(torch.cat([d2, f4_up, prior2.mean(1, keepdim=True)], dim=1)))
         delta = delta + self._hyper_dot(self.hyper2(hyper), f2)
 
         delta = F.interpolate(delta, size=(h, w), mode="bilinear", align_corners=False)
         f2_up = F.interpolate(f2, size=(h, w), mode="bilinear", align_corners=False)
-        f1 = self.fuse1(torch.cat([image, f2_up, (coarse + delta).mean(1, keepdim=True)], dim=1))
+        f1 = self.fuse1(_nhwc(torch.cat([image, f2_up, (coarse + delta).mean(1, keepdim=True)], 1)))
         return coarse + delta + self._hyper_dot(self.hyper1(hyper), f1)
 
 
