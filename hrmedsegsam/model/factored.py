@@ -65,9 +65,11 @@ class Projected:
     :meth:`scores` (``heads`` set), head-major ``(H, d/H, N)``, and at levels above 0
     ``(H, d/H, 2N)`` with the per-image ``const`` in its second half (one contiguous batched
     product instead of two strided ones). At level 0 base is the whole value and the other
-    parts are None. rho ``(N, 1)``; left ``(K, N)``; right ``(K, d)``; const ``(d,)``,
-    ``(N, d)``, or None where it lives in a head-major base. Attention reads it without
-    forming the ``(N, d)`` sum.
+    parts are None. rho ``(N, 1)``; left ``(K, N)``, its last row ones; right ``(K, d)``, its
+    last row the projection's constant offset ``(d,)`` (zeros where the offset varies by
+    token); const: that per-token offset ``(N, d)``, or None (a constant one is in the
+    factors, or the offset lives in a head-major base). Attention reads it without forming
+    the ``(N, d)`` sum.
     """
 
     base: torch.Tensor
@@ -81,7 +83,9 @@ class Projected:
         assert self.heads is None
         if self.rho is None:
             return self.base
-        assert self.left is not None and self.right is not None and self.const is not None
+        assert self.left is not None and self.right is not None
+        if self.const is None:
+            return torch.mul(self.base, self.rho).addmm_(self.left.t(), self.right)
         return torch.addmm(self.const, self.left.t(), self.right).addcmul_(self.rho, self.base)
 
     def scores(self, q: torch.Tensor) -> torch.Tensor:
@@ -100,10 +104,7 @@ class Projected:
         qr = torch.bmm(q, _heads_t(self.right, h)).view(h * t, -1)
         out.view(h * t, n).addmm_(qr, self.left)
         if self.const is not None:
-            if self.const.dim() == 2:
-                out += torch.bmm(q, _heads_t(self.const, h))
-            else:
-                out += torch.bmm(q, self.const.view(h, -1, 1))
+            out += torch.bmm(q, _heads_t(self.const, h))
         return out
 
     def weighted(self, probs: torch.Tensor) -> torch.Tensor:
@@ -114,14 +115,12 @@ class Projected:
         h, t, n = probs.shape
         if self.rho is None:
             return torch.bmm(probs, _heads_t(self.base, h).transpose(1, 2))
-        assert self.left is not None and self.right is not None and self.const is not None
+        assert self.left is not None and self.right is not None
         out = torch.bmm(probs * self.rho.t(), _heads_t(self.base, h).transpose(1, 2))
         pl = (probs.reshape(h * t, n) @ self.left.t()).view(h, t, -1)  # (H, T, K)
         out += torch.bmm(pl, self.right.view(self.right.shape[0], h, -1).transpose(0, 1))
-        if self.const.dim() == 2:
+        if self.const is not None:
             out += torch.bmm(probs, _heads_t(self.const, h).transpose(1, 2))
-        else:
-            out += self.const.view(h, 1, -1)
         return out
 
 
@@ -185,6 +184,7 @@ class _ImageStream:
                 rows.append(self.L[k - 1] * self._rho(k, level).t())
                 if k < level:
                     rows.append(self._rho(k + 1, level).t())
+            rows.append(self.x0.new_ones(1, self.x0.shape[0]))  # pairs with the constant row
             hit = self._lefts[level] = torch.cat(rows)
         return hit
 
@@ -232,12 +232,20 @@ class _ImageStream:
         for k in range(1, level + 1):
             rights.append(torch.bmm(self.V[k - 1], self.cache[f"{key}#WG{k}"]).flatten(0, 1))
             rights.append(self.cache[f"{key}#C{k}"])
+        const = self.cache.get(key + "#const")
+        if const is not None and const.dim() == 1:
+            # A constant offset rides along in the low-rank product (the left factor ends
+            # with a ones row) instead of costing a pass of its own over (N, d).
+            rights.append(const[None])
+            const = None
+        else:
+            rights.append(rights[-1].new_zeros(1, rights[-1].shape[1]))
         return Projected(
             self.cache[key + "#base"],
             self._rho(1, level),
             self._left(level),
             torch.cat(rights),
-            self.cache.get(key + "#const"),
+            const,
             heads,
         )
 
