@@ -57,6 +57,14 @@ def _heads_t(x: torch.Tensor, h: int) -> torch.Tensor:
     return x.view(n, h, c // h).permute(1, 2, 0)
 
 
+def _addmm_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``out += a @ b`` in place. Under autocast (CUDA) the factors may come from
+    reduced-precision products while ``out`` does not, and in-place and ``out=`` products
+    are not autocast: they get ``out``'s dtype (no-op in float32).
+    """
+    return out.addmm_(a.to(out.dtype), b.to(out.dtype))
+
+
 @dataclass
 class Projected:
     """``X_level @ W + offset`` ``(N, d)`` kept as ``rho * base + left.T @ right + const``.
@@ -85,7 +93,7 @@ class Projected:
             return self.base
         assert self.left is not None and self.right is not None
         if self.const is None:
-            return torch.mul(self.base, self.rho).addmm_(self.left.t(), self.right)
+            return _addmm_(torch.mul(self.base, self.rho), self.left.t(), self.right)
         return torch.addmm(self.const, self.left.t(), self.right).addcmul_(self.rho, self.base)
 
     def scores(self, q: torch.Tensor) -> torch.Tensor:
@@ -102,7 +110,7 @@ class Projected:
         else:
             out.mul_(self.rho.t())
         qr = torch.bmm(q, _heads_t(self.right, h)).view(h * t, -1)
-        out.view(h * t, n).addmm_(qr, self.left)
+        _addmm_(out.view(h * t, n), qr, self.left)
         if self.const is not None:
             out += torch.bmm(q, _heads_t(self.const, h))
         return out
@@ -267,10 +275,11 @@ class _ImageStream:
             return torch.addmm(bias.expand(x.shape[0], -1), x, W)
         if out is None:
             out = x.new_empty(W.shape[1], x.shape[0])
+        Wt, xt = W.t().to(out.dtype), x.t().to(out.dtype)  # see _addmm_
         if bias is None:
-            torch.mm(W.t(), x.t(), out=out)
+            torch.mm(Wt, xt, out=out)
         else:
-            torch.addmm(bias[:, None], W.t(), x.t(), out=out)
+            torch.addmm(bias[:, None].to(out.dtype), Wt, xt, out=out)
         return out.view(heads, -1, x.shape[0])
 
     def _fill(
@@ -329,7 +338,7 @@ class _ImageStream:
         lhs, rhs = torch.cat([A_t, ones]).t(), torch.cat([M, b[None]])
         # Level 0 is the cached image embedding; a later level is this prompt's own tensor
         # and is not needed again, so the update goes into it instead of a 4 MB copy.
-        y = torch.addmm(self.x, lhs, rhs) if not self.L else self.x.addmm_(lhs, rhs)
+        y = torch.addmm(self.x, lhs, rhs) if not self.L else _addmm_(self.x, lhs, rhs)
         x, mu, r = torch.native_layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps)
         self.L.append(torch.cat([A_t, ones, -mu.t()]))
         self.V.append(V)

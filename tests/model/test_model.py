@@ -269,3 +269,27 @@ def test_sample_frame_whole_square_map_equals_grid_sample(native_hw) -> None:
     # Both compute the sample positions in float32, differently (grid_sample through
     # normalised coordinates): ~1e-5 of a pixel apart, on logits of magnitude ~30 here.
     assert torch.allclose(out, ref, rtol=1e-5, atol=5e-4)
+
+
+def test_cached_decode_runs_under_autocast(perturbed_model) -> None:
+    """On CUDA the Predictor decodes under float16 autocast, which leaves in-place and out=
+    products alone: the cached path must keep their operands' dtypes consistent (checked
+    here with CPU bfloat16 autocast) and stay close to the float32 result."""
+    model = perturbed_model
+    torch.manual_seed(7)
+    emb = torch.randn(1, 256, 64, 64)
+    image = torch.rand(1, 3, 512, 512)
+    box = torch.tensor([[300.0, 200.0, 620.0, 700.0]])
+    native_box = (150.0, 100.0, 310.0, 350.0)
+    with torch.inference_mode():
+        ref = model.decode(emb, image, (1024, 1024), boxes=box, box_native=native_box, cache={})
+        cache: dict = {}
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for _ in range(2):  # fills the cache, then reads it
+                out = model.decode(
+                    emb, image, (1024, 1024), boxes=box, box_native=native_box, cache=cache
+                )
+    assert out.logits.shape == ref.logits.shape
+    assert torch.isfinite(out.logits.float()).all()
+    agree = ((out.logits.float() > 0) == (ref.logits > 0)).float().mean()
+    assert agree > 0.98
