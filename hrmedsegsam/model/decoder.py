@@ -162,6 +162,16 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def _cat_nhwc(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``_nhwc(torch.cat(tensors, 1))`` for ``(B, C_i, H, W)`` tensors, built in channels-last
+    order directly (a concatenation of their NHWC views): ``torch.cat`` returns the plain
+    order whenever the inputs' layouts differ (a one-channel map never counts as
+    channels-last), and concatenating then reordering took 3.5x as long at 140 x 140 on the
+    CPU.
+    """
+    return torch.cat([t.permute(0, 2, 3, 1) for t in tensors], -1).permute(0, 3, 1, 2)
+
+
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(1, cout), nn.GELU()
@@ -205,12 +215,15 @@ class CrossScaleRefiner(nn.Module):
         upscaled_roi: torch.Tensor,
     ) -> torch.Tensor:
         h, w = image.shape[-2:]
+        # Channels-last from the start: the convolutions keep their input's layout, so every
+        # feature map below is channels-last too.
+        image = _nhwc(image)
         d2 = self.stem2(image)
         d4 = self.stem4(d2)
         # Residuals are accumulated coarse-to-fine and added to the coarse logits once, so a
         # refiner with zero heads returns the coarse logits unchanged.
         coarse4 = F.interpolate(coarse, size=d4.shape[-2:], mode="bilinear", align_corners=False)
-        f4 = self.fuse4(_nhwc(torch.cat([d4, upscaled_roi, coarse4.mean(1, keepdim=True)], 1)))
+        f4 = self.fuse4(_cat_nhwc([d4, upscaled_roi, coarse4.mean(1, keepdim=True)]))
         delta = self._hyper_dot(self.hyper4(hyper), f4)
 
         delta = F.interpolate(delta, size=d2.shape[-2:], mode="bilinear", align_corners=False)
@@ -218,12 +231,12 @@ class CrossScaleRefiner(nn.Module):
             F.interpolate(coarse, size=d2.shape[-2:], mode="bilinear", align_corners=False) + delta
         )
         f4_up = F.interpolate(f4, size=d2.shape[-2:], mode="bilinear", align_corners=False)
-        f2 = self.fuse2(_nhwc(torch.cat([d2, f4_up, prior2.mean(1, keepdim=True)], dim=1)))
+        f2 = self.fuse2(_cat_nhwc([d2, f4_up, prior2.mean(1, keepdim=True)]))
         delta = delta + self._hyper_dot(self.hyper2(hyper), f2)
 
         delta = F.interpolate(delta, size=(h, w), mode="bilinear", align_corners=False)
         f2_up = F.interpolate(f2, size=(h, w), mode="bilinear", align_corners=False)
-        f1 = self.fuse1(_nhwc(torch.cat([image, f2_up, (coarse + delta).mean(1, keepdim=True)], 1)))
+        f1 = self.fuse1(_cat_nhwc([image, f2_up, (coarse + delta).mean(1, keepdim=True)]))
         return coarse + delta + self._hyper_dot(self.hyper1(hyper), f1)
 
 

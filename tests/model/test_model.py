@@ -95,6 +95,36 @@ def test_refinement_is_limited_to_roi_and_starts_as_bilinear(model) -> None:
     assert (r1 - r0) % 4 == 0 and (c1 - c0) % 4 == 0
 
 
+def test_refiner_channels_last_equals_plain_layout(monkeypatch) -> None:
+    """The refiner's channels-last inputs (for speed) give the output of the plain layout,
+    with and without gradients, for a crop of a replicated grey slice as the predictor
+    passes it."""
+    import hrmedsegsam.model.decoder as decoder
+
+    torch.manual_seed(7)
+    refiner = decoder.CrossScaleRefiner().eval()
+    with torch.no_grad():
+        for head in (refiner.hyper4, refiner.hyper2, refiner.hyper1):
+            head.weight.normal_(0.0, 0.2)
+    image = torch.rand(1, 1, 200, 240).expand(1, 3, -1, -1)[..., 20:156, 40:200]
+    args = (image, torch.randn(1, 2, 136, 160), torch.randn(1, 2, 32), torch.randn(1, 32, 34, 40))
+    parts = [torch.randn(1, 3, 34, 40), args[3], torch.randn(1, 1, 34, 40)]
+    cat = decoder._cat_nhwc(parts)
+    assert torch.equal(cat, torch.cat(parts, 1))
+    assert cat.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fast = refiner(*args)
+    fast_grad = refiner(*args)
+    monkeypatch.setattr(decoder, "_nhwc", lambda x: x)
+    monkeypatch.setattr(decoder, "_cat_nhwc", lambda ts: torch.cat(ts, 1))
+    with torch.inference_mode():
+        plain = refiner(*args)
+    assert torch.allclose(fast, plain, atol=1e-5)
+    assert torch.allclose(fast_grad.detach(), plain, atol=1e-5)
+    fast_grad.sum().backward()
+    assert refiner.hyper1.weight.grad is not None
+
+
 def test_sample_frame_maps_valid_region_to_native() -> None:
     """A low-res map whose left half is positive gives a native mask whose left half is
     positive, whatever the padding of the frame."""
