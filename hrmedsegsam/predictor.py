@@ -37,6 +37,7 @@ from hrmedsegsam.errors import InputError, PromptError, WeightsError
 from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.model.base import PromptableModel
 from hrmedsegsam.model.frame import boxes_to_frame, points_to_frame, to_frame
+from hrmedsegsam.prompt_support import supported_mask
 from hrmedsegsam.prompts import MAX_POINTS, check_box, check_point
 from hrmedsegsam.runtime import keep_freed_memory, torch_threads
 
@@ -49,6 +50,9 @@ CACHE_BYTES = 256 << 20
 #: On the idle machine two threads were faster (49-54 ms against 62-69 ms): None suits a
 #: machine known to be idle.
 DECODE_THREADS = 1
+#: Low-res logit given to the pixels :func:`supported_mask` removed (the value
+#: :meth:`Predictor.mask_to_logits` uses for "surely outside").
+_DROPPED_LOGIT = 10.0
 #: ``(cache key, window) -> encoder output (1, 256, G, G) or None``: precomputed embeddings.
 FeaturesSource = Callable[[Hashable, Window], "np.ndarray | None"]
 
@@ -137,6 +141,7 @@ class Predictor:
         backend: str | None = None,
         features_source: FeaturesSource | None = None,
         decode_threads: int | None = DECODE_THREADS,
+        keep_supported: bool = True,
     ) -> None:
         """``cache_bytes``: bound of the embedding cache; the newest entry is kept even if
         it alone is larger. ``backend``: where the image encoder runs, ``"auto"`` (None),
@@ -145,7 +150,9 @@ class Predictor:
         encoder runs, returns stored encoder output ``(1, 256, G, G)`` for that key or None
         (e.g. an :class:`~hrmedsegsam.embedding_store.StoreSource`); settable later as an
         attribute. ``decode_threads``: torch threads for :meth:`predict` on a CPU (None:
-        torch's setting, as for the encoder; see :data:`DECODE_THREADS`).
+        torch's setting, as for the encoder; see :data:`DECODE_THREADS`). ``keep_supported``:
+        drop the mask components the prompts do not support (:mod:`hrmedsegsam.prompt_support`;
+        False returns the decoder's raw masks).
         """
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
@@ -161,6 +168,7 @@ class Predictor:
         self._thread_encoders: list[EncodeFn] = []  # for embed_all
         self._encoder_lock = threading.Lock()
         self.decode_threads = decode_threads if self.device.type == "cpu" else None
+        self.keep_supported = keep_supported
         if self.device.type == "cpu":
             keep_freed_memory()
 
@@ -394,6 +402,39 @@ class Predictor:
         return out
 
     # -- prompts ---------------------------------------------------------------------
+    def _keep_supported(
+        self,
+        masks: np.ndarray,
+        lowres: np.ndarray,
+        box: np.ndarray | None,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``masks`` ``(M, H, W)`` filtered by :func:`supported_mask`; where pixels were
+        removed, the low-res logits ``(M, 256, 256)`` are pushed below zero in proportion, so
+        that a refinement fed with them does not bring the dropped parts back.
+        """
+        emb = self._current
+        assert emb is not None
+        masks, lowres = masks.copy(), lowres.copy()
+        vh, vw = self.model.lowres_valid_hw(emb.input_hw)
+        for i in range(masks.shape[0]):
+            kept = supported_mask(masks[i], box, points, labels)
+            if kept is masks[i]:
+                continue
+            removed = masks[i] & ~kept
+            masks[i] = kept
+            frac = F.interpolate(
+                torch.from_numpy(removed.astype(np.float32))[None, None],
+                size=(vh, vw),
+                mode="area",
+            )[0, 0].numpy()
+            region = lowres[i, :vh, :vw]
+            lowres[i, :vh, :vw] = np.where(
+                frac > 0, (1.0 - frac) * region + frac * -_DROPPED_LOGIT, region
+            )
+        return masks, lowres
+
     def predict(
         self,
         box: Sequence[float] | None = None,
@@ -487,6 +528,10 @@ class Predictor:
             order = np.argsort(-scores, kind="stable")
             masks = (out.logits[0].float() > 0).cpu().numpy()[order]
             lowres = out.lowres[0].float().cpu().numpy()[order]
+        if self.keep_supported:
+            masks, lowres = self._keep_supported(
+                masks, lowres, box_native, pts, lab if pts is not None else None
+            )
         return Prediction(
             mask=masks[0],
             score=float(scores[order[0]]),
