@@ -64,7 +64,9 @@ class PredictionRequest:
     the same slice replaces it); ``kwargs`` go to ``Predictor.predict``; ``seed`` is a
     reopened object's committed mask ``(H, W)``, used as the dense prompt; ``strokes``: the
     slice's scribbles and lassos as model prompts (their points and box are in ``kwargs``;
-    the mask is limited by their lassos afterwards, :meth:`StrokePrompts.restrict`).
+    the mask is limited by their lassos afterwards, :meth:`StrokePrompts.restrict`);
+    ``previous``: when the prompts are an earlier prediction's plus one click (the last
+    point), that prediction, refined with ``Predictor.refine``.
     """
 
     z: int
@@ -73,6 +75,7 @@ class PredictionRequest:
     seed: np.ndarray | None
     window: Window
     strokes: StrokePrompts | None = None
+    previous: Prediction | None = None
 
 
 class Propagation:
@@ -377,13 +380,13 @@ class InteractiveAnnotation:
             self._predictions.move_to_end(key)
             self.preview3d[z] = cached.mask
             return cached
-        feedback = self._feedback_logits(z, state)
+        feedback, previous = self._feedback(z, state)
         if feedback is not None:
             kwargs["mask_input"] = feedback
         seed = None
         if state.object_id is not None and feedback is None:
             seed = self.session.slice_mask(state.object_id, z).copy()
-        return PredictionRequest(int(z), key, kwargs, seed, self.slice_window(z), strokes)
+        return PredictionRequest(int(z), key, kwargs, seed, self.slice_window(z), strokes, previous)
 
     def compute(self, request: PredictionRequest) -> Prediction:
         """Run the model for ``request`` (slow; thread-safe, changes no annotation state)."""
@@ -392,7 +395,10 @@ class InteractiveAnnotation:
             np.asarray(self.image[request.z]), request.window, key=self.embedding_key(request.z)
         )
         predictor.set_embedding(emb)
-        if request.seed is not None and request.seed.any():
+        if request.previous is not None:
+            kw = request.kwargs
+            pred = predictor.refine(request.previous, kw["points"], kw["labels"], box=kw.get("box"))
+        elif request.seed is not None and request.seed.any():
             pred = predictor.predict(
                 **request.kwargs, mask_input=predictor.mask_to_logits(request.seed)
             )
@@ -877,8 +883,11 @@ class InteractiveAnnotation:
                 ]
         return kwargs, strokes
 
-    def _feedback_logits(self, z: int, state: PromptState) -> np.ndarray | None:
-        """The previous prediction's logits when the new prompts only add points to it."""
+    def _feedback(self, z: int, state: PromptState) -> tuple[np.ndarray | None, Prediction | None]:
+        """The previous prediction's logits when the new prompts only add points to it,
+        and that prediction itself when they add exactly one click (and the slice has no
+        strokes, whose points would follow the click): the click then refines it.
+        """
         points, box = state.on_slice(z)
         strokes = tuple(state.strokes_on(z))
         for (pz, (ppoints, pbox, pid, pstrokes), pwin), pred in reversed(self._predictions.items()):
@@ -888,8 +897,9 @@ class InteractiveAnnotation:
                 continue
             grown = len(ppoints) < len(points) and tuple(points[: len(ppoints)]) == ppoints
             if grown and (ppoints or pbox is not None or pstrokes):
-                return pred.logits
-        return None
+                one_click = len(points) == len(ppoints) + 1 and not strokes
+                return pred.logits, pred if one_click else None
+        return None, None
 
     def _step(self, fn: Any) -> tuple[HistoryEntry | None, list[int]]:
         before = self.session.state

@@ -37,7 +37,7 @@ from hrmedsegsam.errors import InputError, PromptError, WeightsError
 from hrmedsegsam.intensity import apply_window, percentile_window
 from hrmedsegsam.model.base import PromptableModel
 from hrmedsegsam.model.frame import boxes_to_frame, points_to_frame, to_frame
-from hrmedsegsam.prompt_support import supported_mask
+from hrmedsegsam.prompt_support import accept_click, supported_mask
 from hrmedsegsam.prompts import MAX_POINTS, check_box, check_point
 from hrmedsegsam.runtime import keep_freed_memory, torch_threads
 
@@ -434,6 +434,43 @@ class Predictor:
                 frac > 0, (1.0 - frac) * region + frac * -_DROPPED_LOGIT, region
             )
         return masks, lowres
+
+    def refine(
+        self,
+        previous: Prediction,
+        points: Sequence[Sequence[float]],
+        labels: Sequence[int],
+        box: Sequence[float] | None = None,
+    ) -> Prediction:
+        """A corrective click on ``previous`` (the prediction for the same slice, box and
+        all points but the last): the last of ``points`` / ``labels`` is the new click.
+
+        The decoder is fed ``previous.logits`` as ``mask_input``; its answer is merged with
+        ``previous.mask`` by :func:`~hrmedsegsam.prompt_support.accept_click` (a positive
+        click only adds, a negative one only takes away), and the returned low-res logits
+        describe the merged mask. Coordinates as in :meth:`predict`.
+        """
+        if len(points) == 0 or len(labels) != len(points):
+            raise PromptError(
+                "refine needs the points with the new click last, and a label for each"
+            )
+        out = self.predict(box=box, points=points, labels=labels, mask_input=previous.logits)
+        if previous.mask.shape != out.mask.shape:
+            raise PromptError(
+                f"the previous mask {previous.mask.shape} is not of this image {out.mask.shape}"
+            )
+        merged = accept_click(previous.mask, out.mask, int(labels[-1]) == 1)
+        if np.array_equal(merged, out.mask):
+            return out
+        masks = out.masks.copy()
+        masks[0] = merged
+        return Prediction(
+            mask=merged,
+            score=out.score,
+            logits=self.mask_to_logits(merged),
+            masks=masks,
+            scores=out.scores,
+        )
 
     def predict(
         self,

@@ -96,3 +96,16 @@ def supported_mask(
     out = np.zeros_like(m)
     out[r0:r1, c0:c1] = keep[lab_img]
     return out
+
+
+def accept_click(previous: np.ndarray, new: np.ndarray, positive: bool) -> np.ndarray:
+    """The mask after a corrective click, bool ``(H, W)``: a positive click only adds to
+    ``previous`` (``previous | new``), a negative click only takes away (``previous & new``).
+
+    The decoder answers a click with a whole new mask, and now and then that answer loses
+    parts the user had already accepted; a click says where the error is, not that the
+    rest was wrong. On the validation data this rule raised the Dice after three clicks
+    (box 0.7905 -> 0.7935, one point 0.8014 -> 0.8101; ``runs`` script in the model card).
+    """
+    prev, cur = np.asarray(previous, bool), np.asarray(new, bool)
+    return (prev | cur) if positive else (prev & cur)

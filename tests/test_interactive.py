@@ -86,7 +86,17 @@ def test_points_refine_with_the_previous_logits_and_cached_predictions(counted: 
     req = ann.request(6)
     assert isinstance(req, PredictionRequest) and first is not None
     np.testing.assert_array_equal(req.kwargs["mask_input"], first.logits)
+    assert req.previous is first  # one click on a shown prediction: Predictor.refine
     ann.show(req, ann.compute(req))
+    # Two clicks before any prediction: the logits still feed back, but no click is "the new
+    # one" to merge.
+    ann.add_point(6, 14, 12)
+    ann.add_point(6, 16, 12, positive=False)
+    req2 = ann.request(6)
+    assert isinstance(req2, PredictionRequest) and req2.previous is None
+    assert "mask_input" in req2.kwargs
+    ann.undo()
+    ann.undo()
     ann.undo()  # back to the box alone: its prediction is kept, nothing is computed
     assert ann.request(6) is first
 

@@ -1,12 +1,14 @@
-"""Prompt-supported components: the filter alone, and through the Predictor."""
+"""Prompt-supported components and corrective-click merging: alone, and through the Predictor."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from hrmedsegsam.errors import PromptError
 from hrmedsegsam.predictor import Predictor
-from hrmedsegsam.prompt_support import supported_mask
+from hrmedsegsam.prompt_support import accept_click, supported_mask
 
 
 def _discs(hw: tuple[int, int] = (120, 160)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,3 +74,32 @@ def test_predictor_drops_the_unclicked_disc_and_its_feedback_logits(box_threshol
     ax, ay = int(40 * scale), int(60 * scale)
     assert r.logits[by, bx] > 0 and s.logits[by, bx] < 0
     assert s.logits[ay, ax] > 0 and fb_a[ay, ax] > 0
+
+
+def test_accept_click_is_monotone() -> None:
+    a, b, both = _discs()
+    assert np.array_equal(accept_click(a, b, positive=True), both)
+    assert np.array_equal(accept_click(both, a, positive=False), a)
+    # A negative click never adds, a positive one never removes.
+    assert np.array_equal(accept_click(a, both, positive=False), a)
+    assert np.array_equal(accept_click(both, a, positive=True), both)
+
+
+def test_predictor_refine_merges_the_click_with_the_previous_mask(box_threshold_model) -> None:
+    """The box-threshold model answers with the bright pixels in the box (disc A); the
+    previous mask held disc B too. A negative click keeps only what both agree on; a positive
+    one keeps both; the returned logits describe the merged mask.
+    """
+    a, b, both = _discs()
+    pred = Predictor(box_threshold_model, torch.device("cpu"))
+    pred.set_image(both.astype(np.float32), window=(0, 1))
+    box = [20, 40, 60, 80]
+    prev = pred.predict(box=[20, 40, 140, 80])
+    assert np.array_equal(prev.mask, both)
+    neg = pred.refine(prev, [[120, 60]], [0], box=box)
+    assert np.array_equal(neg.mask, a)
+    pos = pred.refine(prev, [[40, 60]], [1], box=box)
+    assert np.array_equal(pos.mask, both) and np.array_equal(pos.masks[0], both)
+    np.testing.assert_array_equal(pos.logits, pred.mask_to_logits(both))
+    with pytest.raises(PromptError):
+        pred.refine(prev, [], [], box=box)

@@ -10,8 +10,10 @@ predicted mask against the component; mean over objects, overall and by size (< 
 
 Interactive refinement (``clicks`` > 0): from the box (and from the single point), up to
 ``clicks`` corrective clicks, each at the pixel farthest from the border of the largest
-error region (positive in a missed region, negative in a false one; the box stays), with
-the previous low-res logits fed back as ``mask_input``; Dice after 0, 1, 3 and 5 clicks
+error region (positive in a missed region, negative in a false one; the box stays), each
+applied as the annotator applies a click (:meth:`Predictor.refine`: the previous low-res
+logits fed back as ``mask_input``, a positive click only adding, a negative one only taking
+away); Dice after 0, 1, 3 and 5 clicks
 (an object without error keeps its Dice for the remaining clicks).
 
 Per structure: mean Dice of each prompt type per reference label name (label names from
@@ -270,8 +272,8 @@ def refine_with_clicks(
 ) -> list[float]:
     """Dice of ``pred`` (a Predictor with the slice set) against ``mask`` ``(H, W)`` for the
     first prompt (``box`` native ``(x0, y0, x1, y1)`` and/or ``points`` ``[[x, y], ...]``) and
-    after each of ``clicks`` corrective clicks (:func:`correction_point`, the previous
-    low-res logits fed back). Returns ``clicks + 1`` values.
+    after each of ``clicks`` corrective clicks (:func:`correction_point`, applied with
+    :meth:`Predictor.refine` as the annotator applies a click). Returns ``clicks + 1`` values.
     """
     pts = [list(map(float, p)) for p in (points or [])]
     labs = list(labels or [])
@@ -285,7 +287,7 @@ def refine_with_clicks(
         (x, y), lab = nxt
         pts.append([float(x), float(y)])
         labs.append(lab)
-        out = pred.predict(box=box, points=pts, labels=labs, mask_input=out.logits)
+        out = pred.refine(out, pts, labs, box=box)
         chain.append(dice(out.mask, mask))
     return chain
 
