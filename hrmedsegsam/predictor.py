@@ -40,6 +40,7 @@ from hrmedsegsam.model.frame import boxes_to_frame, points_to_frame, to_frame
 from hrmedsegsam.prompt_support import accept_click, supported_mask
 from hrmedsegsam.prompts import MAX_POINTS, check_box, check_point
 from hrmedsegsam.runtime import keep_freed_memory, torch_threads
+from hrmedsegsam.zoom import Crop, crop_logits_to_lowres, lowres_to_crop, paste, zoom_crop
 
 Window = tuple[float, float]
 CACHE_BYTES = 256 << 20
@@ -53,6 +54,8 @@ DECODE_THREADS = 1
 #: Low-res logit given to the pixels :func:`supported_mask` removed (the value
 #: :meth:`Predictor.mask_to_logits` uses for "surely outside").
 _DROPPED_LOGIT = 10.0
+#: Zoom crops kept per slice (a few objects being corrected on one slice).
+ZOOM_KEPT = 4
 #: ``(cache key, window) -> encoder output (1, 256, G, G) or None``: precomputed embeddings.
 FeaturesSource = Callable[[Hashable, Window], "np.ndarray | None"]
 
@@ -78,7 +81,8 @@ class Prediction:
 class Embedding:
     """A slice prepared for decoding: encoder output ``(1, 256, 64, 64)``, the windowed native
     slice ``(1, 3, H, W)`` in [0, 1], the resized image's size in the model frame, and the
-    model's per-image decoder cache (prompt-independent work, filled on first use).
+    model's per-image decoder cache (prompt-independent work, filled on first use), and the
+    embeddings of zoom crops made for small boxes.
     """
 
     features: torch.Tensor
@@ -86,6 +90,9 @@ class Embedding:
     input_hw: tuple[int, int]
     window: Window
     decoder_cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Embeddings of zoom crops of this slice (:mod:`hrmedsegsam.zoom`), by crop; kept
+    #: while the embedding is current, like the decoder cache.
+    zoomed: dict[tuple[int, int, int, int], Embedding] = field(default_factory=dict)
 
     @property
     def native_hw(self) -> tuple[int, int]:
@@ -142,6 +149,7 @@ class Predictor:
         features_source: FeaturesSource | None = None,
         decode_threads: int | None = DECODE_THREADS,
         keep_supported: bool = True,
+        zoom: bool = True,
     ) -> None:
         """``cache_bytes``: bound of the embedding cache; the newest entry is kept even if
         it alone is larger. ``backend``: where the image encoder runs, ``"auto"`` (None),
@@ -152,7 +160,8 @@ class Predictor:
         attribute. ``decode_threads``: torch threads for :meth:`predict` on a CPU (None:
         torch's setting, as for the encoder; see :data:`DECODE_THREADS`). ``keep_supported``:
         drop the mask components the prompts do not support (:mod:`hrmedsegsam.prompt_support`;
-        False returns the decoder's raw masks).
+        False returns the decoder's raw masks). ``zoom``: segment small boxes on an embedded
+        crop of the slice (:mod:`hrmedsegsam.zoom`; one encoder run per new box position).
         """
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
@@ -169,6 +178,7 @@ class Predictor:
         self._encoder_lock = threading.Lock()
         self.decode_threads = decode_threads if self.device.type == "cpu" else None
         self.keep_supported = keep_supported
+        self.zoom = zoom
         if self.device.type == "cpu":
             keep_freed_memory()
 
@@ -370,6 +380,7 @@ class Predictor:
         previous = self._current
         if previous is not None and previous is not embedding:
             previous.decoder_cache.clear()
+            previous.zoomed.clear()
         self._current = embedding
 
     @property
@@ -402,6 +413,26 @@ class Predictor:
         return out
 
     # -- prompts ---------------------------------------------------------------------
+    def _zoom_embedding(self, emb: Embedding, crop: Crop) -> Embedding:
+        """The embedding of ``crop`` ``(r0, c0, h, w)`` of ``emb``'s windowed slice (kept in
+        ``emb.zoomed``; at most :data:`ZOOM_KEPT` crops per slice).
+        """
+        hit = emb.zoomed.get(crop)
+        if hit is not None:
+            return hit
+        r0, c0, h, w = crop
+        native = emb.image[..., r0 : r0 + h, c0 : c0 + w]
+        frame, input_hw = to_frame(native[:, :1], self.model.image_size)
+        encode = self.encoder()[1]
+        with torch.inference_mode(), self._autocast():
+            features = encode(frame.contiguous()).float()
+            _require_finite(features, "image embedding")
+        zoomed = Embedding(features, native, input_hw, emb.window)
+        while len(emb.zoomed) >= ZOOM_KEPT:
+            emb.zoomed.pop(next(iter(emb.zoomed)))
+        emb.zoomed[crop] = zoomed
+        return zoomed
+
     def _keep_supported(
         self,
         masks: np.ndarray,
@@ -503,7 +534,6 @@ class Predictor:
         box_native = None
         if box is not None:
             box_native = check_box(_as_float_array(box, "box"), native_hw)
-            boxes_t = torch.from_numpy(boxes_to_frame([box_native], native_hw, input_hw)).to(dev)
         coords_t = labels_t = None
         if pts is not None:
             if pts.ndim != 2 or pts.shape[1] != 2:
@@ -531,8 +561,6 @@ class Predictor:
                 raise PromptError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
             for x, y in pts:
                 check_point(float(x), float(y), native_hw)
-            coords_t = torch.from_numpy(points_to_frame(pts[None], native_hw, input_hw)).to(dev)
-            labels_t = torch.tensor(lab[None], dtype=torch.int64, device=dev)
         mask_t = None
         if mask_input is not None:
             m = _as_float_array(mask_input, "mask_input").astype(np.float32)
@@ -544,27 +572,51 @@ class Predictor:
             if not np.isfinite(m).all():
                 raise PromptError("mask_input holds NaN or infinite values")
             mask_t = torch.from_numpy(m.reshape(1, 1, L, L)).to(dev)
+        crop = (
+            zoom_crop(box_native, native_hw, pts) if self.zoom and box_native is not None else None
+        )
+        e = emb if crop is None else self._zoom_embedding(emb, crop)
+        ox, oy = (0, 0) if crop is None else (crop[1], crop[0])
+        box_e = None
+        if box_native is not None:
+            x0, y0, x1, y1 = box_native
+            box_e = (x0 - ox, y0 - oy, x1 - ox, y1 - oy)
+            boxes_t = torch.from_numpy(boxes_to_frame([box_e], e.native_hw, e.input_hw)).to(dev)
+        if pts is not None:
+            shifted = (pts - np.array([ox, oy], float))[None]
+            coords_t = torch.from_numpy(points_to_frame(shifted, e.native_hw, e.input_hw)).to(dev)
+            labels_t = torch.tensor(lab[None], dtype=torch.int64, device=dev)
+        valid_hw = self.model.lowres_valid_hw(input_hw)
+        if mask_t is not None and crop is not None:
+            crop_valid = self.model.lowres_valid_hw(e.input_hw)
+            mask_t = lowres_to_crop(mask_t, valid_hw, native_hw, crop, crop_valid)
         # The checks and conversions of the (H, W) logits run under the same thread setting:
         # at two threads on a busy CPU they cost as much as the decode.
         with torch.inference_mode(), self._autocast(), torch_threads(self.decode_threads):
             out = self.model.decode(
-                emb.features,
-                emb.image,
-                emb.input_hw,
+                e.features,
+                e.image,
+                e.input_hw,
                 coords=coords_t,
                 labels=labels_t,
                 boxes=boxes_t,
                 mask_input=mask_t,
                 multimask=multimask,
-                box_native=box_native,
-                cache=emb.decoder_cache,
+                box_native=box_e,
+                cache=e.decoder_cache,
             )
             _require_finite(out.logits, "mask logits")
             _require_finite(out.iou, "predicted IoU")
+            full, low = out.logits, out.lowres
+            if crop is not None:
+                low = crop_logits_to_lowres(
+                    full.float(), native_hw, crop, valid_hw, self.model.lowres_size
+                )
+                full = paste(full.float(), native_hw, crop)
             scores = out.iou[0].float().cpu().numpy()
             order = np.argsort(-scores, kind="stable")
-            masks = (out.logits[0].float() > 0).cpu().numpy()[order]
-            lowres = out.lowres[0].float().cpu().numpy()[order]
+            masks = (full[0].float() > 0).cpu().numpy()[order]
+            lowres = low[0].float().cpu().numpy()[order]
         if self.keep_supported:
             masks, lowres = self._keep_supported(
                 masks, lowres, box_native, pts, lab if pts is not None else None

@@ -261,8 +261,9 @@ def test_cached_prompt_path_equals_plain_decode_with_shipped_weights(shared_data
     if not path.is_file():
         pytest.skip(f"{path} not found")
     slice2d = read_volume(path).array[5]
-    # The decoder's raw answer: the prompt-support filter is tested in test_prompt_support.py.
-    pred = Predictor(load_model("hrmedsegsam"), backend="torch", keep_supported=False)
+    # The decoder's raw answer on the whole slice: the prompt-support filter and the zoom are
+    # tested in test_prompt_support.py and test_zoom.py.
+    pred = Predictor(load_model("hrmedsegsam"), backend="torch", keep_supported=False, zoom=False)
     pred.set_image(slice2d, (-160, 240))
     emb = pred._current
     assert emb is not None

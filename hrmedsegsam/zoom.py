@@ -1,0 +1,133 @@
+"""Zoom for small boxes: a box on a small structure is segmented on a crop of the slice.
+
+The encoder sees a slice through a 64 x 64 grid of tokens; on a 512 x 512 slice a kidney
+vessel or an adrenal gland of 20-30 pixels covers one to three tokens. When the box is
+small, the Predictor embeds a square crop around it (side ``ZOOM_FACTOR`` times the box's
+longer side, at least ``ZOOM_MIN_SIDE`` pixels) so that the structure covers several times
+as many tokens, decodes there and pastes the answer back into the slice. The crop is
+embedded once per box position and kept with the slice's embedding, so corrective clicks on
+the same box cost no more encoder runs.
+
+The rule was chosen on the validation data (``ct_body_3mm`` slices 100-111 resampled to
+0.8 mm, 379 x 458, and the 2D validation slices; 359 objects): box Dice on small objects
+(< 1000 px) 0.773 on the whole slice, 0.812 with this rule, large objects unchanged (0.785);
+a tighter crop (3x, at least 160 px) cost medium objects 0.03, a looser one (8x, 256 px)
+gained less (0.798). Low-res logits always leave :meth:`Predictor.predict` in the whole slice's
+frame (and ``mask_input`` is taken in it), so a zoomed answer can be fed back anywhere.
+
+Coordinates: ``(r0, c0, h, w)`` is the crop's top-left row/column and size in native pixels;
+boxes ``(x0, y0, x1, y1)`` and points ``(x, y)`` are native pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ZOOM_FACTOR = 4.0
+ZOOM_MIN_SIDE = 192
+#: Zoom only when the crop is at most this share of the slice's longer side (a smaller
+#: magnification is not worth an encoder run).
+ZOOM_MAX_SHARE = 0.6
+#: Logit for "surely outside" (the value ``Predictor.mask_to_logits`` uses).
+OUTSIDE = -10.0
+
+Crop = tuple[int, int, int, int]
+
+
+def zoom_crop(
+    box: Sequence[float],
+    hw: tuple[int, int],
+    points: np.ndarray | None = None,
+    factor: float = ZOOM_FACTOR,
+    min_side: int = ZOOM_MIN_SIDE,
+    max_share: float = ZOOM_MAX_SHARE,
+) -> Crop | None:
+    """The crop ``(r0, c0, h, w)`` to segment ``box`` (native ``x0, y0, x1, y1``, sorted) on,
+    or None when the box is not small enough for zooming or a point lies outside the crop.
+
+    The crop is a square of side ``max(factor * longer box side, min_side)`` centred on the
+    box and moved inside the slice ``hw = (H, W)`` (cut to the slice where it is smaller).
+    """
+    H, W = hw
+    x0, y0, x1, y1 = (float(v) for v in box)
+    long_side = max(x1 - x0 + 1.0, y1 - y0 + 1.0)
+    side = int(round(max(factor * long_side, float(min_side))))
+    if side > max_share * max(H, W):
+        return None
+    h, w = min(side, H), min(side, W)
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    r0 = int(np.clip(round(cy - h / 2.0), 0, H - h))
+    c0 = int(np.clip(round(cx - w / 2.0), 0, W - w))
+    # The box itself must lie in the crop (a long thin box on a narrow slice may not).
+    if x0 < c0 or y0 < r0 or x1 > c0 + w - 1 or y1 > r0 + h - 1:
+        return None
+    if points is not None and len(points):
+        p = np.asarray(points, float)
+        if (
+            (p[:, 0] < c0).any()
+            or (p[:, 0] > c0 + w - 1).any()
+            or (p[:, 1] < r0).any()
+            or (p[:, 1] > r0 + h - 1).any()
+        ):
+            return None
+    return r0, c0, h, w
+
+
+def lowres_to_crop(
+    lowres: torch.Tensor,
+    valid_hw: tuple[int, int],
+    native_hw: tuple[int, int],
+    crop: Crop,
+    crop_valid_hw: tuple[int, int],
+) -> torch.Tensor:
+    """Low-res logits ``(B, 1, L, L)`` of the whole slice (valid part ``valid_hw``) as the
+    crop's low-res logits ``(B, 1, L, L)`` (valid part ``crop_valid_hw``, padding
+    :data:`OUTSIDE`), through the native grid ``native_hw``.
+    """
+    r0, c0, h, w = crop
+    L = lowres.shape[-1]
+    vh, vw = valid_hw
+    native = F.interpolate(
+        lowres[..., :vh, :vw], size=native_hw, mode="bilinear", align_corners=False
+    )
+    part = native[..., r0 : r0 + h, c0 : c0 + w]
+    out = torch.full((*lowres.shape[:2], L, L), OUTSIDE, dtype=lowres.dtype, device=lowres.device)
+    ch, cw = crop_valid_hw
+    out[..., :ch, :cw] = F.interpolate(part, size=(ch, cw), mode="area")
+    return out
+
+
+def crop_logits_to_lowres(
+    logits: torch.Tensor,
+    native_hw: tuple[int, int],
+    crop: Crop,
+    valid_hw: tuple[int, int],
+    size: int,
+) -> torch.Tensor:
+    """Native logits of the crop ``(B, M, h, w)`` as low-res logits ``(B, M, size, size)`` of
+    the whole slice (valid part ``valid_hw``; outside the crop and in the padding
+    :data:`OUTSIDE`).
+    """
+    canvas = paste(logits, native_hw, crop)
+    out = torch.full(
+        (*logits.shape[:2], size, size), OUTSIDE, dtype=logits.dtype, device=logits.device
+    )
+    vh, vw = valid_hw
+    out[..., :vh, :vw] = F.interpolate(canvas, size=(vh, vw), mode="area")
+    return out
+
+
+def paste(logits: torch.Tensor, native_hw: tuple[int, int], crop: Crop) -> torch.Tensor:
+    """Native logits of the crop ``(B, M, h, w)`` placed on the whole slice ``(B, M, H, W)``
+    (:data:`OUTSIDE` elsewhere).
+    """
+    r0, c0, h, w = crop
+    out = torch.full(
+        (*logits.shape[:2], *native_hw), OUTSIDE, dtype=logits.dtype, device=logits.device
+    )
+    out[..., r0 : r0 + h, c0 : c0 + w] = logits
+    return out
