@@ -21,6 +21,7 @@ here, never in tests, since timings depend on the machine.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import platform
@@ -191,6 +192,19 @@ def measure_model(
         pred.predict(points=[[282, 230]], labels=[1])
         sync()
 
+    # A small box (21 px) is zoomed (hrmedsegsam.zoom): its first prompt embeds a crop, later
+    # prompts on it reuse that. Each timed "first" call moves the box so its crop is new.
+    shifts = itertools.count()
+
+    def prompt_small_box_first() -> None:
+        d = next(shifts) % 64
+        pred.predict(box=[262 + d, 212, 282 + d, 232])
+        sync()
+
+    def prompt_small_box() -> None:
+        pred.predict(box=[262, 212, 282, 232])
+        sync()
+
     out: dict[str, Any] = {
         "model": name,
         "weights": weights,
@@ -205,6 +219,8 @@ def measure_model(
         "encoder_setup_s": setup_s,
         "prompt_box_s_512": _median_seconds(prompt_box, repeats * 2),
         "prompt_point_s_512": _median_seconds(prompt_point, repeats * 2),
+        "prompt_small_box_first_s_512": _median_seconds(prompt_small_box_first, repeats),
+        "prompt_small_box_s_512": _median_seconds(prompt_small_box, repeats * 2),
     }
     if not quick:
         pred.set_image(_synthetic_slice(2048), WINDOW)
@@ -517,6 +533,12 @@ def format_report(report: dict[str, Any]) -> str:
         ("encoder backend of auto", lambda r: r.get("encoder_auto"), "{}"),
         ("box prompt s, 512x512 slice", lambda r: r["prompt_box_s_512"], "{:.4f}"),
         ("point prompt s, 512x512 slice", lambda r: r["prompt_point_s_512"], "{:.4f}"),
+        (
+            "small box s, first (crop embedded)",
+            lambda r: r.get("prompt_small_box_first_s_512"),
+            "{:.4f}",
+        ),
+        ("small box s, again (crop kept)", lambda r: r.get("prompt_small_box_s_512"), "{:.4f}"),
         ("box prompt s, 2048x2048 slice", lambda r: r.get("prompt_box_s_2048"), "{:.4f}"),
         ("peak RSS MB (process)", lambda r: r["peak_rss_mb"], "{:.0f}"),
     ]
