@@ -171,7 +171,9 @@ def _fill(
                 box, point = _box_and_point(base)
                 predictor.set_image(vol[z], window, key=key(z) if key is not None else None)
                 dense = predictor.mask_to_logits(base) if prompt == "box+point+mask" else None
-                pred = predictor.predict(box=box, points=[point], labels=[1], mask_input=dense)
+                pred = predictor.predict(
+                    box=box, points=[point], labels=[1], mask_input=dense, zoom=False
+                )
                 found = connected_to(pred.mask, base)
                 if pred.score >= min_score and dice(found, base) >= min_agreement:
                     mask, score, logits = found, float(pred.score), pred.logits

@@ -510,6 +510,7 @@ class Predictor:
         labels: Sequence[int] | None = None,
         mask_input: np.ndarray | None = None,
         multimask: bool = False,
+        zoom: bool | None = None,
     ) -> Prediction:
         """Segment the current image from prompts.
 
@@ -518,7 +519,8 @@ class Predictor:
         (a third column is refused: point labels go in ``labels``); labels: 1 positive / 0
         negative per point (default all positive);
         mask_input: low-res logits ``(256, 256)`` from an earlier prediction; multimask:
-        return three candidates (best in ``.mask``) instead of one.
+        return three candidates (best in ``.mask``) instead of one; zoom: segment a small box
+        on a crop (:mod:`hrmedsegsam.zoom`; None: the Predictor's ``zoom`` setting).
         """
         emb = self._current
         if emb is None:
@@ -573,7 +575,9 @@ class Predictor:
                 raise PromptError("mask_input holds NaN or infinite values")
             mask_t = torch.from_numpy(m.reshape(1, 1, L, L)).to(dev)
         crop = (
-            zoom_crop(box_native, native_hw, pts) if self.zoom and box_native is not None else None
+            zoom_crop(box_native, native_hw, pts)
+            if (self.zoom if zoom is None else zoom) and box_native is not None
+            else None
         )
         e = emb if crop is None else self._zoom_embedding(emb, crop)
         ox, oy = (0, 0) if crop is None else (crop[1], crop[0])

@@ -209,11 +209,13 @@ def propagate_steps(
             box, points = _prompt_from(prev, box_margin)
             predictor.set_image(vol[z], window, key=key(z) if key is not None else None)
             if prompt == "box":
-                pred = predictor.predict(box=box)
+                pred = predictor.predict(box=box, zoom=False)
             elif prompt == "box+point":
-                pred = predictor.predict(box=box, points=points, labels=[1])
+                pred = predictor.predict(box=box, points=points, labels=[1], zoom=False)
             else:
-                pred = predictor.predict(box=box, points=points, labels=[1], mask_input=prev_logits)
+                pred = predictor.predict(
+                    box=box, points=points, labels=[1], mask_input=prev_logits, zoom=False
+                )
             mask = connected_to(pred.mask, prev)
             area = int(mask.sum())
             prev_area = int(prev.sum())

@@ -83,3 +83,19 @@ def test_a_small_box_is_decoded_on_a_crop_and_pasted_back_in_place(counted) -> N
     # Without zoom the answer is the same here (the model is exact at any scale).
     pred.zoom = False
     assert np.array_equal(pred.predict(box=box).mask, expected)
+
+
+def test_propagation_and_fill_never_zoom(counted) -> None:
+    """Boxes made from the previous slice's mask stay on the whole slice (zoom there lowered
+    3D Dice; model card): one encoder run per slice, none for crops."""
+    from hrmedsegsam.volume import propagate
+
+    pred, calls = counted
+    vol = np.zeros((6, 400, 400), np.float32)
+    vol[:, 200:215, 180:200] = 1.0  # a small structure through every slice
+    vol[:, 0, 0] = np.arange(6) * 0.01  # slices differ (the embedding cache keys by content)
+    start = np.zeros((400, 400), bool)
+    start[200:215, 180:200] = True
+    seg = propagate(pred, vol, 2, start, (0, 1))
+    assert seg[:, 200:215, 180:200].all() and seg.sum() == 6 * 15 * 20
+    assert len(calls) == 5  # the five other slices; a zoomed box would add a crop each
