@@ -35,12 +35,20 @@ from hrmedsegsam.encoder_backend import (
 )
 from hrmedsegsam.errors import InputError, PromptError, WeightsError
 from hrmedsegsam.intensity import apply_window, percentile_window
+from hrmedsegsam.masks import bbox_xyxy
 from hrmedsegsam.model.base import PromptableModel
-from hrmedsegsam.model.frame import boxes_to_frame, points_to_frame, to_frame
+from hrmedsegsam.model.frame import boxes_to_frame, mask_to_lowres, points_to_frame, to_frame
 from hrmedsegsam.prompt_support import accept_click, supported_mask
 from hrmedsegsam.prompts import MAX_POINTS, check_box, check_point
 from hrmedsegsam.runtime import keep_freed_memory, torch_threads
-from hrmedsegsam.zoom import Crop, crop_logits_to_lowres, lowres_to_crop, paste, zoom_crop
+from hrmedsegsam.zoom import (
+    ZOOM_POINT_AREA,
+    Crop,
+    crop_logits_to_lowres,
+    lowres_to_crop,
+    paste,
+    zoom_crop,
+)
 
 Window = tuple[float, float]
 CACHE_BYTES = 256 << 20
@@ -403,14 +411,9 @@ class Predictor:
         m = np.asarray(mask)
         if m.shape != emb.native_hw:
             raise PromptError(f"mask shape {m.shape} does not match the image {emb.native_hw}")
-        L = self.model.lowres_size
-        vh, vw = self.model.lowres_valid_hw(emb.input_hw)
-        frac = F.interpolate(
-            torch.from_numpy(m.astype(np.float32))[None, None], size=(vh, vw), mode="area"
+        return mask_to_lowres(
+            m, self.model.lowres_valid_hw(emb.input_hw), self.model.lowres_size, strength
         )
-        out = np.full((L, L), -strength, np.float32)
-        out[:vh, :vw] = ((frac[0, 0].numpy() * 2.0 - 1.0) * strength).astype(np.float32)
-        return out
 
     # -- prompts ---------------------------------------------------------------------
     def _zoom_embedding(self, emb: Embedding, crop: Crop) -> Embedding:
@@ -532,11 +535,10 @@ class Predictor:
             raise PromptError("give a box, at least one point, or a mask input")
         native_hw, input_hw = emb.native_hw, emb.input_hw
         dev = self.device
-        boxes_t = None
         box_native = None
         if box is not None:
             box_native = check_box(_as_float_array(box, "box"), native_hw)
-        coords_t = labels_t = None
+        lab = None
         if pts is not None:
             if pts.ndim != 2 or pts.shape[1] != 2:
                 raise PromptError(
@@ -574,26 +576,54 @@ class Predictor:
             if not np.isfinite(m).all():
                 raise PromptError("mask_input holds NaN or infinite values")
             mask_t = torch.from_numpy(m.reshape(1, 1, L, L)).to(dev)
-        crop = (
-            zoom_crop(box_native, native_hw, pts)
-            if (self.zoom if zoom is None else zoom) and box_native is not None
-            else None
+        zoom_on = self.zoom if zoom is None else zoom
+        crop = zoom_crop(box_native, native_hw, pts) if zoom_on and box_native is not None else None
+        if mask_t is not None and crop is not None:
+            valid_hw = self.model.lowres_valid_hw(input_hw)
+            crop_valid = self.model.lowres_valid_hw(self._zoom_embedding(emb, crop).input_hw)
+            mask_t = lowres_to_crop(mask_t, valid_hw, native_hw, crop, crop_valid)
+        masks, lowres, scores = self._decode(emb, crop, box_native, pts, lab, mask_t, multimask)
+        if self.keep_supported:
+            masks, lowres = self._keep_supported(masks, lowres, box_native, pts, lab)
+        if zoom_on and box_native is None and mask_t is None and pts is not None and not multimask:
+            masks, lowres, scores = self._zoom_points(emb, masks, lowres, scores, pts, lab)
+        return Prediction(
+            mask=masks[0],
+            score=float(scores[0]),
+            logits=lowres[0].astype(np.float32),
+            masks=masks,
+            scores=scores,
         )
+
+    def _decode(
+        self,
+        emb: Embedding,
+        crop: Crop | None,
+        box: tuple[float, float, float, float] | None,
+        pts: np.ndarray | None,
+        lab: np.ndarray | None,
+        mask_t: torch.Tensor | None,
+        multimask: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One decode of checked native prompts (``box`` ``(x0, y0, x1, y1)``, ``pts``
+        ``(N, 2)`` ``[x, y]``, ``lab`` ``(N,)``) on ``emb``'s slice or on its zoom ``crop``
+        (``mask_t`` ``(1, 1, 256, 256)`` then already in the crop's frame). Returns masks
+        ``(M, H, W)`` bool and low-res logits ``(M, 256, 256)`` in the slice's frame, and
+        scores ``(M,)``, best first.
+        """
+        dev = self.device
+        native_hw = emb.native_hw
         e = emb if crop is None else self._zoom_embedding(emb, crop)
         ox, oy = (0, 0) if crop is None else (crop[1], crop[0])
-        box_e = None
-        if box_native is not None:
-            x0, y0, x1, y1 = box_native
+        box_e = boxes_t = coords_t = labels_t = None
+        if box is not None:
+            x0, y0, x1, y1 = box
             box_e = (x0 - ox, y0 - oy, x1 - ox, y1 - oy)
             boxes_t = torch.from_numpy(boxes_to_frame([box_e], e.native_hw, e.input_hw)).to(dev)
-        if pts is not None:
+        if pts is not None and lab is not None:
             shifted = (pts - np.array([ox, oy], float))[None]
             coords_t = torch.from_numpy(points_to_frame(shifted, e.native_hw, e.input_hw)).to(dev)
             labels_t = torch.tensor(lab[None], dtype=torch.int64, device=dev)
-        valid_hw = self.model.lowres_valid_hw(input_hw)
-        if mask_t is not None and crop is not None:
-            crop_valid = self.model.lowres_valid_hw(e.input_hw)
-            mask_t = lowres_to_crop(mask_t, valid_hw, native_hw, crop, crop_valid)
         # The checks and conversions of the (H, W) logits run under the same thread setting:
         # at two threads on a busy CPU they cost as much as the decode.
         with torch.inference_mode(), self._autocast(), torch_threads(self.decode_threads):
@@ -613,6 +643,7 @@ class Predictor:
             _require_finite(out.iou, "predicted IoU")
             full, low = out.logits, out.lowres
             if crop is not None:
+                valid_hw = self.model.lowres_valid_hw(emb.input_hw)
                 low = crop_logits_to_lowres(
                     full.float(), native_hw, crop, valid_hw, self.model.lowres_size
                 )
@@ -621,14 +652,39 @@ class Predictor:
             order = np.argsort(-scores, kind="stable")
             masks = (full[0].float() > 0).cpu().numpy()[order]
             lowres = low[0].float().cpu().numpy()[order]
-        if self.keep_supported:
-            masks, lowres = self._keep_supported(
-                masks, lowres, box_native, pts, lab if pts is not None else None
-            )
-        return Prediction(
-            mask=masks[0],
-            score=float(scores[order[0]]),
-            logits=lowres[0].astype(np.float32),
-            masks=masks,
-            scores=scores[order],
+        return masks, lowres, scores[order]
+
+    def _zoom_points(
+        self,
+        emb: Embedding,
+        masks: np.ndarray,
+        lowres: np.ndarray,
+        scores: np.ndarray,
+        pts: np.ndarray,
+        lab: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Clicks alone on a small structure: when the whole-slice answer ``masks[0]`` is
+        under :data:`~hrmedsegsam.zoom.ZOOM_POINT_AREA` pixels and fits a zoom crop, the
+        clicks are decoded again on that crop with the answer as the mask prompt (see
+        :mod:`hrmedsegsam.zoom`). Arguments and result as :meth:`_decode`'s.
+        """
+        first = masks[0]
+        area = int(first.sum())
+        bb = bbox_xyxy(first) if 0 < area < ZOOM_POINT_AREA else None
+        crop = zoom_crop(bb, emb.native_hw, pts) if bb is not None else None
+        if crop is None:
+            return masks, lowres, scores
+        r0, c0, h, w = crop
+        ze = self._zoom_embedding(emb, crop)
+        seed = mask_to_lowres(
+            first[r0 : r0 + h, c0 : c0 + w],
+            self.model.lowres_valid_hw(ze.input_hw),
+            self.model.lowres_size,
         )
+        mask_t = torch.from_numpy(seed[None, None]).to(self.device)
+        masks2, lowres2, scores2 = self._decode(emb, crop, None, pts, lab, mask_t, False)
+        if self.keep_supported:
+            masks2, lowres2 = self._keep_supported(masks2, lowres2, None, pts, lab)
+        if not masks2[0].any():
+            return masks, lowres, scores
+        return masks2, lowres2, scores2

@@ -99,3 +99,20 @@ def test_propagation_and_fill_never_zoom(counted) -> None:
     seg = propagate(pred, vol, 2, start, (0, 1))
     assert seg[:, 200:215, 180:200].all() and seg.sum() == 6 * 15 * 20
     assert len(calls) == 5  # the five other slices; a zoomed box would add a crop each
+
+
+def test_a_click_on_a_small_answer_is_decoded_again_on_a_crop(counted) -> None:
+    pred, calls = counted
+    H, W = 600, 700
+    img = np.zeros((H, W), np.float32)
+    img[400:420, 620:645] = 1.0
+    img[100:300, 100:300] = 1.0
+    pred.set_image(img, window=(0, 1))
+    expected = np.zeros((H, W), bool)
+    expected[400:420, 620:645] = True
+    out = pred.predict(points=[[630, 410]], labels=[1])
+    assert np.array_equal(out.mask, expected) and len(calls) == 2  # the crop's embedding
+    assert ((out.logits > 0) == (pred.mask_to_logits(expected) > 0)).mean() > 0.999
+    big = pred.predict(points=[[200, 200]], labels=[1])
+    assert big.mask[100:300, 100:300].all() and len(calls) == 2  # 40,000 px: no zoom
+    assert np.array_equal(pred.predict(points=[[630, 410]], labels=[1], zoom=False).mask, expected)

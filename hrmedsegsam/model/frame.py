@@ -76,3 +76,19 @@ def boxes_to_frame(
     """Native boxes ``(..., 4)`` as ``(x0, y0, x1, y1)`` -> frame pixels, float32 ``(..., 4)``."""
     sx, sy = prompt_scale(native_hw, input_hw)
     return (np.asarray(boxes_xyxy, dtype=np.float64) * [sx, sy, sx, sy]).astype(np.float32)
+
+
+def mask_to_lowres(
+    mask: np.ndarray, valid_hw: tuple[int, int], size: int, strength: float = 10.0
+) -> np.ndarray:
+    """A native bool mask ``(H, W)`` as low-res logits ``(size, size)`` float32 (the
+    decoder's ``mask_input``): area-resampled onto the frame's valid part ``valid_hw``, inside
+    ``+strength``, outside and padding ``-strength``, fractional pixels in between.
+    """
+    frac = F.interpolate(
+        torch.from_numpy(np.asarray(mask, np.float32))[None, None], size=valid_hw, mode="area"
+    )
+    out = np.full((size, size), -strength, np.float32)
+    vh, vw = valid_hw
+    out[:vh, :vw] = ((frac[0, 0].numpy() * 2.0 - 1.0) * strength).astype(np.float32)
+    return out
