@@ -24,6 +24,9 @@ def test_zoom_crop_is_a_square_around_small_boxes_only() -> None:
     assert zoom_crop((500, 500, 511, 511), (512, 512))[:2] == (320, 320)
     # Not small enough (the crop would be most of the slice), or a click outside the crop.
     assert zoom_crop((100, 100, 200, 200), (512, 512)) is None
+    # A kidney-sized box (61 x 51 px) stays on the whole slice even on a large slice.
+    assert zoom_crop((100, 100, 160, 150), (1024, 1024)) is None
+    assert zoom_crop((100, 100, 148, 148), (1024, 1024)) is not None
     assert zoom_crop((300, 200, 319, 209), (200, 200)) is None
     assert zoom_crop((300, 200, 319, 209), (512, 512), np.array([[10.0, 10.0]])) is None
 
