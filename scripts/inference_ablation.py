@@ -29,32 +29,6 @@ import numpy as np
 SETTINGS = ("plain", "support", "refine", "zoom")
 
 
-def chain(pred, mask: np.ndarray, clicks: int, refine: bool, **prompt) -> list[float]:
-    """Dice after 0..clicks corrective clicks from ``prompt`` (box or points+labels)."""
-    from hrmedsegsam.masks import dice
-    from hrmedsegsam.training.prompts import correction_point
-
-    pts = [list(map(float, p)) for p in prompt.get("points", [])]
-    labs = list(prompt.get("labels", []))
-    box = prompt.get("box")
-    out = pred.predict(box=box, points=pts or None, labels=labs or None)
-    dices = [dice(out.mask, mask)]
-    for _ in range(clicks):
-        nxt = correction_point(out.mask, mask)
-        if nxt is None:
-            dices.append(dices[-1])
-            continue
-        (x, y), lab = nxt
-        pts.append([float(x), float(y)])
-        labs.append(lab)
-        if refine:
-            out = pred.refine(out, pts, labs, box=box)
-        else:
-            out = pred.predict(box=box, points=pts, labels=labs, mask_input=out.logits)
-        dices.append(dice(out.mask, mask))
-    return dices
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default="weights/hrmedsegsam.pt")
@@ -73,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     from hrmedsegsam.model.build import load_model
     from hrmedsegsam.predictor import Predictor
     from hrmedsegsam.training.data import VALIDATION_2D, VALIDATION_SLICES, VALIDATION_VOLUME
-    from hrmedsegsam.training.evaluate import collect_objects, load_reference
+    from hrmedsegsam.training.evaluate import (
+        collect_objects,
+        load_reference,
+        refine_with_clicks,
+    )
     from hrmedsegsam.training.prompts import farthest_from_border, tight_box
     from hrmedsegsam.training.validate import MIN_OBJECT_PX, WINDOW, clinical_copy, png_cases
 
@@ -114,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             x, y = farthest_from_border(m)
             for s, p in preds.items():
                 refine = s in ("refine", "zoom")
-                res[s]["box"].append(chain(p, m, args.clicks, refine, box=box))
+                res[s]["box"].append(refine_with_clicks(p, m, args.clicks, box, refine=refine))
                 res[s]["point"].append(
-                    chain(p, m, args.clicks, refine, points=[[x, y]], labels=[1])
+                    refine_with_clicks(
+                        p, m, args.clicks, points=[[x, y]], labels=[1], refine=refine
+                    )
                 )
     size = np.array(sizes)
     print(f"{len(sizes)} objects ({int((size < 1000).sum())} small), weights {args.weights}")

@@ -269,11 +269,13 @@ def refine_with_clicks(
     box: list[float] | None = None,
     points: list[list[float]] | None = None,
     labels: list[int] | None = None,
+    refine: bool = True,
 ) -> list[float]:
     """Dice of ``pred`` (a Predictor with the slice set) against ``mask`` ``(H, W)`` for the
     first prompt (``box`` native ``(x0, y0, x1, y1)`` and/or ``points`` ``[[x, y], ...]``) and
     after each of ``clicks`` corrective clicks (:func:`correction_point`, applied with
-    :meth:`Predictor.refine` as the annotator applies a click). Returns ``clicks + 1`` values.
+    :meth:`Predictor.refine` as the annotator applies a click; ``refine`` False: the decoder's
+    answer with the previous logits as ``mask_input``, unmerged). Returns ``clicks + 1`` values.
     """
     pts = [list(map(float, p)) for p in (points or [])]
     labs = list(labels or [])
@@ -287,7 +289,10 @@ def refine_with_clicks(
         (x, y), lab = nxt
         pts.append([float(x), float(y)])
         labs.append(lab)
-        out = pred.refine(out, pts, labs, box=box)
+        if refine:
+            out = pred.refine(out, pts, labs, box=box)
+        else:
+            out = pred.predict(box=box, points=pts, labels=labs, mask_input=out.logits)
         chain.append(dice(out.mask, mask))
     return chain
 
