@@ -488,11 +488,10 @@ class Predictor:
             raise PromptError(
                 "refine needs the points with the new click last, and a label for each"
             )
+        hw = self.image_hw
+        if previous.mask.shape != hw:
+            raise PromptError(f"the previous mask {previous.mask.shape} is not of this image {hw}")
         out = self.predict(box=box, points=points, labels=labels, mask_input=previous.logits)
-        if previous.mask.shape != out.mask.shape:
-            raise PromptError(
-                f"the previous mask {previous.mask.shape} is not of this image {out.mask.shape}"
-            )
         merged = accept_click(previous.mask, out.mask, int(labels[-1]) == 1)
         if np.array_equal(merged, out.mask):
             return out
