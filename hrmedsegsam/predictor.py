@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hrmedsegsam.encoder_backend import (
     EncodeFn,
@@ -452,17 +451,14 @@ class Predictor:
         assert emb is not None
         masks, lowres = masks.copy(), lowres.copy()
         vh, vw = self.model.lowres_valid_hw(emb.input_hw)
+        L = self.model.lowres_size
         for i in range(masks.shape[0]):
             kept = supported_mask(masks[i], box, points, labels)
             if kept is masks[i]:
                 continue
             removed = masks[i] & ~kept
             masks[i] = kept
-            frac = F.interpolate(
-                torch.from_numpy(removed.astype(np.float32))[None, None],
-                size=(vh, vw),
-                mode="area",
-            )[0, 0].numpy()
+            frac = (mask_to_lowres(removed, (vh, vw), L, 1.0)[:vh, :vw] + 1.0) / 2.0
             region = lowres[i, :vh, :vw]
             lowres[i, :vh, :vw] = np.where(
                 frac > 0, (1.0 - frac) * region + frac * -_DROPPED_LOGIT, region

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hrmedsegsam.model.decoder import sample_frame
+
 ZOOM_FACTOR = 4.0
 ZOOM_MIN_SIDE = 192
 #: Zoom only when the crop is at most this share of the slice's longer side (a smaller
@@ -116,11 +118,7 @@ def lowres_to_crop(
     """
     r0, c0, h, w = crop
     L = lowres.shape[-1]
-    vh, vw = valid_hw
-    native = F.interpolate(
-        lowres[..., :vh, :vw], size=native_hw, mode="bilinear", align_corners=False
-    )
-    part = native[..., r0 : r0 + h, c0 : c0 + w]
+    part = sample_frame(lowres, valid_hw, native_hw, (r0, c0, r0 + h, c0 + w))
     out = torch.full((*lowres.shape[:2], L, L), OUTSIDE, dtype=lowres.dtype, device=lowres.device)
     ch, cw = crop_valid_hw
     out[..., :ch, :cw] = F.interpolate(part, size=(ch, cw), mode="area")
